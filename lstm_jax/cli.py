@@ -1,0 +1,79 @@
+"""Glue for the ``experiments/`` mains: config fields as absl flags, and user errors as one line."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from typing import Callable
+
+from absl import flags
+from absl import logging
+
+from lstm_jax import data as data_lib
+from lstm_jax.config import Config, get_config
+
+
+def _parse_tuple(text: str) -> tuple:
+  text = text.strip().strip('()[]')
+  return tuple(int(v) for v in text.replace(' ', '').split(',') if v)
+
+
+def define_config_flags(flag_values=flags.FLAGS, skip: tuple = ()) -> None:
+  """Defines one flag per ``Config`` field (same name, same default, same type)."""
+  hints = typing.get_type_hints(Config)
+  defaults = Config()
+  for field in dataclasses.fields(Config):
+    if field.name in skip:
+      continue
+    name, default, hint = field.name, getattr(defaults, field.name), hints[field.name]
+    help_ = f'Config.{name} (default {default!r}; a --preset may change it).'
+    if hint is bool:
+      flags.DEFINE_boolean(name, None, help_, flag_values=flag_values)
+    elif hint is int:
+      flags.DEFINE_integer(name, None, help_, flag_values=flag_values)
+    elif hint is float:
+      flags.DEFINE_float(name, None, help_, flag_values=flag_values)
+    elif hint is tuple:
+      flags.DEFINE_list(name, None, help_ + ' Comma-separated integers.', flag_values=flag_values)
+    else:  # str and Optional[bool] (hoist_input: true | false | auto)
+      flags.DEFINE_string(name, None, help_, flag_values=flag_values)
+
+
+def config_from_flags(preset: str, flag_values=flags.FLAGS) -> Config:
+  """The preset, with every flag the user gave on the command line applied on top."""
+  config = get_config(preset)
+  hints = typing.get_type_hints(Config)
+  changes = {}
+  for field in dataclasses.fields(Config):
+    if field.name not in flag_values or flag_values[field.name].value is None:
+      continue
+    value, hint = flag_values[field.name].value, hints[field.name]
+    if hint is tuple:
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError:
+        raise data_lib.DataError(f'--{field.name}: expected comma-separated integers, '
+                                 f'got {",".join(value)!r}') from None
+    elif hint == typing.Optional[bool]:
+      choices = {'true': True, 'false': False, 'auto': None, 'none': None}
+      if value.lower() not in choices:
+        raise data_lib.DataError(f'--{field.name}: expected true, false or auto, got {value!r}')
+      value = choices[value.lower()]
+    changes[field.name] = value
+  return config.replace(**changes)
+
+
+USER_ERRORS = (data_lib.DataError, FileNotFoundError, ValueError)
+
+
+def run_user_main(fn: Callable[[], int | None]) -> int:
+  """Runs ``fn``; a user's mistake ends in one line on stderr and exit code 2."""
+  try:
+    return fn() or 0
+  except USER_ERRORS as e:
+    logging.debug('user error', exc_info=True)
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  except FloatingPointError as e:
+    print(f'error: training diverged: {e}', file=sys.stderr)
+    return 3

@@ -1,0 +1,105 @@
+"""One configuration object for a training run, and named presets.
+
+The experiment scripts expose every field as a flag (``lstm_jax.cli``), so there is one path
+from the command line to the code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from lstm_jax import recurrent
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """A training run. Times are in samples unless the name says seconds."""
+  # Data: a user's recording (``data``) or a mock (``mock``) when empty.
+  data: str = ''
+  fs: float = 0.0  # overrides the file's sampling rate when > 0
+  holdout_fraction: float = 0.2
+  mock: str = 'seed'
+  mock_fs: float = 2048.0
+  n_train_records: int = 8  # independent mock records: fresh noise draws
+  train_record_seconds: float = 64.0
+  eval_seconds: float = 64.0
+  # Scaling, fitted on training data only.
+  input_scaling: str = 'standardize'  # standardize | minmax | none
+  target_scaling: str = 'standardize'
+  # Model.
+  lstm_sizes: tuple = (32,)
+  head_sizes: tuple = (64, 32)
+  head_activation: str = 'leaky_relu'
+  output_activation: str = 'linear'
+  head_inputs: bool = True
+  recurrent_activation: str = 'sigmoid'
+  unit_forget_bias: bool = True
+  # Time loop.
+  hoist_input: Optional[bool] = None
+  unroll: int = 1
+  backward: str = 'custom'
+  matmul_dtype: str = 'float32'
+  remat: bool = False
+  # Layout: ``n_streams`` parallel continuous streams cut in ``chunk_len`` chunks; the gradient
+  # is truncated every ``bptt_len`` samples inside a chunk. One update per chunk.
+  n_streams: int = 32
+  chunk_len: int = 256
+  bptt_len: int = 256
+  reset_carry_each_epoch: bool = True
+  # Optimizer.
+  num_steps: int = 5000
+  learning_rate: float = 3e-3
+  schedule: str = 'cosine'  # constant | cosine | inverse_time
+  warmup_steps: int = 200
+  decay: float = 0.0  # Keras legacy inverse-time decay: lr / (1 + decay * step)
+  clip_norm: float = 1.0  # global norm; 0 disables
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+  loss: str = 'mse'
+  # Evaluation and logging.
+  band_lo: float = 0.0  # Hz; 0 and 0 pick the default band (lstm_jax.metrics.default_band)
+  band_hi: float = 0.0
+  eval_chunk_len: int = 2048
+  seed: int = 0
+  log_every_seconds: float = 10.0
+
+  def scan_config(self) -> recurrent.ScanConfig:
+    return recurrent.ScanConfig(recurrent_activation=self.recurrent_activation,
+                                hoist_input=self.hoist_input, unroll=self.unroll,
+                                backward=self.backward, matmul_dtype=self.matmul_dtype,
+                                remat=self.remat)
+
+  def replace(self, **kw) -> 'Config':
+    return dataclasses.replace(self, **kw)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> 'Config':
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+    return cls(**kw)
+
+
+def seed_keras() -> Config:
+  """The seed's exact Keras setup: it fails (about 0 dB held out), on purpose."""
+  return Config(
+      n_train_records=1, train_record_seconds=10.0, eval_seconds=10.0,
+      input_scaling='minmax', target_scaling='none',
+      lstm_sizes=(64, 16, 8), head_sizes=(128, 16, 8), head_activation='leaky_relu',
+      output_activation='leaky_relu', head_inputs=False, recurrent_activation='hard_sigmoid',
+      n_streams=1, chunk_len=2048, bptt_len=2048, reset_carry_each_epoch=False,
+      num_steps=300,  # 30 epochs of 10 chunks
+      learning_rate=3.9e-5, schedule='inverse_time', decay=0.05, warmup_steps=0, clip_norm=0.0,
+  )
+
+
+PRESETS = {'default': Config, 'seed_keras': seed_keras}
+
+
+def get_config(preset: str = 'default') -> Config:
+  if preset not in PRESETS:
+    raise ValueError(f'unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
+  return PRESETS[preset]()

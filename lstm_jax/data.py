@@ -1,0 +1,271 @@
+"""Recordings: the seed mock, loading user files with validation, standardization, streams.
+
+A ``Recording`` is a target channel and C witness channels sampled at ``fs``; mocks also carry
+the true coupled ``noise`` so the noise reduction can be measured against it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+class DataError(ValueError):
+  """A user's data cannot be used; the message names the file, key, channel or index."""
+
+
+@dataclasses.dataclass
+class Recording:
+  """witnesses (T, C), target (T,), fs in Hz; noise (T,) is the true coupled noise if known.
+
+  ``target`` is None only for a recording given to a trained model to clean.
+  """
+  witnesses: np.ndarray
+  target: Optional[np.ndarray]
+  fs: float
+  noise: Optional[np.ndarray] = None
+  name: str = 'recording'
+
+  def __len__(self) -> int:
+    return len(self.witnesses)
+
+  def slice(self, start: int, stop: int) -> 'Recording':
+    cut = lambda a: None if a is None else a[start:stop]
+    return Recording(self.witnesses[start:stop], cut(self.target), self.fs, cut(self.noise),
+                     f'{self.name}[{start}:{stop}]')
+
+
+# --------------------------------------------------------------------------- mocks
+
+def seed_mock(fs: float = 2048.0, duration: float = 10.0, start: float = 0.0,
+              seed: int = 0) -> Recording:
+  """The seed's mock: target = sin(t) + sin(10 t) * n, witnesses [sin(10 t), n], n ~ N(0, 1).
+
+  ``start`` (seconds) places the record on the time axis so that a held-out stretch can
+  continue it; ``seed`` draws the white noise ``n``.
+  """
+  n_samples = int(round(duration * fs))
+  t = start + np.arange(n_samples) / fs
+  rng = np.random.default_rng(seed)
+  n = rng.standard_normal(n_samples)
+  sine = np.sin(10.0 * t)
+  noise = sine * n
+  target = np.sin(t) + noise
+  return Recording(np.stack([sine, n], axis=1).astype(np.float32), target.astype(np.float32),
+                   float(fs), noise.astype(np.float32), f'seed_mock(start={start:g}s, seed={seed})')
+
+
+MOCKS = {'seed': seed_mock}
+
+
+def save_npz(path: str, rec: Recording) -> None:
+  arrays = dict(witnesses=rec.witnesses, target=rec.target, fs=np.float64(rec.fs))
+  if rec.noise is not None:
+    arrays['noise'] = rec.noise
+  np.savez(path, **arrays)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _as_float(name: str, arr, what: str) -> np.ndarray:
+  try:
+    out = np.asarray(arr, dtype=np.float64)
+  except (TypeError, ValueError) as e:
+    raise DataError(f'{name}: {what} is not numeric ({e})') from None
+  return out
+
+
+def validate(rec: Recording, min_len: int = 2) -> Recording:
+  """Checks shapes, lengths and finiteness; returns the recording as float32 arrays."""
+  name = rec.name
+  wit = _as_float(name, rec.witnesses, 'witnesses')
+  has_target = rec.target is not None
+  tgt = _as_float(name, rec.target, 'target') if has_target else np.zeros(wit.shape[:1])
+  if wit.ndim == 1:
+    wit = wit[:, None]
+  if wit.ndim != 2:
+    raise DataError(f'{name}: witnesses must be (T, C), got shape {wit.shape}')
+  if tgt.ndim == 2 and tgt.shape[1] == 1:
+    tgt = tgt[:, 0]
+  if tgt.ndim != 1:
+    raise DataError(f'{name}: target must be (T,), got shape {tgt.shape}')
+  if wit.shape[1] == 0:
+    raise DataError(f'{name}: witnesses have no channels')
+  if wit.shape[0] != tgt.shape[0]:
+    raise DataError(f'{name}: target has {tgt.shape[0]} samples but witnesses have '
+                    f'{wit.shape[0]} (T must match)')
+  if tgt.shape[0] < min_len:
+    raise DataError(f'{name}: {tgt.shape[0]} samples is too short (need at least {min_len})')
+  for label, arr in (('target', tgt[:, None]), ('witnesses', wit))[0 if has_target else 1:]:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+      idx, ch = np.argwhere(bad)[0]
+      kind = 'NaN' if np.isnan(arr[idx, ch]) else 'Inf'
+      where = f'sample {idx}' if label == 'target' else f'channel {ch}, sample {idx}'
+      raise DataError(f'{name}: {label} has {int(bad.sum())} non-finite values; '
+                      f'first {kind} at {where}')
+  if not np.isfinite(rec.fs) or rec.fs <= 0:
+    raise DataError(f'{name}: sampling rate fs must be positive, got {rec.fs}')
+  noise = None
+  if rec.noise is not None:
+    noise = _as_float(name, rec.noise, 'noise').reshape(-1)
+    if noise.shape[0] != tgt.shape[0] or not np.all(np.isfinite(noise)):
+      raise DataError(f'{name}: noise must be finite and as long as target ({tgt.shape[0]})')
+    noise = noise.astype(np.float32)
+  return Recording(wit.astype(np.float32), tgt.astype(np.float32) if has_target else None,
+                   float(rec.fs), noise, name)
+
+
+def _load_npz(path: str, fs: Optional[float], require_target: bool) -> Recording:
+  try:
+    z = np.load(path, allow_pickle=False)
+  except Exception as e:  # a corrupt or non-npz file
+    raise DataError(f'{path}: cannot read as .npz ({type(e).__name__}: {e})') from None
+  with z:
+    for key in ('witnesses', 'target') if require_target else ('witnesses',):
+      if key not in z.files:
+        raise DataError(f'{path}: missing key {key!r} (has {sorted(z.files)}); expected '
+                        "'witnesses' (T, C), 'target' (T,), optional 'fs', 'noise'")
+    file_fs = float(np.asarray(z['fs']).reshape(())) if 'fs' in z.files else None
+    noise = z['noise'] if 'noise' in z.files else None
+    target = z['target'] if 'target' in z.files else None
+    return Recording(z['witnesses'], target, fs or file_fs or 1.0, noise, path)
+
+
+def _load_npy(path: str) -> np.ndarray:
+  try:
+    return np.load(path, allow_pickle=False)
+  except Exception as e:
+    raise DataError(f'{path}: cannot read as .npy ({type(e).__name__}: {e})') from None
+
+
+def _load_csv(path: str, fs: Optional[float]) -> Recording:
+  with open(path) as f:
+    first = f.readline()
+  cols = [c.strip() for c in first.split(',')]
+  has_header = any(c and not _is_number(c) for c in cols)
+  try:
+    table = np.loadtxt(path, delimiter=',', skiprows=1 if has_header else 0, ndmin=2)
+  except ValueError as e:
+    raise DataError(f'{path}: cannot parse as numeric CSV ({e})') from None
+  if table.shape[1] < 2:
+    raise DataError(f'{path}: need at least 2 columns (witnesses..., target), got {table.shape[1]}')
+  names = cols if has_header else [f'col{k}' for k in range(table.shape[1])]
+  target_col = names.index('target') if 'target' in names else table.shape[1] - 1
+  keep = [k for k, n in enumerate(names) if k != target_col and n.lower() not in ('time', 't')]
+  return Recording(table[:, keep], table[:, target_col], fs or 1.0, None, path)
+
+
+def _is_number(s: str) -> bool:
+  try:
+    float(s)
+    return True
+  except ValueError:
+    return False
+
+
+def load_recording(path: str, fs: Optional[float] = None, require_target: bool = True,
+                   min_len: int = 2) -> Recording:
+  """Loads and validates a user's recording.
+
+  Formats:
+    * ``FILE.npz`` with ``witnesses`` (T, C), ``target`` (T,), optional ``fs`` and ``noise``;
+    * ``WITNESSES.npy,TARGET.npy``: a pair of ``.npy`` files, comma separated;
+    * ``FILE.csv``: one column per channel, the one headed ``target`` (else the last) is the
+      target; a ``time`` column is ignored.
+  ``fs`` overrides the file's sampling rate (files without one default to fs = 1). With
+  ``require_target=False`` an ``.npz`` may hold witnesses only (a recording to clean).
+  """
+  paths = [p for p in path.split(',') if p]
+  for p in paths:
+    if not os.path.isfile(p):
+      raise DataError(f'{p}: no such file')
+  if len(paths) == 2 and all(p.endswith('.npy') for p in paths):
+    rec = Recording(_load_npy(paths[0]), _load_npy(paths[1]), fs or 1.0, None, path)
+  elif len(paths) == 1 and path.endswith('.npz'):
+    rec = _load_npz(path, fs, require_target)
+  elif len(paths) == 1 and path.endswith('.csv'):
+    rec = _load_csv(path, fs)
+  else:
+    raise DataError(f'{path}: unsupported data path; give FILE.npz, FILE.csv or '
+                    'WITNESSES.npy,TARGET.npy')
+  return validate(rec, min_len)
+
+
+# --------------------------------------------------------------------------- scaling
+
+@dataclasses.dataclass
+class Normalizer:
+  """Per-channel affine scaling ``(x - offset) / scale``, fitted on training data only."""
+  offset: np.ndarray
+  scale: np.ndarray
+
+  @classmethod
+  def fit(cls, x_TxC: np.ndarray, method: str = 'standardize', what: str = 'channel'):
+    x = np.asarray(x_TxC, np.float64)
+    if x.ndim == 1:
+      x = x[:, None]
+    if method == 'standardize':
+      offset, scale = x.mean(0), x.std(0)
+    elif method == 'minmax':
+      offset, scale = x.min(0), x.max(0) - x.min(0)
+    elif method == 'none':
+      offset, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    else:
+      raise ValueError(f"scaling must be 'standardize', 'minmax' or 'none', got {method!r}")
+    flat = np.flatnonzero(~(scale > 1e-12 * np.maximum(1.0, np.abs(offset))))
+    if flat.size:
+      raise DataError(f'{what} {int(flat[0])} is constant in the training data; it carries no '
+                      'information: remove it')
+    return cls(offset.astype(np.float32), scale.astype(np.float32))
+
+  def apply(self, x):
+    return ((np.asarray(x, np.float32) - self.offset) / self.scale).astype(np.float32)
+
+  def invert(self, x):
+    return (np.asarray(x, np.float32) * self.scale + self.offset).astype(np.float32)
+
+  def to_dict(self):
+    return {'offset': self.offset.tolist(), 'scale': self.scale.tolist()}
+
+  @classmethod
+  def from_dict(cls, d):
+    return cls(np.asarray(d['offset'], np.float32), np.asarray(d['scale'], np.float32))
+
+
+# --------------------------------------------------------------------------- streams
+
+def stream_length(record_lengths: Sequence[int], n_streams: int, chunk_len: int) -> int:
+  """Longest stream length (a multiple of ``chunk_len``) that gives ``n_streams`` streams,
+  each lying inside one record. 0 if even one chunk per stream does not fit."""
+  lo, hi = 0, max(record_lengths) // chunk_len
+  while lo < hi:  # largest n_chunks with sum(len // (n_chunks * chunk)) >= n_streams
+    mid = (lo + hi + 1) // 2
+    if sum(n // (mid * chunk_len) for n in record_lengths) >= n_streams:
+      lo = mid
+    else:
+      hi = mid - 1
+  return lo * chunk_len
+
+
+def make_streams(records: Sequence[np.ndarray], n_streams: int, chunk_len: int) -> np.ndarray:
+  """Lays records (each (T_i, D)) out as ``n_streams`` parallel continuous streams.
+
+  Returns (n_chunks, B, chunk_len, D): chunk k of stream b continues chunk k-1 of stream b,
+  and no stream crosses the boundary between two records.
+  """
+  lengths = [len(r) for r in records]
+  length = stream_length(lengths, n_streams, chunk_len)
+  if length == 0:
+    raise DataError(f'training data too short: {sum(lengths)} samples in {len(records)} '
+                    f'record(s) cannot fill {n_streams} streams of one {chunk_len}-sample chunk; '
+                    'lower n_streams or chunk_len, or give more data')
+  pieces = []
+  for r in records:
+    for k in range(len(r) // length):
+      pieces.append(r[k * length:(k + 1) * length])
+  streams = np.stack(pieces[:n_streams])  # (B, L, D)
+  n_chunks = length // chunk_len
+  return streams.reshape(n_streams, n_chunks, chunk_len, -1).swapaxes(0, 1)

@@ -1,0 +1,92 @@
+"""``LSTMRegressor``: stacked stateful LSTM layers and a per-time-step dense head."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import cell as cell_lib
+from lstm_jax import recurrent
+from lstm_jax.cell import LSTMCarry, LSTMParams
+
+HEAD_ACTIVATIONS = ('leaky_relu', 'tanh', 'relu', 'gelu', 'linear')
+
+
+def _activation(name: str, leaky_slope: float):
+  if name == 'leaky_relu':
+    return lambda v: nn.leaky_relu(v, negative_slope=leaky_slope)
+  if name == 'linear':
+    return lambda v: v
+  return {'tanh': jnp.tanh, 'relu': nn.relu, 'gelu': nn.gelu}[name]
+
+
+class LSTMWeights(nn.Module):
+  """Holds one layer's packed weights; the math lives in ``cell`` and ``recurrent``."""
+  in_size: int
+  hidden_size: int
+  unit_forget_bias: bool = True
+
+  @nn.compact
+  def __call__(self) -> LSTMParams:
+    init = cell_lib.init_lstm_params
+    h4 = 4 * self.hidden_size
+    # One rng draw for all three so that init matches cell_lib.init_lstm_params(key, ...).
+    packed = self.param('packed', lambda key: init(key, self.in_size, self.hidden_size,
+                                                    self.unit_forget_bias))
+    del h4
+    return LSTMParams(*packed)
+
+
+class LSTMRegressor(nn.Module):
+  """Stateful sequence regressor: ``(carry, x_BxTxC) -> (carry, y_BxTxO)``.
+
+  Usage::
+
+    model = LSTMRegressor(lstm_sizes=(64, 16, 8), head_sizes=(128, 16, 8), out_size=1)
+    carry = model.initialize_carry(batch_size)          # zeros, one (h, c) per layer
+    variables = model.init(jax.random.key(0), carry, x)  # x: (B, T, C) float32
+    carry, y = model.apply(variables, carry, x)          # y: (B, T, out_size)
+
+  The LSTM stack runs first (see ``lstm_jax.recurrent``); the head is applied to every time
+  step: Dense layers with ``head_activation`` and a Dense output with ``output_activation``
+  (``linear`` by default; the seed used a LeakyReLU, which cannot produce negative targets).
+  With ``head_inputs=True`` the (already scaled) inputs are concatenated to the last LSTM
+  output before the head, so instantaneous couplings need not pass through the recurrence.
+  """
+  lstm_sizes: Sequence[int] = (64, 16, 8)
+  head_sizes: Sequence[int] = (128, 16, 8)
+  out_size: int = 1
+  head_activation: str = 'leaky_relu'
+  output_activation: str = 'linear'
+  leaky_slope: float = 0.01
+  head_inputs: bool = False
+  unit_forget_bias: bool = True
+  scan: recurrent.ScanConfig = recurrent.ScanConfig()
+
+  def initialize_carry(self, batch_size: int) -> tuple[LSTMCarry, ...]:
+    return tuple(cell_lib.zero_carry(batch_size, n) for n in self.lstm_sizes)
+
+  @nn.compact
+  def __call__(self, carry: Sequence[LSTMCarry], x_BxTxC):
+    if x_BxTxC.ndim != 3:
+      raise ValueError(f'x must be (batch, time, channels), got shape {x_BxTxC.shape}')
+    if len(carry) != len(self.lstm_sizes):
+      raise ValueError(f'carry has {len(carry)} layers, the model {len(self.lstm_sizes)}')
+    for name in (self.head_activation, self.output_activation):
+      if name not in HEAD_ACTIVATIONS:
+        raise ValueError(f'unknown head activation {name!r}; choose one of {HEAD_ACTIVATIONS}')
+    params = []
+    in_size = x_BxTxC.shape[-1]
+    for k, size in enumerate(self.lstm_sizes):
+      params.append(LSTMWeights(in_size, size, self.unit_forget_bias, name=f'lstm_{k}')())
+      in_size = size
+    carry, h = recurrent.lstm_stack(params, tuple(carry), x_BxTxC, self.scan)
+    if self.head_inputs:
+      h = jnp.concatenate([h, x_BxTxC.astype(h.dtype)], axis=-1)
+    act = _activation(self.head_activation, self.leaky_slope)
+    for k, size in enumerate(self.head_sizes):
+      h = act(nn.Dense(size, kernel_init=nn.initializers.glorot_normal(), name=f'head_{k}')(h))
+    y = nn.Dense(self.out_size, kernel_init=nn.initializers.glorot_normal(), name='out')(h)
+    return carry, _activation(self.output_activation, self.leaky_slope)(y)

@@ -1,0 +1,192 @@
+"""The time loop: LSTM layers run as a jitted ``jax.lax.scan`` with the carry passed in and out.
+
+Two implementations of one layer compute the same function:
+
+* ``autodiff``: ``lax.scan`` over ``lstm_cell``; JAX differentiates the scan.
+* ``custom`` (default): the same forward, with a hand-written backward (``jax.custom_vjp``).
+  The forward saves the activated gates and the cell state; the backward scan does only the
+  recurrent part (``dz @ U^T``), and the weight gradients are single einsums over all time
+  steps after the loop instead of per-step accumulations inside it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import cell as cell_lib
+from lstm_jax.cell import LSTMCarry, LSTMParams
+
+_SLOPES = {'hard_sigmoid': 0.2, 'hard_sigmoid_keras2': 0.2, 'hard_sigmoid_keras3': 1.0 / 6.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanConfig:
+  """Static options of the time loop (hashable, so it can be a jit static argument).
+
+  Attributes:
+    recurrent_activation: ``sigmoid`` | ``hard_sigmoid`` (Keras 2, slope 0.2) |
+      ``hard_sigmoid_keras3`` (slope 1/6).
+    activation: ``tanh``.
+    hoist_input: compute ``x W + b`` for the whole chunk in one matmul before the scan
+      (``True``), or ``[x_t, h] @ [W; U]`` inside it (``False``). ``None`` picks per platform:
+      in-loop on CPU, hoisted elsewhere (see BUILD_NOTES.md).
+    unroll: ``lax.scan`` unroll factor.
+    backward: ``custom`` (hand-written VJP) or ``autodiff``.
+    matmul_dtype: ``float32`` or ``bfloat16`` matmul operands; carry and cell state stay f32.
+    remat: recompute each step in the backward pass instead of saving it (``autodiff`` only).
+  """
+  recurrent_activation: str = 'sigmoid'
+  activation: str = 'tanh'
+  hoist_input: Optional[bool] = None
+  unroll: int = 1
+  backward: str = 'custom'
+  matmul_dtype: str = 'float32'
+  remat: bool = False
+
+  def __post_init__(self):
+    cell_lib.check_activations(self.recurrent_activation, self.activation)
+    if self.backward not in ('custom', 'autodiff'):
+      raise ValueError(f"backward must be 'custom' or 'autodiff', got {self.backward!r}")
+    if self.matmul_dtype not in ('float32', 'bfloat16'):
+      raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}")
+    if self.unroll < 1:
+      raise ValueError(f'unroll must be >= 1, got {self.unroll}')
+
+  def hoisted(self) -> bool:
+    if self.hoist_input is None:
+      return jax.default_backend() != 'cpu'
+    return self.hoist_input
+
+
+def _mm_dtype(cfg: ScanConfig):
+  return jnp.bfloat16 if cfg.matmul_dtype == 'bfloat16' else None
+
+
+def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig,
+                  save_residuals: bool):
+  """Runs the layer over time (time-major). Returns (carry, h_TxBxH, gates_TxBx4H, c_TxBxH)."""
+  mm = _mm_dtype(cfg)
+  dt = mm or carry.h.dtype
+  f32 = carry.h.dtype
+  if cfg.hoisted():
+    xs = jnp.einsum('tbc,cg->tbg', x_TxBxC.astype(dt), params.kernel.astype(dt),
+                    preferred_element_type=f32) + params.bias[None, None, :]
+    weights = params.recurrent.astype(dt)
+
+    def preact(h, x_t):
+      return x_t + jnp.dot(h.astype(dt), weights, preferred_element_type=f32)
+  else:
+    xs = x_TxBxC
+    weights = jnp.concatenate([params.kernel, params.recurrent], axis=0).astype(dt)
+    bias = params.bias[None, :]
+
+    def preact(h, x_t):
+      xh = jnp.concatenate([x_t.astype(dt), h.astype(dt)], axis=-1)
+      return jnp.dot(xh, weights, preferred_element_type=f32) + bias
+
+  def step(c: LSTMCarry, x_t):
+    gates = cell_lib.activate_gates(preact(c.h, x_t), cfg.recurrent_activation, cfg.activation)
+    c = cell_lib.lstm_update(c, gates, cfg.activation)
+    out = (c.h, gates, c.c) if save_residuals else c.h
+    return c, out
+
+  if cfg.remat:
+    step = jax.checkpoint(step)
+  carry, outs = jax.lax.scan(step, carry, xs, unroll=cfg.unroll)
+  if save_residuals:
+    return (carry,) + outs
+  return carry, outs, None, None
+
+
+def _activation_grad(y, name: str):
+  """d act / d input, written in terms of the activation's output y."""
+  if name == 'sigmoid':
+    return y * (1.0 - y)
+  if name == 'tanh':
+    return 1.0 - y * y
+  slope = _SLOPES[name]
+  return jnp.where((y > 0.0) & (y < 1.0), slope, 0.0).astype(y.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_custom(params, carry, x_TxBxC, cfg):
+  carry, h, _, _ = _forward_scan(params, carry, x_TxBxC, cfg, save_residuals=False)
+  return carry, h
+
+
+def _layer_custom_fwd(params, carry, x_TxBxC, cfg):
+  new_carry, h, gates, c = _forward_scan(params, carry, x_TxBxC, cfg, save_residuals=True)
+  return (new_carry, h), (params, carry, x_TxBxC, h, gates, c)
+
+
+def _layer_custom_bwd(cfg, residuals, cotangents):
+  params, carry0, x, h, gates, c = residuals
+  (dh_T, dc_T), dh_out = cotangents
+  f32 = carry0.h.dtype
+  mm = _mm_dtype(cfg)
+  dt = mm or f32
+  hidden = carry0.h.shape[-1]
+  h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
+  c_prev = jnp.concatenate([carry0.c[None], c[:-1]], axis=0)
+  u_t = params.recurrent.T.astype(dt)
+  rec = cfg.recurrent_activation
+
+  def step(back, inputs):
+    dh_next, dc_next = back
+    dh_o, gates_t, c_t, c_tm1 = inputs
+    i, f, g, o = jnp.split(gates_t, 4, axis=-1)
+    dh = dh_o + dh_next
+    tc = jnp.tanh(c_t)
+    do = dh * tc
+    dc = dc_next + dh * o * (1.0 - tc * tc)
+    dz = jnp.concatenate([
+        dc * g * _activation_grad(i, rec),
+        dc * c_tm1 * _activation_grad(f, rec),
+        dc * i * _activation_grad(g, cfg.activation),
+        do * _activation_grad(o, rec),
+    ], axis=-1)
+    dh_prev = jnp.dot(dz.astype(dt), u_t, preferred_element_type=f32)
+    return (dh_prev, dc * f), dz
+
+  (dh0, dc0), dz = jax.lax.scan(step, (dh_T, dc_T), (dh_out, gates, c, c_prev), reverse=True,
+                                unroll=cfg.unroll)
+  # Weight gradients: one contraction over all time steps and the batch.
+  dz_mm = dz.astype(dt)
+  d_kernel = jnp.einsum('tbc,tbg->cg', x.astype(dt), dz_mm, preferred_element_type=f32)
+  d_recurrent = jnp.einsum('tbh,tbg->hg', h_prev.astype(dt), dz_mm, preferred_element_type=f32)
+  d_bias = jnp.sum(dz, axis=(0, 1))
+  dx = jnp.einsum('tbg,cg->tbc', dz_mm, params.kernel.astype(dt),
+                  preferred_element_type=f32).astype(x.dtype)
+  del hidden
+  d_params = LSTMParams(d_kernel.astype(params.kernel.dtype),
+                        d_recurrent.astype(params.recurrent.dtype),
+                        d_bias.astype(params.bias.dtype))
+  return d_params, LSTMCarry(dh0, dc0), dx
+
+
+_layer_custom.defvjp(_layer_custom_fwd, _layer_custom_bwd)
+
+
+def lstm_layer(params: LSTMParams, carry: LSTMCarry, x_BxTxC, cfg: ScanConfig = ScanConfig()):
+  """One LSTM layer over a chunk. Returns ``(carry, h_BxTxH)``; the carry continues the chunk."""
+  x_TxBxC = jnp.swapaxes(x_BxTxC, 0, 1)
+  if cfg.backward == 'custom' and not cfg.remat:
+    carry, h = _layer_custom(params, carry, x_TxBxC, cfg)
+  else:
+    carry, h, _, _ = _forward_scan(params, carry, x_TxBxC, cfg, save_residuals=False)
+  return carry, jnp.swapaxes(h, 0, 1)
+
+
+def lstm_stack(params: Sequence[LSTMParams], carries: Sequence[LSTMCarry], x_BxTxC,
+               cfg: ScanConfig = ScanConfig()):
+  """Stacked layers, each a full scan over the chunk. Returns ``(carries, h_BxTxH)``."""
+  new_carries = []
+  h = x_BxTxC
+  for p, c in zip(params, carries):
+    c, h = lstm_layer(p, c, h, cfg)
+    new_carries.append(c)
+  return tuple(new_carries), h

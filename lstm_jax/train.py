@@ -1,0 +1,234 @@
+"""Training: optax Adam over chunks of parallel streams, truncated BPTT, held-out evaluation."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import NamedTuple, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lstm_jax import data as data_lib
+from lstm_jax import metrics as eval_lib
+from lstm_jax.config import Config
+from lstm_jax.inference import TrainedModel, build_model
+
+
+class TrainState(NamedTuple):
+  params: dict
+  opt_state: optax.OptState
+  carry: tuple
+  step: jax.Array
+
+
+def make_schedule(config: Config) -> optax.Schedule:
+  """constant | cosine (linear warm-up, then cosine to 1% of the peak) | inverse_time.
+
+  ``inverse_time`` is Keras' legacy ``decay``: lr / (1 + decay * step).
+  """
+  lr = config.learning_rate
+  if config.schedule == 'constant':
+    return optax.constant_schedule(lr)
+  if config.schedule == 'cosine':
+    warmup = min(config.warmup_steps, max(config.num_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup,
+                                              max(config.num_steps, warmup + 1), lr * 0.01)
+  if config.schedule == 'inverse_time':
+    return lambda step: lr / (1.0 + config.decay * step)
+  raise ValueError(f"schedule must be 'constant', 'cosine' or 'inverse_time', "
+                   f'got {config.schedule!r}')
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+  adam = optax.adam(make_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
+                    eps=config.adam_eps)
+  if config.clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)
+  return adam
+
+
+def loss_fn(model, params, carry, x_BxTxC, y_BxTxO, bptt_len: int):
+  """Mean squared error over a chunk; the gradient is cut every ``bptt_len`` samples.
+
+  Returns ``(loss, carry)``; the carry continues the chunk and carries no gradient.
+  """
+  b, t, c = x_BxTxC.shape
+  n_seg = t // bptt_len
+  xs = x_BxTxC.reshape(b, n_seg, bptt_len, c).swapaxes(0, 1)
+  ys = y_BxTxO.reshape(b, n_seg, bptt_len, -1).swapaxes(0, 1)
+
+  def segment(carry, xy):
+    carry = jax.lax.stop_gradient(carry)
+    carry, pred = model.apply({'params': params}, carry, xy[0])
+    return carry, jnp.mean(jnp.square(pred - xy[1]))
+
+  carry, losses = jax.lax.scan(segment, carry, (xs, ys))
+  return jnp.mean(losses), jax.lax.stop_gradient(carry)
+
+
+def make_train_step(model, optimizer, bptt_len: int):
+  """A jitted ``(state, x_chunks, y_chunks, k) -> (state, loss)`` on chunk k (data on device)."""
+
+  def step(state: TrainState, x_NxBxTxC, y_NxBxTxO, k):
+    x, y = x_NxBxTxC[k], y_NxBxTxO[k]
+    (loss, carry), grads = jax.value_and_grad(
+        functools.partial(loss_fn, model), has_aux=True)(state.params, state.carry, x, y,
+                                                         bptt_len)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, carry, state.step + 1), loss
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+# --------------------------------------------------------------------------- data
+
+class Split(NamedTuple):
+  train: list  # of data_lib.Recording
+  heldout: data_lib.Recording
+  source: str
+
+
+def load_split(config: Config) -> Split:
+  """Training records and a held-out stretch that no training sample comes from."""
+  if config.data:
+    rec = data_lib.load_recording(config.data, config.fs or None)
+    if not 0.0 < config.holdout_fraction < 1.0:
+      raise data_lib.DataError(f'holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
+    cut = int(round(len(rec) * (1.0 - config.holdout_fraction)))
+    return Split([rec.slice(0, cut)], rec.slice(cut, len(rec)), config.data)
+  if config.mock not in data_lib.MOCKS:
+    raise data_lib.DataError(f'unknown mock {config.mock!r}; choose one of {sorted(data_lib.MOCKS)}')
+  mock = data_lib.MOCKS[config.mock]
+  span = config.train_record_seconds
+  # Record k covers [k span, (k+1) span) with its own noise draw; the held-out stretch continues
+  # the time axis after the last one, with a noise seed no training record uses.
+  train = [mock(fs=config.mock_fs, duration=span, start=k * span, seed=1000 * config.seed + k + 1)
+           for k in range(config.n_train_records)]
+  heldout = mock(fs=config.mock_fs, duration=config.eval_seconds,
+                 start=config.n_train_records * span, seed=1000 * config.seed + 999)
+  return Split(train, heldout, f'mock:{config.mock}')
+
+
+def check_layout(config: Config) -> None:
+  for name in ('n_streams', 'chunk_len', 'bptt_len', 'num_steps', 'eval_chunk_len'):
+    if getattr(config, name) < 1:
+      raise data_lib.DataError(f'{name} must be >= 1, got {getattr(config, name)}')
+  if config.chunk_len % config.bptt_len:
+    raise data_lib.DataError(f'chunk_len ({config.chunk_len}) must be a multiple of bptt_len '
+                             f'({config.bptt_len})')
+
+
+# --------------------------------------------------------------------------- training
+
+def _log_progress(step, num_steps, loss, t_start, t_last_step, step_last):
+  now = time.perf_counter()
+  rate = (step - step_last) / max(now - t_last_step, 1e-9)
+  left = (num_steps - step) / max(rate, 1e-9)
+  logging.info('step %d/%d  loss %.5f  %.1f steps/s  %.0f s elapsed  ~%.0f s left',
+               step, num_steps, loss, rate, now - t_start, left)
+
+
+def train(config: Config, split: Split) -> tuple[TrainedModel, dict]:
+  """Fits normalizers on the training records, trains, returns the model and train stats."""
+  check_layout(config)
+  n_inputs = split.train[0].witnesses.shape[1]
+  all_wit = np.concatenate([r.witnesses for r in split.train])
+  all_tgt = np.concatenate([r.target for r in split.train])
+  input_norm = data_lib.Normalizer.fit(all_wit, config.input_scaling, 'witness channel')
+  target_norm = data_lib.Normalizer.fit(all_tgt, config.target_scaling, 'target channel')
+  records = [np.concatenate([input_norm.apply(r.witnesses), target_norm.apply(r.target[:, None])],
+                            axis=1) for r in split.train]
+  streams = data_lib.make_streams(records, config.n_streams, config.chunk_len)
+  x_chunks = jnp.asarray(streams[..., :n_inputs])
+  y_chunks = jnp.asarray(streams[..., n_inputs:])
+  n_chunks = streams.shape[0]
+
+  model = build_model(config)
+  optimizer = make_optimizer(config)
+  key = jax.random.key(config.seed)
+  carry0 = model.initialize_carry(config.n_streams)
+  params = model.init(key, carry0, x_chunks[0, :, :config.bptt_len])['params']
+  state = TrainState(params, optimizer.init(params), carry0, jnp.zeros((), jnp.int32))
+  train_step = make_train_step(model, optimizer, config.bptt_len)
+
+  logging.info('training on %s: %d streams x %d chunks of %d samples, %d updates',
+               split.source, config.n_streams, n_chunks, config.chunk_len, config.num_steps)
+  t0 = time.perf_counter()
+  compiled = train_step.lower(state, x_chunks, y_chunks, 0).compile()
+  compile_s = time.perf_counter() - t0
+  logging.info('train step compiled in %.2f s', compile_s)
+
+  losses = []
+  t_start = t_last = time.perf_counter()
+  step_last = 0
+  for step in range(config.num_steps):
+    k = step % n_chunks
+    if k == 0 and step > 0 and config.reset_carry_each_epoch:
+      # A new pass starts each stream from its beginning: the old state does not belong there.
+      state = state._replace(carry=model.initialize_carry(config.n_streams))
+    state, loss = compiled(state, x_chunks, y_chunks, k)
+    losses.append(loss)
+    if time.perf_counter() - t_last > config.log_every_seconds or step + 1 == config.num_steps:
+      loss_value = float(loss)
+      if not np.isfinite(loss_value):
+        raise FloatingPointError(f'non-finite loss {loss_value} at step {step + 1}')
+      _log_progress(step + 1, config.num_steps, loss_value, t_start, t_last, step_last)
+      t_last, step_last = time.perf_counter(), step + 1
+  jax.block_until_ready(state.params)
+  train_s = time.perf_counter() - t_start
+  losses = np.asarray(jax.device_get(losses), np.float64)
+  stats = {
+      'compile_s': compile_s,
+      'train_s': train_s,
+      'steps_per_s': config.num_steps / train_s,
+      'samples_per_s': config.num_steps * config.n_streams * config.chunk_len / train_s,
+      'num_steps': config.num_steps,
+      'epochs': config.num_steps / n_chunks,
+      'loss_first': float(losses[: max(1, len(losses) // 20)].mean()),
+      'loss_last': float(losses[-max(1, len(losses) // 20):].mean()),
+  }
+  trained = TrainedModel(config, jax.device_get(state.params), input_norm, target_norm, n_inputs)
+  return trained, stats
+
+
+def _band(config: Config):
+  return (config.band_lo, config.band_hi) if config.band_hi > 0 else None
+
+
+def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
+  """Trains on ``config``'s data, evaluates on the held-out stretch, writes ``workdir``.
+
+  ``workdir`` receives ``metrics.json``, the PNG plots and ``model/`` (params, normalizers,
+  config) for ``experiments/clean.py``. Returns the metrics.
+  """
+  t_wall = time.perf_counter()
+  split = load_split(config)
+  trained, stats = train(config, split)
+  prediction = trained.predict(split.heldout.witnesses)
+  metrics = {'heldout': eval_lib.evaluate(split.heldout, prediction, _band(config)),
+             'train': stats, 'data': split.source,
+             'heldout_seconds': len(split.heldout) / split.heldout.fs,
+             'train_seconds_of_data': sum(len(r) for r in split.train) / split.train[0].fs}
+  # Training fit on a stretch of the first record, to compare with the held-out one.
+  first = split.train[0]
+  fit = first.slice(0, min(len(first), len(split.heldout)))
+  metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
+  metrics['wall_s'] = time.perf_counter() - t_wall
+  h = metrics['heldout']
+  logging.info('held out: NR %.2f dB (vs %s), band NR %.2f dB, ASD ratio %.4f, R2 %.4f',
+               h['nr_db'], h['nr_reference'], h['band_nr_db'], h['asd_ratio_band_mean'], h['r2'])
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+    trained.save(os.path.join(workdir, 'model'))
+    metrics['plots'] = eval_lib.plot(split.heldout, prediction, workdir, band=_band(config))
+    metrics['config'] = config.to_dict()
+    with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
+      json.dump(metrics, f, indent=1)
+    logging.info('wrote %s', os.path.join(workdir, 'metrics.json'))
+  return metrics

@@ -1,0 +1,166 @@
+"""The time loop: scan vs a Python loop, chunked carry, fast paths vs reference, gradients."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+from jax.test_util import check_grads
+import numpy as np
+import pytest
+
+from lstm_jax import cell as cell_lib
+from lstm_jax import recurrent
+from lstm_jax.recurrent import ScanConfig
+
+SIZES = (6, 5, 3)  # stacked layers of different sizes
+
+
+def make_stack(key, in_size, sizes=SIZES):
+  keys = jax.random.split(key, len(sizes))
+  params, n = [], in_size
+  for k, s in zip(keys, sizes):
+    p = cell_lib.init_lstm_params(k, n, s)
+    params.append(p._replace(bias=p.bias + 0.1 * jax.random.normal(k, p.bias.shape)))
+    n = s
+  return params
+
+
+def random_carry(key, batch, sizes=SIZES):
+  out = []
+  for k, s in zip(jax.random.split(key, len(sizes)), sizes):
+    kh, kc = jax.random.split(k)
+    out.append(cell_lib.LSTMCarry(0.5 * jax.random.normal(kh, (batch, s)),
+                                  0.5 * jax.random.normal(kc, (batch, s))))
+  return tuple(out)
+
+
+def python_loop(params, carries, x, rec_act='sigmoid'):
+  """Reference: the plain cell stepped in Python, layer by layer."""
+  carries = list(carries)
+  outs = []
+  for t in range(x.shape[1]):
+    h = x[:, t]
+    for k, p in enumerate(params):
+      carries[k], h = cell_lib.lstm_cell(p, carries[k], h, recurrent_activation=rec_act)
+    outs.append(h)
+  return tuple(carries), jnp.stack(outs, axis=1)
+
+
+CONFIGS = [ScanConfig(hoist_input=hoist, unroll=unroll, backward=bwd)
+           for hoist, unroll, bwd in itertools.product([False, True], [1, 4], ['custom', 'autodiff'])]
+
+
+@pytest.fixture
+def problem():
+  key = jax.random.key(0)
+  params = make_stack(key, 4)
+  carries = random_carry(jax.random.key(1), 2)
+  x = jax.random.normal(jax.random.key(2), (2, 13, 4))
+  return params, carries, x
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=str)
+def test_scan_matches_python_loop(problem, cfg):
+  params, carries, x = problem
+  ref_c, ref_h = python_loop(params, carries, x)
+  got_c, got_h = jax.jit(recurrent.lstm_stack, static_argnums=3)(params, carries, x, cfg)
+  np.testing.assert_allclose(got_h, ref_h, atol=1e-5)
+  for g, r in zip(got_c, ref_c):
+    np.testing.assert_allclose(g.h, r.h, atol=1e-5)
+    np.testing.assert_allclose(g.c, r.c, atol=1e-5)
+
+
+@pytest.mark.parametrize('rec_act', ['hard_sigmoid', 'hard_sigmoid_keras3'])
+def test_hard_sigmoid_scan_matches_loop(problem, rec_act):
+  params, carries, x = problem
+  _, ref_h = python_loop(params, carries, x, rec_act)
+  _, got_h = recurrent.lstm_stack(params, carries, x, ScanConfig(recurrent_activation=rec_act))
+  np.testing.assert_allclose(got_h, ref_h, atol=1e-5)
+
+
+def test_two_chunks_equal_one_pass(problem):
+  params, carries, x = problem
+  cfg = ScanConfig()
+  whole_c, whole_h = recurrent.lstm_stack(params, carries, x, cfg)
+  c1, h1 = recurrent.lstm_stack(params, carries, x[:, :6], cfg)
+  c2, h2 = recurrent.lstm_stack(params, c1, x[:, 6:], cfg)
+  np.testing.assert_allclose(jnp.concatenate([h1, h2], 1), whole_h, atol=1e-6)
+  for a, b in zip(c2, whole_c):
+    np.testing.assert_allclose(a.h, b.h, atol=1e-6)
+    np.testing.assert_allclose(a.c, b.c, atol=1e-6)
+
+
+def _loss(cfg):
+  def loss(params, carries, x):
+    new_c, h = recurrent.lstm_stack(params, carries, x, cfg)
+    # Use the outputs and the final carry, so both cotangent paths are exercised.
+    return jnp.sum(jnp.sin(h)) + sum(jnp.sum(c.h * c.c) + jnp.sum(c.c) for c in new_c)
+  return loss
+
+
+@pytest.mark.parametrize('cfg', [c for c in CONFIGS if c.backward == 'custom'], ids=str)
+def test_custom_backward_matches_autodiff(problem, cfg):
+  params, carries, x = problem
+  ref = jax.grad(_loss(ScanConfig(backward='autodiff')), argnums=(0, 1, 2))(params, carries, x)
+  got = jax.jit(jax.grad(_loss(cfg), argnums=(0, 1, 2)))(params, carries, x)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(g, r, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize('rec_act', ['hard_sigmoid', 'hard_sigmoid_keras3'])
+def test_custom_backward_hard_sigmoid(problem, rec_act):
+  params, carries, x = problem
+  ref = jax.grad(_loss(ScanConfig(recurrent_activation=rec_act, backward='autodiff')))(
+      params, carries, x)
+  got = jax.grad(_loss(ScanConfig(recurrent_activation=rec_act)))(params, carries, x)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(g, r, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize('backward', ['custom', 'autodiff'])
+def test_check_grads_through_stack(backward):
+  # float32 finite differences: small problem, loose tolerance; order 2 on autodiff only
+  # (the custom VJP defines first derivatives).
+  params = make_stack(jax.random.key(3), 2, (3, 2))
+  carries = random_carry(jax.random.key(4), 1, (3, 2))
+  x = jax.random.normal(jax.random.key(5), (1, 5, 2))
+  f = lambda p, c, xx: _loss(ScanConfig(backward=backward))(p, c, xx)
+  check_grads(f, (params, carries, x), order=1, modes=['rev'], atol=5e-2, rtol=5e-2, eps=1e-2)
+  if backward == 'autodiff':
+    check_grads(f, (params, carries, x), order=2, modes=['rev'], atol=5e-2, rtol=5e-2, eps=1e-2)
+
+
+def test_no_retrace_on_second_chunk(problem):
+  params, carries, x = problem
+  traces = []
+
+  @jax.jit
+  def run(params, carries, x):
+    traces.append(1)
+    return recurrent.lstm_stack(params, carries, x)
+
+  c, _ = run(params, carries, x)
+  run(params, c, x + 1.0)
+  assert len(traces) == 1
+
+
+def test_bfloat16_matmuls_keep_f32_state(problem):
+  params, carries, x = problem
+  c, h = recurrent.lstm_stack(params, carries, x, ScanConfig(matmul_dtype='bfloat16'))
+  _, ref = recurrent.lstm_stack(params, carries, x)
+  assert h.dtype == jnp.float32 and c[0].c.dtype == jnp.float32
+  np.testing.assert_allclose(h, ref, atol=5e-2)
+
+
+def test_remat_matches(problem):
+  params, carries, x = problem
+  ref = jax.grad(_loss(ScanConfig(backward='autodiff')))(params, carries, x)
+  got = jax.grad(_loss(ScanConfig(backward='autodiff', remat=True)))(params, carries, x)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(g, r, atol=1e-5)
+
+
+def test_bad_options_are_named():
+  with pytest.raises(ValueError, match='backward'):
+    ScanConfig(backward='magic')
+  with pytest.raises(ValueError, match='unroll'):
+    ScanConfig(unroll=0)
