@@ -6,11 +6,11 @@ from lstm_jax.metrics import asd, evaluate, noise_reduction_db
 from lstm_jax.inference import StreamingPredictor, TrainedModel, build_model
 from lstm_jax.model import LSTMRegressor
 from lstm_jax.recurrent import ScanConfig, lstm_layer, lstm_stack
-from lstm_jax.train import train, train_and_evaluate
+from lstm_jax.train import train_and_evaluate
 
 __all__ = [
     'Config', 'DataError', 'LSTMCarry', 'LSTMParams', 'LSTMRegressor', 'Normalizer', 'Recording',
     'ScanConfig', 'StreamingPredictor', 'TrainedModel', 'asd', 'build_model', 'evaluate',
     'get_config', 'init_lstm_params', 'load_recording', 'lstm_cell', 'lstm_layer', 'lstm_stack',
-    'make_streams', 'noise_reduction_db', 'seed_mock', 'train', 'train_and_evaluate', 'zero_carry',
+    'make_streams', 'noise_reduction_db', 'seed_mock', 'train_and_evaluate', 'zero_carry',
 ]

@@ -23,20 +23,24 @@ def _activation(name: str, leaky_slope: float):
 
 
 class LSTMWeights(nn.Module):
-  """Holds one layer's packed weights; the math lives in ``cell`` and ``recurrent``."""
+  """Declares one layer's packed weights (Keras initializers); the math lives in ``recurrent``."""
   in_size: int
   hidden_size: int
   unit_forget_bias: bool = True
 
   @nn.compact
   def __call__(self) -> LSTMParams:
-    init = cell_lib.init_lstm_params
-    h4 = 4 * self.hidden_size
-    # One rng draw for all three so that init matches cell_lib.init_lstm_params(key, ...).
-    packed = self.param('packed', lambda key: init(key, self.in_size, self.hidden_size,
-                                                    self.unit_forget_bias))
-    del h4
-    return LSTMParams(*packed)
+    n = self.hidden_size
+
+    def bias_init(key, shape, dtype=jnp.float32):
+      del key
+      bias = jnp.zeros(shape, dtype)
+      return bias.at[n:2 * n].set(1.0) if self.unit_forget_bias else bias
+
+    kernel = self.param('kernel', nn.initializers.glorot_uniform(), (self.in_size, 4 * n))
+    # Keras draws one orthogonal (H, 4H) matrix for all four gates.
+    recurrent = self.param('recurrent', nn.initializers.orthogonal(), (n, 4 * n))
+    return LSTMParams(kernel, recurrent, self.param('bias', bias_init, (4 * n,)))
 
 
 class LSTMRegressor(nn.Module):
