@@ -66,10 +66,14 @@ def config_from_flags(preset: str, flag_values=flags.FLAGS) -> Config:
 USER_ERRORS = (data_lib.DataError, FileNotFoundError, ValueError)
 
 
-def run_user_main(fn: Callable[[], int | None]) -> int:
-  """Runs ``fn``; a user's mistake ends in one line on stderr and exit code 2."""
+def run_user_main(fn: Callable[[], object]) -> int:
+  """Runs ``fn`` (its result is ignored); returns the exit code.
+
+  A user's mistake ends in one line on stderr and exit code 2, a diverged training in exit 3.
+  """
   try:
-    return fn() or 0
+    fn()
+    return 0
   except USER_ERRORS as e:
     logging.debug('user error', exc_info=True)
     print(f'error: {e}', file=sys.stderr)

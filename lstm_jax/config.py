@@ -34,6 +34,10 @@ class Config:
   head_inputs: bool = True
   recurrent_activation: str = 'sigmoid'
   unit_forget_bias: bool = True
+  # Recurrent cell (lstm_jax.cells registry: lstm, gru, min_lstm, ...) and its options as
+  # 'key=value,...' text, e.g. --cell=gru --cell_options=reset_after=false.
+  cell: str = 'lstm'
+  cell_options: str = ''
   # Time loop.
   hoist_input: Optional[bool] = None
   unroll: int = 1
@@ -63,6 +67,10 @@ class Config:
   eval_chunk_len: int = 2048
   seed: int = 0
   log_every_seconds: float = 10.0
+  # Checkpoints (workdir/checkpoints/): every ``checkpoint_every`` updates (0 = off), the last 2
+  # kept; ``resume`` continues from the newest one (see lstm_jax.checkpoint).
+  checkpoint_every: int = 0
+  resume: bool = False
 
   def scan_config(self) -> recurrent.ScanConfig:
     return recurrent.ScanConfig(recurrent_activation=self.recurrent_activation,

@@ -6,6 +6,7 @@ the true coupled ``noise`` so the noise reduction can be measured against it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Optional, Sequence
 
@@ -57,7 +58,87 @@ def seed_mock(fs: float = 2048.0, duration: float = 10.0, start: float = 0.0,
                    float(fs), noise.astype(np.float32), f'seed_mock(start={start:g}s, seed={seed})')
 
 
-MOCKS = {'seed': seed_mock}
+def resonator_coefficients(fs: float, resonance_hz: float, ringdown_s: float):
+  """A causal two-pole resonator (IIR ``b``, ``a``) normalized to unit power gain on white noise.
+
+  The poles sit at ``r exp(+-2 pi i f0 / fs)`` with ``r = exp(-1 / (ringdown_s fs))``: the
+  impulse response rings at ``resonance_hz`` and its envelope decays by e in ``ringdown_s``.
+  """
+  import scipy.signal
+  if not 0.0 < resonance_hz < fs / 2.0:
+    raise ValueError(f'resonance_hz must be in (0, fs/2 = {fs / 2.0:g}), got {resonance_hz}')
+  if ringdown_s <= 0.0:
+    raise ValueError(f'ringdown_s must be > 0, got {ringdown_s}')
+  r = np.exp(-1.0 / (ringdown_s * fs))
+  a = np.array([1.0, -2.0 * r * np.cos(2.0 * np.pi * resonance_hz / fs), r * r])
+  impulse = np.zeros(int(40 * ringdown_s * fs) + 16)
+  impulse[0] = 1.0
+  h = scipy.signal.lfilter([1.0], a, impulse)
+  return np.array([1.0 / np.sqrt(np.sum(h * h))]), a
+
+
+def slow_random_modulator(n_samples: int, fs: float, seed: int, band_hz=(0.5, 3.0)):
+  """Unit-variance Gaussian noise band-passed to ``band_hz``: a random, slowly varying gain."""
+  import scipy.signal
+  rng = np.random.default_rng([seed, 7])  # its own stream: independent of the white witness
+  margin = int(4 * fs / band_hz[0])  # lets the filter settle before the record starts
+  sos = scipy.signal.butter(2, band_hz, btype='bandpass', fs=fs, output='sos')
+  m = scipy.signal.sosfilt(sos, rng.standard_normal(n_samples + margin))[margin:]
+  return m / m.std()
+
+
+def memory_mock(fs: float = 2048.0, duration: float = 10.0, start: float = 0.0, seed: int = 0, *,
+                modulator: str = 'sine', modulator_rad_s: float = 10.0, delay_s: float = 0.02,
+                resonance_hz: float = 30.0, ringdown_s: float = 0.03,
+                linear_coupling: float = 0.0, linear_delay_s: float = 0.005) -> Recording:
+  """A bilinear coupling with memory: modulated noise that rings through a resonator.
+
+  Witnesses are ``[m(t), n(t)]`` as recorded (n ~ N(0, 1) white); the coupled noise is::
+
+    noise(t) = R * [ m(t - delay_s) n(t) ] + linear_coupling * n(t - linear_delay_s)
+
+  where ``R`` is a causal resonator at ``resonance_hz`` whose ring-down time is ``ringdown_s``
+  (unit power gain, see ``resonator_coefficients``) and ``*`` is convolution. The target is
+  ``sin(t) + noise``, like the seed. ``modulator='sine'`` makes ``m = sin(modulator_rad_s t)``
+  (the seed's slow witness, seen ``delay_s`` late by the coupling); ``modulator='random'`` makes it
+  band-limited Gaussian noise (0.5 to 3 Hz, unit variance, drawn from ``seed``).
+
+  Because the coupling is a product of two witnesses, it is uncorrelated with every lag of
+  either witness: a linear (Wiener) filter removes nothing of it. Because it rings for about
+  ``ringdown_s * fs`` samples, a model that sees only the present sample removes little. The
+  optional ``linear_coupling`` term (off by default) is what a linear filter can remove.
+  """
+  import scipy.signal
+  n_samples = int(round(duration * fs))
+  t = start + np.arange(n_samples) / fs
+  rng = np.random.default_rng(seed)
+  n = rng.standard_normal(n_samples)
+  lag = int(round(delay_s * fs))
+  if modulator == 'sine':
+    m = np.sin(modulator_rad_s * t)
+    m_late = np.sin(modulator_rad_s * (t - lag / fs))
+  elif modulator == 'random':
+    m_full = slow_random_modulator(n_samples + lag, fs, seed)
+    m, m_late = m_full[lag:], m_full[:n_samples]
+  else:
+    raise ValueError(f"modulator must be 'sine' or 'random', got {modulator!r}")
+  b, a = resonator_coefficients(fs, resonance_hz, ringdown_s)
+  noise = scipy.signal.lfilter(b, a, m_late * n)
+  if linear_coupling:
+    k = int(round(linear_delay_s * fs))
+    noise = noise + linear_coupling * np.concatenate([np.zeros(k), n[:n_samples - k]])
+  target = np.sin(t) + noise
+  return Recording(np.stack([m, n], axis=1).astype(np.float32), target.astype(np.float32),
+                   float(fs), noise.astype(np.float32),
+                   f'memory_mock({modulator}, start={start:g}s, seed={seed})')
+
+
+MOCKS = {
+    'seed': seed_mock,
+    'memory': memory_mock,
+    'memory_random': functools.partial(memory_mock, modulator='random'),
+    'memory_linear': functools.partial(memory_mock, linear_coupling=0.5),
+}
 
 
 def save_npz(path: str, rec: Recording) -> None:

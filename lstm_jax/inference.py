@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax import cells as cells_lib
 from lstm_jax import data as data_lib
 from lstm_jax.config import Config
 from lstm_jax.model import LSTMRegressor
@@ -19,10 +20,13 @@ MODEL_FILES = ('config.json', 'normalizers.json', 'params.msgpack')
 
 
 def build_model(config: Config) -> LSTMRegressor:
+  # Fail early, in one line, on an unknown cell or option (not inside a jit trace).
+  cells_lib.get_cell(config.cell, config.cell_options)
   return LSTMRegressor(lstm_sizes=tuple(config.lstm_sizes), head_sizes=tuple(config.head_sizes),
                        out_size=1, head_activation=config.head_activation,
                        output_activation=config.output_activation, head_inputs=config.head_inputs,
-                       unit_forget_bias=config.unit_forget_bias, scan=config.scan_config())
+                       unit_forget_bias=config.unit_forget_bias, scan=config.scan_config(),
+                       cell=config.cell, cell_options=config.cell_options)
 
 
 @dataclasses.dataclass

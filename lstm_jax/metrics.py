@@ -16,7 +16,7 @@ def _rms(x) -> float:
 
 def noise_reduction_db(noise, prediction) -> float:
   """NR = 20 log10(rms(noise) / rms(noise - prediction)); 0 dB means nothing removed."""
-  return 20.0 * np.log10(_rms(noise) / max(_rms(np.asarray(noise) - prediction), 1e-30))
+  return float(20.0 * np.log10(_rms(noise) / max(_rms(np.asarray(noise) - prediction), 1e-30)))
 
 
 def r2_score(y, prediction) -> float:

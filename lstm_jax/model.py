@@ -1,13 +1,14 @@
 """``LSTMRegressor``: stacked stateful LSTM layers and a per-time-step dense head."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from lstm_jax import cell as cell_lib
+from lstm_jax import cells as cells_lib
 from lstm_jax import recurrent
 from lstm_jax.cell import LSTMCarry, LSTMParams
 
@@ -58,6 +59,10 @@ class LSTMRegressor(nn.Module):
   (``linear`` by default; the seed used a LeakyReLU, which cannot produce negative targets).
   With ``head_inputs=True`` the (already scaled) inputs are concatenated to the last LSTM
   output before the head, so instantaneous couplings need not pass through the recurrence.
+
+  ``cell`` names a registered cell (``lstm_jax.cells``; default ``lstm``) and ``cell_options``
+  its options (``'k=v,...'`` text, a dict or pairs); ``initialize_carry`` returns that cell's
+  carry per layer, and layer k's parameters live under ``{cell}_{k}``.
   """
   lstm_sizes: Sequence[int] = (64, 16, 8)
   head_sizes: Sequence[int] = (128, 16, 8)
@@ -68,9 +73,15 @@ class LSTMRegressor(nn.Module):
   head_inputs: bool = False
   unit_forget_bias: bool = True
   scan: recurrent.ScanConfig = recurrent.ScanConfig()
+  cell: str = 'lstm'
+  cell_options: Any = ()
+
+  def get_cell(self) -> cells_lib.Cell:
+    return cells_lib.get_cell(self.cell, self.cell_options)
 
   def initialize_carry(self, batch_size: int) -> tuple[LSTMCarry, ...]:
-    return tuple(cell_lib.zero_carry(batch_size, n) for n in self.lstm_sizes)
+    cell = self.get_cell()
+    return tuple(cell.zero_carry(batch_size, n) for n in self.lstm_sizes)
 
   @nn.compact
   def __call__(self, carry: Sequence[LSTMCarry], x_BxTxC):
@@ -81,12 +92,14 @@ class LSTMRegressor(nn.Module):
     for name in (self.head_activation, self.output_activation):
       if name not in HEAD_ACTIVATIONS:
         raise ValueError(f'unknown head activation {name!r}; choose one of {HEAD_ACTIVATIONS}')
+    cell = self.get_cell()
     params = []
     in_size = x_BxTxC.shape[-1]
     for k, size in enumerate(self.lstm_sizes):
-      params.append(LSTMWeights(in_size, size, self.unit_forget_bias, name=f'lstm_{k}')())
+      params.append(cells_lib.CellWeights(cell, in_size, size, self.unit_forget_bias,
+                                          name=f'{cell.name}_{k}')())
       in_size = size
-    carry, h = recurrent.lstm_stack(params, tuple(carry), x_BxTxC, self.scan)
+    carry, h = cell.stack(params, tuple(carry), x_BxTxC, self.scan)
     if self.head_inputs:
       h = jnp.concatenate([h, x_BxTxC.astype(h.dtype)], axis=-1)
     act = _activation(self.head_activation, self.leaky_slope)

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lstm_jax import checkpoint as ckpt_lib
 from lstm_jax import data as data_lib
+from lstm_jax import doctor
 from lstm_jax import metrics as eval_lib
 from lstm_jax.config import Config
 from lstm_jax.inference import TrainedModel, build_model
@@ -71,8 +73,12 @@ def loss_fn(model, params, carry, x_BxTxC, y_BxTxO, bptt_len: int):
   return jnp.mean(losses), jax.lax.stop_gradient(carry)
 
 
-def make_train_step(model, optimizer, bptt_len: int):
-  """A jitted ``(state, x_chunks, y_chunks, k) -> (state, loss)`` on chunk k (data on device)."""
+def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = False):
+  """A jitted ``(state, x_chunks, y_chunks, k) -> (state, loss)`` on chunk k (data on device).
+
+  With ``return_grad_norm`` it returns ``(state, loss, grad_norm)`` (the global gradient norm
+  before clipping), so the loop can stop on a non-finite gradient as well as a loss.
+  """
 
   def step(state: TrainState, x_NxBxTxC, y_NxBxTxO, k):
     x, y = x_NxBxTxC[k], y_NxBxTxO[k]
@@ -81,7 +87,10 @@ def make_train_step(model, optimizer, bptt_len: int):
                                                          bptt_len)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state, carry, state.step + 1), loss
+    new_state = TrainState(params, opt_state, carry, state.step + 1)
+    if return_grad_norm:
+      return new_state, loss, optax.global_norm(grads)
+    return new_state, loss
 
   return jax.jit(step, donate_argnums=(0,))
 
@@ -116,6 +125,7 @@ def load_split(config: Config) -> Split:
 
 
 def check_layout(config: Config) -> None:
+  doctor.validate_config(config)  # every flag value that cannot work, named
   for name in ('n_streams', 'chunk_len', 'bptt_len', 'num_steps', 'eval_chunk_len'):
     if getattr(config, name) < 1:
       raise data_lib.DataError(f'{name} must be >= 1, got {getattr(config, name)}')
@@ -134,8 +144,46 @@ def _log_progress(step, num_steps, loss, t_start, t_last_step, step_last):
                step, num_steps, loss, rate, now - t_start, left)
 
 
-def train(config: Config, split: Split) -> tuple[TrainedModel, dict]:
-  """Fits normalizers on the training records, trains, returns the model and train stats."""
+def _check_finite(step: int, loss, grad_norm, ckpt_dir: Optional[str]) -> None:
+  """Stops the run at the first non-finite loss or gradient, naming the step and quantity."""
+  for what, value in (('loss', float(loss)), ('gradient norm', float(grad_norm))):
+    if not np.isfinite(value):
+      found = ckpt_lib.list_checkpoints(ckpt_dir) if ckpt_dir else []
+      last = (f'; the last good checkpoint (step {found[-1][0]}) is {found[-1][1]}' if found
+              else '; no checkpoint was written (set --checkpoint_every to keep one)')
+      raise FloatingPointError(f'non-finite {what} ({value}) at step {step}{last}')
+
+
+def _restore_or_clear(ckpt_dir: str, config: Config, state: TrainState, meta: dict):
+  """``(state, start_step, losses)``: the newest checkpoint with ``resume``, else a clean slate."""
+  if not config.resume:
+    removed = ckpt_lib.clear(ckpt_dir)
+    if removed:
+      logging.warning('removed %d checkpoint(s) of an earlier run in %s (--resume continues '
+                      'one instead)', removed, ckpt_dir)
+    return state, 0, []
+  restored = ckpt_lib.restore_latest(ckpt_dir, state)
+  if restored is None:
+    logging.info('resume: no checkpoint in %s yet; starting at step 0', ckpt_dir)
+    return state, 0, []
+  ckpt_lib.check_same_run(restored.meta, meta['config'], restored.path)
+  for name in ('n_chunks', 'input_norm', 'target_norm', 'rng_key_data'):
+    if restored.meta.get(name) != meta[name]:
+      raise data_lib.DataError(f'{restored.path}: the checkpoint\'s {name} differs from this '
+                               'run\'s (the training data changed?); start anew without --resume')
+  logging.info('resumed from %s at step %d', restored.path, restored.step)
+  state = jax.tree_util.tree_map(jnp.asarray, restored.state)
+  return state, restored.step, [np.float32(v) for v in restored.meta['losses']]
+
+
+def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
+          ) -> tuple[TrainedModel, dict]:
+  """Fits normalizers on the training records, trains, returns the model and train stats.
+
+  With ``checkpoint_dir`` and ``config.checkpoint_every > 0`` the full training state is
+  written there every ``checkpoint_every`` updates and at the end; ``config.resume`` continues
+  from the newest checkpoint and ends with the same parameters as an uninterrupted run.
+  """
   check_layout(config)
   n_inputs = split.train[0].witnesses.shape[1]
   all_wit = np.concatenate([r.witnesses for r in split.train])
@@ -155,7 +203,22 @@ def train(config: Config, split: Split) -> tuple[TrainedModel, dict]:
   carry0 = model.initialize_carry(config.n_streams)
   params = model.init(key, carry0, x_chunks[0, :, :config.bptt_len])['params']
   state = TrainState(params, optimizer.init(params), carry0, jnp.zeros((), jnp.int32))
-  train_step = make_train_step(model, optimizer, config.bptt_len)
+  params0 = jax.device_get(params)  # a host copy: the first step donates the device buffers
+  findings = doctor.diagnose_start(config, params0, records, streams, n_inputs,
+                                   doctor.schedule_values(make_schedule(config), config.num_steps))
+  doctor.log_findings(findings, 'start')
+  # Everything besides the state that an exact continuation needs, or must agree with. The data
+  # position is the step: chunk k = step % n_chunks of a layout fixed by the config.
+  meta = {'config': config.to_dict(), 'n_chunks': int(n_chunks),
+          'input_norm': input_norm.to_dict(), 'target_norm': target_norm.to_dict(),
+          'rng_key_data': np.asarray(jax.random.key_data(key)).tolist()}
+  meta = json.loads(json.dumps(meta))  # the form it takes after a round trip through a file
+  start_step, losses = 0, []
+  if checkpoint_dir and (config.checkpoint_every > 0 or config.resume):
+    state, start_step, losses = _restore_or_clear(checkpoint_dir, config, state, meta)
+  else:
+    checkpoint_dir = None
+  train_step = make_train_step(model, optimizer, config.bptt_len, return_grad_norm=True)
 
   logging.info('training on %s: %d streams x %d chunks of %d samples, %d updates',
                split.source, config.n_streams, n_chunks, config.chunk_len, config.num_steps)
@@ -164,34 +227,47 @@ def train(config: Config, split: Split) -> tuple[TrainedModel, dict]:
   compile_s = time.perf_counter() - t0
   logging.info('train step compiled in %.2f s', compile_s)
 
-  losses = []
   t_start = t_last = time.perf_counter()
-  step_last = 0
-  for step in range(config.num_steps):
+  step_last = start_step
+  pending = None  # the previous step's (step, loss, grad norm), checked once the next is queued
+  for step in range(start_step, config.num_steps):
     k = step % n_chunks
     if k == 0 and step > 0 and config.reset_carry_each_epoch:
       # A new pass starts each stream from its beginning: the old state does not belong there.
       state = state._replace(carry=model.initialize_carry(config.n_streams))
-    state, loss = compiled(state, x_chunks, y_chunks, k)
+    state, loss, grad_norm = compiled(state, x_chunks, y_chunks, k)
+    if pending:
+      _check_finite(*pending, checkpoint_dir)
+    pending = (step + 1, loss, grad_norm)
     losses.append(loss)
+    if checkpoint_dir and (step + 1 == config.num_steps or (
+        config.checkpoint_every > 0 and (step + 1) % config.checkpoint_every == 0)):
+      _check_finite(*pending, checkpoint_dir)  # never save a state that is already broken
+      losses = [np.float32(v) for v in jax.device_get(losses)]
+      ckpt_lib.save(checkpoint_dir, state, step + 1,
+                    dict(meta, losses=[float(v) for v in losses]))
     if time.perf_counter() - t_last > config.log_every_seconds or step + 1 == config.num_steps:
-      loss_value = float(loss)
-      if not np.isfinite(loss_value):
-        raise FloatingPointError(f'non-finite loss {loss_value} at step {step + 1}')
-      _log_progress(step + 1, config.num_steps, loss_value, t_start, t_last, step_last)
+      _check_finite(*pending, checkpoint_dir)
+      _log_progress(step + 1, config.num_steps, float(loss), t_start, t_last, step_last)
       t_last, step_last = time.perf_counter(), step + 1
+  if pending:
+    _check_finite(*pending, checkpoint_dir)
   jax.block_until_ready(state.params)
   train_s = time.perf_counter() - t_start
+  steps_run = config.num_steps - start_step
   losses = np.asarray(jax.device_get(losses), np.float64)
   stats = {
       'compile_s': compile_s,
       'train_s': train_s,
-      'steps_per_s': config.num_steps / train_s,
-      'samples_per_s': config.num_steps * config.n_streams * config.chunk_len / train_s,
+      'steps_per_s': steps_run / max(train_s, 1e-9),
+      'samples_per_s': steps_run * config.n_streams * config.chunk_len / max(train_s, 1e-9),
       'num_steps': config.num_steps,
+      'resumed_at_step': start_step,
       'epochs': config.num_steps / n_chunks,
       'loss_first': float(losses[: max(1, len(losses) // 20)].mean()),
       'loss_last': float(losses[-max(1, len(losses) // 20):].mean()),
+      'weight_change': doctor.relative_change(params0, jax.device_get(state.params)),
+      'doctor_start': findings,
   }
   trained = TrainedModel(config, jax.device_get(state.params), input_norm, target_norm, n_inputs)
   return trained, stats

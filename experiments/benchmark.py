@@ -1,0 +1,103 @@
+r"""Throughput of our LSTMRegressor against Flax, Keras 3 and PyTorch, alternated in one run.
+
+Examples::
+
+  python -m experiments.benchmark --workload=seed --mode=fwd,train
+  python -m experiments.benchmark --workload=wide --mode=train --peers=torch --reps=10
+  python -m experiments.benchmark --workload=seed --mode=train --peers= \
+      --variants=backward=autodiff,unroll=4,gates=plain
+
+Each system runs in its own process (``lstm_jax.benchmark``); JSON lines go to ``--out`` and a
+table with each system's time relative to ours is printed last.
+"""
+import dataclasses
+import sys
+
+from absl import app
+from absl import flags
+
+from lstm_jax import benchmark as bench
+from lstm_jax import cli
+
+WORKLOAD = flags.DEFINE_enum('workload', 'seed', sorted(bench.WORKLOADS), 'Preset sizes.')
+MODE = flags.DEFINE_list('mode', ['fwd', 'train'], 'fwd and/or train.')
+DTYPE = flags.DEFINE_enum('dtype', 'f32', ['f32', 'bf16'], 'bf16: bf16 matmuls, f32 state.')
+UNROLL = flags.DEFINE_integer('unroll', 1, 'Our lax.scan unroll.')
+HOIST = flags.DEFINE_enum('hoist', 'auto', ['auto', 'true', 'false'], 'Our input projection.')
+PLATFORM = flags.DEFINE_string('platform', '', 'JAX_PLATFORMS for the workers (cpu, gpu).')
+PEERS = flags.DEFINE_list('peers', list(bench.PEERS), 'Peers to time: flax,keras,torch.')
+VARIANTS = flags.DEFINE_list('variants', [], 'Extra variants of ours, each key=value[+key=value] '
+                             '(unroll, hoist, backward, remat, donate, gates=plain, eigen=multi).')
+TORCH_THREADS = flags.DEFINE_list('torch_threads', ['1', '2'], 'One torch worker per count.')
+EIGEN = flags.DEFINE_enum('eigen', 'auto', ['auto', 'single', 'multi'],
+                          'XLA CPU Eigen threading for every JAX system alike; auto: single '
+                          'thread at batch 1 on CPU.')
+PEAK = flags.DEFINE_boolean('peak', True, 'Also time a 2048^2 matmul (the GFLOP/s peak).')
+REPS = flags.DEFINE_integer('reps', 15, 'Timed calls per system (>= 10).')
+OUT = flags.DEFINE_string('out', 'results/bench_runs.jsonl', 'JSON lines are appended here.')
+BATCH = flags.DEFINE_integer('batch', None, 'Overrides the workload batch.')
+STEPS = flags.DEFINE_integer('steps', None, 'Overrides the time steps per chunk.')
+INPUTS = flags.DEFINE_integer('inputs', None, 'Overrides the input channels.')
+LSTM_SIZES = flags.DEFINE_list('lstm_sizes', None, 'Overrides the LSTM sizes.')
+HEAD_SIZES = flags.DEFINE_list('head_sizes', None, 'Overrides the head sizes ("" for none).')
+
+
+def _systems(w):
+  eigen = EIGEN.value
+  if eigen == 'auto':
+    eigen = 'single' if w.batch == 1 and PLATFORM.value in ('', 'cpu') else 'multi'
+  jax_flags = bench.EIGEN_SINGLE_THREAD if eigen == 'single' else ''
+  ours = {'unroll': UNROLL.value, 'hoist': HOIST.value}
+  systems = [bench.System('ours', 'ours', ours, jax_flags)]
+  for text in VARIANTS.value:
+    opts = dict(ours, **dict(kv.split('=', 1) for kv in text.split('+')))
+    flags_ = {'multi': '', 'single': bench.EIGEN_SINGLE_THREAD}.get(opts.pop('eigen', eigen))
+    systems.append(bench.System(f'ours[{text}]', 'ours', opts, flags_))
+  for peer in PEERS.value:
+    if peer not in bench.PEERS:
+      raise ValueError(f'--peers: unknown peer {peer!r}; choose from {bench.PEERS}')
+    if not bench.peer_available(peer):
+      print(f'peer {peer} is not installed: skipped', file=sys.stderr)
+    elif peer == 'torch':
+      systems += [bench.System(f'torch[{n} thr]', 'torch', {'threads': int(n)})
+                  for n in TORCH_THREADS.value]
+    else:
+      systems.append(bench.System(peer, peer, {}, jax_flags))
+  return systems
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+
+  def run():
+    if REPS.value < 10:
+      raise ValueError(f'--reps must be >= 10, got {REPS.value}')
+    sizes = {k: f.value for k, f in (('batch', BATCH), ('steps', STEPS), ('inputs', INPUTS))
+             if f.value is not None}
+    for k, f in (('lstm_sizes', LSTM_SIZES), ('head_sizes', HEAD_SIZES)):
+      if f.value is not None:
+        sizes[k] = tuple(int(v) for v in f.value if v)
+    w = dataclasses.replace(bench.WORKLOADS[WORKLOAD.value], **sizes)
+    peak = None
+    if PEAK.value:
+      rec, = bench.measure([bench.System('matmul 2048^2', 'matmul', {})], w, 'fwd', DTYPE.value,
+                           10, PLATFORM.value)
+      peak = rec['gflop_per_s']
+      bench.write_jsonl(OUT.value, [dict(rec, workload_name='matmul_peak')])
+    for mode in MODE.value:
+      if mode not in ('fwd', 'train'):
+        raise ValueError(f'--mode: expected fwd or train, got {mode!r}')
+      records = bench.measure(_systems(w), w, mode, DTYPE.value, REPS.value, PLATFORM.value)
+      for r in records:
+        r['workload_name'] = WORKLOAD.value
+      bench.write_jsonl(OUT.value, records)
+      print(f'\n== {WORKLOAD.value} {mode} {DTYPE.value}: {dataclasses.asdict(w)} on '
+            f'{bench.cpu_name()} ({records[0]["device_kind"]})')
+      print(bench.format_table(records, peak))
+
+  sys.exit(cli.run_user_main(run))
+
+
+if __name__ == '__main__':
+  app.run(main)

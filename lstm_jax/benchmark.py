@@ -1,0 +1,495 @@
+"""Throughput benchmark: our ``LSTMRegressor`` against Flax, Keras 3 and PyTorch LSTMs.
+
+Every system (ours included) runs in its own worker process, so each gets the same XLA flags,
+thread settings and a clean allocator; the parent only orchestrates and never runs JAX. A
+worker builds its model, compiles (timed apart) and warms up, then times one call per request
+(``block_until_ready`` / ``torch`` is synchronous on CPU). The parent asks the workers in turn,
+rotating the order each round, so slow drifts of this shared machine hit every system alike.
+
+A *call* is one chunk: ``fwd`` = inference with the carry in and out; ``train`` = forward,
+backward and an Adam update, the carry continuing the chunk (what training does).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, NamedTuple, Optional
+
+EIGEN_SINGLE_THREAD = '--xla_cpu_multi_thread_eigen=false'
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  batch: int
+  steps: int  # time steps per chunk
+  inputs: int
+  lstm_sizes: tuple
+  head_sizes: tuple
+  out_size: int = 1
+
+
+WORKLOADS = {
+    'seed': Workload(1, 2048, 2, (64, 16, 8), (128, 16, 8)),
+    'wide': Workload(64, 512, 32, (256,), ()),
+    'long': Workload(8, 16384, 8, (128, 128), ()),
+}
+
+PEERS = ('flax', 'keras', 'torch')
+
+
+def workload_flops(w: Workload, mode: str) -> float:
+  """Matmul FLOPs of one call (a train step counts forward + two backward matmuls)."""
+  fwd, n_in = 0, w.inputs
+  for n in w.lstm_sizes:
+    fwd += 2 * w.batch * w.steps * (n_in + n) * 4 * n
+    n_in = n
+  for n in tuple(w.head_sizes) + (w.out_size,):
+    fwd += 2 * w.batch * w.steps * n_in * n
+    n_in = n
+  return float(fwd if mode == 'fwd' else 3 * fwd)
+
+
+def cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return f'{line.split(":", 1)[1].strip()} x{os.cpu_count()}'
+  except OSError:
+    pass
+  return f'{platform.processor() or "cpu"} x{os.cpu_count()}'
+
+
+# --------------------------------------------------------------------------- data (numpy)
+
+def _data(w: Workload, seed: int = 0):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((w.batch, w.steps, w.inputs)).astype(np.float32)
+  y = rng.standard_normal((w.batch, w.steps, w.out_size)).astype(np.float32)
+  return x, y
+
+
+LR = 1e-3
+
+
+class Built(NamedTuple):
+  call: Callable[[], None]  # one timed call, blocking until the result is ready
+  compile_s: float
+  info: dict
+
+
+# --------------------------------------------------------------------------- ours
+
+def _plain_activate_gates(z, recurrent_activation='sigmoid', activation='tanh'):
+  """Ablation: every gate through its own activation (no one-tanh trick)."""
+  import jax.numpy as jnp
+  from lstm_jax import cell as cell_lib
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  rec = cell_lib.RECURRENT_ACTIVATIONS[recurrent_activation]
+  act = cell_lib.ACTIVATIONS[activation]
+  return jnp.concatenate([rec(i), rec(f), act(g), rec(o)], axis=-1)
+
+
+def _compile(fn, *args):
+  t0 = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  info = {}
+  try:
+    mem = compiled.memory_analysis()
+    info['temp_mb'] = round(mem.temp_size_in_bytes / 2**20, 2)
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return compiled, compile_s, info
+
+
+def _jax_runner(apply_fn, params, carry, x, y, mode, optimizer, donate=True):
+  """Jitted fwd or train call over a ``(carry, x) -> (carry, y)`` model; returns Built."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  if mode == 'fwd':
+    fn = jax.jit(apply_fn, donate_argnums=(1,) if donate else ())
+    compiled, compile_s, info = _compile(fn, params, carry, x)
+    state = {'carry': carry}
+
+    def call():
+      state['carry'], out = compiled(params, state['carry'], x)
+      jax.block_until_ready(out)
+  else:
+    def loss_fn(p, c, xx, yy):
+      c, pred = apply_fn(p, c, xx)
+      return jnp.mean(jnp.square(pred - yy)), jax.lax.stop_gradient(c)
+
+    def step(train_state, xx, yy):
+      p, opt_state, c = train_state
+      (loss, c), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, c, xx, yy)
+      updates, opt_state = optimizer.update(grads, opt_state, p)
+      return (optax.apply_updates(p, updates), opt_state, c), loss
+
+    fn = jax.jit(step, donate_argnums=(0,) if donate else ())
+    init = (params, optimizer.init(params), carry)
+    compiled, compile_s, info = _compile(fn, init, x, y)
+    state = {'s': init}
+
+    def call():
+      state['s'], loss = compiled(state['s'], x, y)
+      jax.block_until_ready(loss)
+  return Built(call, compile_s, info)
+
+
+def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
+  """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
+
+  ``options`` (all optional): unroll, hoist (true|false), backward, remat, donate, gates
+  (fused|plain: the one-tanh gate activation or one function per gate).
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from lstm_jax import cell as cell_lib
+  from lstm_jax import recurrent
+  from lstm_jax.model import LSTMRegressor
+
+  hoist = options.get('hoist')
+  scan = recurrent.ScanConfig(
+      hoist_input=None if hoist in (None, 'auto') else str(hoist).lower() == 'true',
+      unroll=int(options.get('unroll', 1)), backward=options.get('backward', 'custom'),
+      matmul_dtype='bfloat16' if dtype == 'bf16' else 'float32',
+      remat=str(options.get('remat', 'false')).lower() == 'true')
+  if options.get('gates', 'fused') == 'plain':
+    cell_lib.activate_gates = _plain_activate_gates  # this worker process only
+  model = LSTMRegressor(lstm_sizes=w.lstm_sizes, head_sizes=w.head_sizes, out_size=w.out_size,
+                        head_activation='leaky_relu', output_activation='linear', scan=scan)
+  x, y = (jnp.asarray(a) for a in _data(w))
+  carry = model.initialize_carry(w.batch)
+  params = model.init(jax.random.key(0), carry, x)['params']
+  apply_fn = lambda p, c, xx: model.apply({'params': p}, c, xx)
+  donate = str(options.get('donate', 'true')).lower() == 'true'
+  built = _jax_runner(apply_fn, params, carry, x, y, mode, optax.adam(LR), donate)
+  built.info.update(scan=dataclasses.asdict(scan), hoisted=scan.hoisted())
+  return built
+
+
+# --------------------------------------------------------------------------- peers
+
+def build_flax(w: Workload, mode: str, dtype: str, options: dict) -> Built:
+  """``nn.RNN(nn.OptimizedLSTMCell)`` layers, the same head, optax Adam."""
+  del options
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  compute = jnp.bfloat16 if dtype == 'bf16' else jnp.float32
+
+  class FlaxStack(nn.Module):
+
+    @nn.compact
+    def __call__(self, carries, x):
+      new, h = [], x
+      for n, c in zip(w.lstm_sizes, carries):
+        c, h = nn.RNN(nn.OptimizedLSTMCell(n, dtype=compute), return_carry=True)(
+            h, initial_carry=c)
+        new.append(c)
+      for n in w.head_sizes:
+        h = nn.leaky_relu(nn.Dense(n)(h), 0.01)
+      return tuple(new), nn.Dense(w.out_size)(h).astype(jnp.float32)
+
+  model = FlaxStack()
+  x, y = (jnp.asarray(a) for a in _data(w))
+  carry = tuple((jnp.zeros((w.batch, n)), jnp.zeros((w.batch, n))) for n in w.lstm_sizes)
+  params = model.init(jax.random.key(0), carry, x)['params']
+  apply_fn = lambda p, c, xx: model.apply({'params': p}, c, xx)
+  return _jax_runner(apply_fn, params, carry, x, y, mode, optax.adam(LR))
+
+
+def build_keras(w: Workload, mode: str, dtype: str, options: dict) -> Built:
+  """Keras 3 ``LSTM`` layers on the JAX backend, run through ``stateless_call`` under jit.
+
+  That is Keras' documented path for a JAX training loop (no per-call Python overhead of
+  ``train_on_batch``); the optimizer is the same optax Adam as ours.
+  """
+  del options
+  os.environ['KERAS_BACKEND'] = 'jax'
+  import keras
+  import jax.numpy as jnp
+
+  if dtype == 'bf16':
+    keras.mixed_precision.set_dtype_policy('mixed_bfloat16')
+  x_in = keras.Input(shape=(w.steps, w.inputs), batch_size=w.batch)
+  state_in, state_out, h = [], [], x_in
+  for n in w.lstm_sizes:
+    s = [keras.Input(shape=(n,), batch_size=w.batch), keras.Input(shape=(n,), batch_size=w.batch)]
+    h, sh, sc = keras.layers.LSTM(n, return_sequences=True, return_state=True,
+                                  recurrent_activation='sigmoid')(h, initial_state=s)
+    state_in += s
+    state_out += [sh, sc]
+  for n in w.head_sizes:
+    h = keras.layers.LeakyReLU(negative_slope=0.01)(keras.layers.Dense(n)(h))
+  out = keras.layers.Dense(w.out_size, dtype='float32')(h)
+  model = keras.Model([x_in] + state_in, [out] + state_out)
+  trainable = [v.value for v in model.trainable_variables]
+  non_trainable = [v.value for v in model.non_trainable_variables]
+  x, y = (jnp.asarray(a) for a in _data(w))
+  carry = [jnp.zeros((w.batch, n)) for n in w.lstm_sizes for _ in range(2)]
+
+  def apply_fn(p, c, xx):
+    outs, _ = model.stateless_call(p, non_trainable, [xx] + list(c))
+    return list(outs[1:]), outs[0]
+
+  import optax
+  return _jax_runner(apply_fn, trainable, carry, x, y, mode, optax.adam(LR))
+
+
+def build_torch(w: Workload, mode: str, dtype: str, options: dict) -> Built:
+  """PyTorch ``nn.LSTM`` layers (MKL/oneDNN on CPU, cuDNN on GPU), the same head, Adam."""
+  import torch
+
+  torch.set_num_threads(int(options.get('threads', 1)))
+  torch.manual_seed(0)
+  device = 'cuda' if options.get('platform') == 'gpu' and torch.cuda.is_available() else 'cpu'
+
+  class TorchStack(torch.nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      sizes = (w.inputs,) + tuple(w.lstm_sizes)
+      self.lstms = torch.nn.ModuleList(torch.nn.LSTM(a, b, batch_first=True)
+                                       for a, b in zip(sizes[:-1], sizes[1:]))
+      head, n_in = [], sizes[-1]
+      for n in w.head_sizes:
+        head += [torch.nn.Linear(n_in, n), torch.nn.LeakyReLU(0.01)]
+        n_in = n
+      self.head = torch.nn.Sequential(*head, torch.nn.Linear(n_in, w.out_size))
+
+    def forward(self, states, x):
+      new = []
+      for lstm, s in zip(self.lstms, states):
+        x, s = lstm(x, s)
+        new.append(s)
+      return new, self.head(x)
+
+  model = TorchStack().to(device)
+  x, y = (torch.from_numpy(a).to(device) for a in _data(w))
+  zeros = lambda n: torch.zeros(1, w.batch, n, device=device)
+  state = {'c': [(zeros(n), zeros(n)) for n in w.lstm_sizes]}
+  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == 'bf16')
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+  if mode == 'fwd':
+    def call():
+      with torch.inference_mode(), autocast():
+        state['c'], out = model(state['c'], x)
+      sync()
+  else:
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+    def call():
+      opt.zero_grad(set_to_none=True)
+      with autocast():
+        carry, pred = model(state['c'], x)
+        loss = torch.mean(torch.square(pred.float() - y))
+      loss.backward()
+      opt.step()
+      state['c'] = [(h.detach(), c.detach()) for h, c in carry]
+      sync()
+  return Built(call, 0.0, {'threads': torch.get_num_threads(), 'device': device,
+                           'torch': torch.__version__})
+
+
+def build_matmul(w: Workload, mode: str, dtype: str, options: dict) -> Built:
+  """The machine's matmul peak: a large f32 (or bf16) ``jnp.dot``."""
+  del w, mode
+  import jax
+  import jax.numpy as jnp
+  n = int(options.get('n', 2048))
+  dt = jnp.bfloat16 if dtype == 'bf16' else jnp.float32
+  a = jax.random.normal(jax.random.key(0), (n, n), dt)
+  fn = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  compiled, compile_s, info = _compile(fn, a, a)
+
+  def call():
+    compiled(a, a).block_until_ready()
+  info['flops'] = 2.0 * n**3
+  return Built(call, compile_s, info)
+
+
+BUILDERS = {'ours': build_ours, 'flax': build_flax, 'keras': build_keras, 'torch': build_torch,
+            'matmul': build_matmul}
+
+
+def worker_main(spec_json: str) -> None:
+  """A worker process: build, compile, warm up, then one timed call per line on stdin."""
+  spec = json.loads(spec_json)
+  out = sys.stdout
+  sys.stdout = sys.stderr  # libraries' chatter must not corrupt the protocol
+  w = Workload(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec['workload'].items()})
+  built = BUILDERS[spec['system']](w, spec['mode'], spec['dtype'], spec.get('options', {}))
+  for _ in range(spec.get('warmup', 2)):
+    built.call()
+  info = dict(built.info)
+  if spec['system'] != 'torch':
+    import jax
+    info['device_kind'] = jax.devices()[0].device_kind
+    info['jax'] = jax.__version__
+  out.write(json.dumps({'ready': True, 'compile_s': built.compile_s, 'info': info}) + '\n')
+  out.flush()
+  for line in sys.stdin:
+    if line.strip() != 'run':
+      break
+    t0 = time.perf_counter()
+    built.call()
+    out.write(json.dumps({'t': time.perf_counter() - t0}) + '\n')
+    out.flush()
+
+
+# --------------------------------------------------------------------------- orchestration
+
+class System(NamedTuple):
+  """One process to time: a label, a builder name, its options and extra XLA flags."""
+  label: str
+  system: str
+  options: dict
+  xla_flags: str = ''
+
+
+class Worker:
+  """A persistent worker subprocess speaking one JSON line per request."""
+
+  def __init__(self, sys_: System, w: Workload, mode: str, dtype: str, platform_: str,
+               warmup: int):
+    self.sys = sys_
+    spec = {'system': sys_.system, 'workload': dataclasses.asdict(w), 'mode': mode,
+            'dtype': dtype, 'options': dict(sys_.options, platform=platform_), 'warmup': warmup}
+    env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') + ' ' + sys_.xla_flags).strip(),
+               KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
+                   [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] + sys.path))
+    if platform_:
+      env['JAX_PLATFORMS'] = platform_
+    self.log = tempfile.TemporaryFile(mode='w+')
+    self.proc = subprocess.Popen(
+        [sys.executable, '-c', 'import sys; from lstm_jax import benchmark; '
+         'benchmark.worker_main(sys.argv[1])', json.dumps(spec)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+    self.ready: Optional[dict] = None
+
+  def _read(self) -> dict:
+    line = self.proc.stdout.readline()
+    if not line:
+      self.proc.wait()
+      self.log.seek(0)
+      tail = self.log.read()[-3000:]
+      raise RuntimeError(f'worker {self.sys.label} died (exit {self.proc.returncode}):\n{tail}')
+    return json.loads(line)
+
+  def wait_ready(self) -> dict:
+    self.ready = self._read()
+    return self.ready
+
+  def time_once(self) -> float:
+    self.proc.stdin.write('run\n')
+    self.proc.stdin.flush()
+    return self._read()['t']
+
+  def close(self):
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.write('quit\n')
+        self.proc.stdin.flush()
+      except BrokenPipeError:
+        pass
+      self.proc.wait(timeout=30)
+
+
+def peer_available(name: str) -> bool:
+  module = {'flax': 'flax', 'keras': 'keras', 'torch': 'torch', 'ours': 'jax',
+            'matmul': 'jax'}[name]
+  return importlib.util.find_spec(module) is not None
+
+
+def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platform_: str = '',
+            warmup: int = 2, log: Callable[[str], None] = print) -> list:
+  """Times every system ``reps`` times, alternating them; returns one record per system.
+
+  Workers start one after another (compiling alone, so compile times are not inflated by a
+  neighbour), then idle on stdin while the others run.
+  """
+  workers = []
+  try:
+    for s in systems:
+      wk = Worker(s, w, mode, dtype, platform_, warmup)
+      try:
+        wk.wait_ready()
+      except RuntimeError as e:
+        log(f'skipping {s.label}: {str(e).splitlines()[-1]}')
+        continue
+      log(f'{s.label}: compiled in {wk.ready["compile_s"]:.2f} s')
+      workers.append(wk)
+    times = {wk.sys.label: [] for wk in workers}
+    for r in range(reps):
+      order = workers[r % len(workers):] + workers[:r % len(workers)] if workers else []
+      for wk in order:
+        times[wk.sys.label].append(wk.time_once())
+  finally:
+    for wk in workers:
+      wk.close()
+  records = []
+  for wk in workers:
+    ts = sorted(times[wk.sys.label])
+    med = statistics.median(ts)
+    q1, q3 = ts[len(ts) // 4], ts[(3 * len(ts)) // 4]
+    info = wk.ready['info']
+    flops = info.pop('flops', None) or workload_flops(w, mode)
+    records.append({
+        'system': wk.sys.label, 'builder': wk.sys.system, 'options': wk.sys.options,
+        'xla_flags': wk.sys.xla_flags, 'workload': dataclasses.asdict(w), 'mode': mode,
+        'dtype': dtype, 'reps': len(ts), 'median_s': med, 'min_s': ts[0], 'max_s': ts[-1],
+        'iqr_s': q3 - q1, 'spread_pct': 100.0 * (q3 - q1) / med,
+        'us_per_step': 1e6 * med / w.steps, 'steps_per_s': w.steps / med,
+        'samples_per_s': w.batch * w.steps / med, 'gflop_per_s': flops / med / 1e9,
+        'compile_s': wk.ready['compile_s'], 'device_kind': info.get('device_kind', 'cpu'),
+        'cpu': cpu_name(), 'info': info, 'times_s': times[wk.sys.label],
+        'unix_time': time.time(),
+    })
+  return records
+
+
+def format_table(records: list, peak_gflops: Optional[float] = None) -> str:
+  """One line per system; ``x ours`` is the peer's median over ours (> 1: we are faster)."""
+  ours = next((r for r in records if r['builder'] == 'ours'), None)
+  head = f'{"system":<28} {"us/step":>9} {"spread%":>8} {"steps/s":>10} {"GFLOP/s":>8} ' \
+         f'{"compile s":>9} {"x ours":>7}'
+  lines = [head, '-' * len(head)]
+  for r in records:
+    ratio = r['median_s'] / ours['median_s'] if ours else float('nan')
+    lines.append(f'{r["system"]:<28} {r["us_per_step"]:>9.2f} {r["spread_pct"]:>8.1f} '
+                 f'{r["steps_per_s"]:>10.0f} {r["gflop_per_s"]:>8.2f} {r["compile_s"]:>9.2f} '
+                 f'{ratio:>7.2f}')
+  if ours:
+    peers = [r for r in records if r['builder'] in PEERS]
+    if peers:
+      best = min(peers, key=lambda r: r['median_s'])
+      lines.append(f'ours vs fastest peer ({best["system"]}): '
+                   f'{best["median_s"] / ours["median_s"]:.2f}x')
+    if peak_gflops:
+      lines.append(f'ours reaches {ours["gflop_per_s"]:.2f} GFLOP/s = '
+                   f'{100 * ours["gflop_per_s"] / peak_gflops:.1f}% of the measured matmul peak '
+                   f'({peak_gflops:.1f} GFLOP/s)')
+  return '\n'.join(lines)
+
+
+def write_jsonl(path: str, records: list) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'a') as f:
+    for r in records:
+      f.write(json.dumps(r) + '\n')

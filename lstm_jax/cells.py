@@ -1,0 +1,631 @@
+r"""Recurrent cells behind one interface, a registry by name, and a zoo of variants.
+
+A cell is a frozen dataclass (its fields are its options) with:
+
+* ``Params`` / ``Carry``: NamedTuples of one layer's weights and of its state (every carry has
+  an ``h`` field: the layer's output);
+* ``param_specs(in_size, hidden_size, unit_forget_bias)``: name -> ``ParamSpec(shape, init)``,
+  from which ``init`` and the Flax module ``CellWeights`` build ``Params``;
+* ``zero_carry(batch_size, hidden_size)``;
+* ``project(params, x_...xC)``: the part of the step that depends on the input only (usually
+  ``x W + b``), for any leading axes, so the time loop may hoist it out of the scan;
+* ``recur(params, carry, xp_BxG, scan)``: the rest of one step, ``-> (carry, h_BxH)``;
+* ``layer(params, carry, x_BxTxC, scan)``: a whole chunk. The default is the generic scan
+  (``scan_layer``), which hoists the projection or keeps it in the loop as ``scan.hoisted()``
+  says. A cell that is exactly an LSTM under a reparametrization returns it from
+  ``lstm_params`` and so runs on ``recurrent.lstm_layer`` (fused matmul, custom backward);
+  a cell with a faster time loop of its own (``min_lstm``, ``min_gru``) overrides ``layer``.
+
+Activations come from the time loop's ``ScanConfig`` (``recurrent_activation`` for gates,
+``activation`` for candidates), so ``--recurrent_activation=hard_sigmoid`` serves every cell.
+
+Usage::
+
+  cell = cells.get_cell('gru', 'reset_after=false')
+  params = cell.init(key, in_size=3, hidden_size=8)
+  carry = cell.zero_carry(batch_size=4, hidden_size=8)
+  carry, h_BxTxH = cell.layer(params, carry, x_BxTxC, ScanConfig())
+
+A new cell: subclass ``Cell``, set ``name``/``Params``/``Carry``, write ``param_specs``,
+``project`` and ``recur``, decorate with ``@register`` (see docs/cells.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import cell as cell_lib
+from lstm_jax import recurrent
+from lstm_jax.cell import LSTMCarry, LSTMParams
+from lstm_jax.recurrent import ScanConfig
+
+# --------------------------------------------------------------------------- helpers
+
+
+class ParamSpec(NamedTuple):
+  """Shape and initializer ``init(key, shape, dtype)`` of one parameter array."""
+  shape: tuple
+  init: Callable
+
+
+def row(v_G, like):
+  """``v_G`` reshaped to broadcast against ``like`` (..., G) without implicit rank promotion."""
+  return v_G.reshape((1,) * (like.ndim - 1) + v_G.shape)
+
+
+def dense(x_xC, w_CxG, scan: ScanConfig):
+  """``x @ w`` over any leading axes; operands in ``scan.matmul_dtype``, result in x's dtype."""
+  dt = jnp.bfloat16 if scan.matmul_dtype == 'bfloat16' else x_xC.dtype
+  return jnp.einsum('...c,cg->...g', x_xC.astype(dt), w_CxG.astype(dt),
+                    preferred_element_type=x_xC.dtype)
+
+
+def gate_fn(scan: ScanConfig) -> Callable:
+  return cell_lib.RECURRENT_ACTIVATIONS[scan.recurrent_activation]
+
+
+def act_fn(scan: ScanConfig) -> Callable:
+  return cell_lib.ACTIVATIONS[scan.activation]
+
+
+def zeros_init(key, shape, dtype=jnp.float32):
+  del key
+  return jnp.zeros(shape, dtype)
+
+
+def ones_init(key, shape, dtype=jnp.float32):
+  del key
+  return jnp.ones(shape, dtype)
+
+
+def bias_init(hidden_size: int, forget_slot: Optional[int]):
+  """Zeros, with the forget gate (slot ``forget_slot`` of the packed gates) set to 1."""
+
+  def init(key, shape, dtype=jnp.float32):
+    bias = zeros_init(key, shape, dtype)
+    if forget_slot is None:
+      return bias
+    n = hidden_size
+    return bias.at[forget_slot * n:(forget_slot + 1) * n].set(1.0)
+
+  return init
+
+
+def layer_norm(v, eps: float):
+  """Normalizes over the last axis (no gain or bias)."""
+  mean = jnp.mean(v, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(v - mean), axis=-1, keepdims=True)
+  return (v - mean) * jax.lax.rsqrt(var + eps)
+
+
+class HCarry(NamedTuple):
+  """State of a cell whose only state is its output ``h_BxH`` (GRU, minLSTM, minGRU)."""
+  h: jax.Array
+
+
+# --------------------------------------------------------------------------- interface
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """Base class of every cell; the dataclass fields of a subclass are its options."""
+  name: ClassVar[str] = ''
+  Params: ClassVar[type] = LSTMParams
+  Carry: ClassVar[type] = LSTMCarry
+
+  def param_specs(self, in_size: int, hidden_size: int,
+                  unit_forget_bias: bool = True) -> dict[str, ParamSpec]:
+    raise NotImplementedError
+
+  def make_params(self, arrays: dict):
+    return self.Params(**arrays)
+
+  def init(self, key, in_size: int, hidden_size: int, unit_forget_bias: bool = True,
+           dtype=jnp.float32):
+    """Random parameters (one key per array, in ``param_specs`` order)."""
+    specs = self.param_specs(in_size, hidden_size, unit_forget_bias)
+    keys = jax.random.split(key, len(specs))
+    return self.make_params({n: s.init(k, s.shape, dtype)
+                             for k, (n, s) in zip(keys, specs.items())})
+
+  def zero_carry(self, batch_size: int, hidden_size: int, dtype=jnp.float32):
+    # One buffer per field: a donated carry must not alias itself.
+    return self.Carry(*(jnp.zeros((batch_size, hidden_size), dtype) for _ in self.Carry._fields))
+
+  def project(self, params, x_xC, scan: ScanConfig = ScanConfig()):
+    """Input-only part of a step, for any leading axes (default ``x W + b``)."""
+    xp = dense(x_xC, params.kernel, scan)
+    return xp + row(params.bias, xp)
+
+  def recur(self, params, carry, xp_BxG, scan: ScanConfig = ScanConfig()):
+    """The step given the projected input: ``-> (carry, h_BxH)``."""
+    raise NotImplementedError
+
+  def step(self, params, carry, x_BxC, scan: ScanConfig = ScanConfig()):
+    """One time step from the raw input: ``(carry, x_BxC) -> (carry, h_BxH)``."""
+    return self.recur(params, carry, self.project(params, x_BxC, scan), scan)
+
+  def lstm_params(self, params) -> Optional[LSTMParams]:
+    """``LSTMParams`` computing exactly this cell, or None: then the fast LSTM path serves it."""
+    del params
+    return None
+
+  def layer(self, params, carry, x_BxTxC, scan: ScanConfig = ScanConfig()):
+    """One layer over a chunk: ``-> (carry, h_BxTxH)``; the carry continues the chunk."""
+    lstm = self.lstm_params(params)
+    if lstm is not None:
+      return recurrent.lstm_layer(lstm, carry, x_BxTxC, scan)
+    return scan_layer(self, params, carry, x_BxTxC, scan)
+
+  def stack(self, params: Sequence, carries: Sequence, x_BxTxC,
+            scan: ScanConfig = ScanConfig()):
+    """Stacked layers: ``-> (carries, h_BxTxH)``."""
+    new_carries, h = [], x_BxTxC
+    for p, c in zip(params, carries):
+      c, h = self.layer(p, c, h, scan)
+      new_carries.append(c)
+    return tuple(new_carries), h
+
+
+def scan_layer(cell: Cell, params, carry, x_BxTxC, scan: ScanConfig = ScanConfig()):
+  """The generic time loop: ``lax.scan`` over ``cell.recur``; JAX differentiates it.
+
+  With ``scan.hoisted()`` the input projection runs once for the chunk before the loop,
+  otherwise inside it, step by step.
+  """
+  x_TxBxC = jnp.swapaxes(x_BxTxC, 0, 1)
+  if scan.hoisted():
+    xs = cell.project(params, x_TxBxC, scan)
+
+    def body(c, xp):
+      return cell.recur(params, c, xp, scan)
+  else:
+    xs = x_TxBxC
+
+    def body(c, x_t):
+      return cell.step(params, c, x_t, scan)
+
+  if scan.remat:
+    body = jax.checkpoint(body)
+  carry, h_TxBxH = jax.lax.scan(body, carry, xs, unroll=scan.unroll)
+  return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+
+
+def loop_layer(cell: Cell, params, carry, x_BxTxC, scan: ScanConfig = ScanConfig()):
+  """Reference: ``cell.step`` in a Python loop (tests, streaming one sample at a time)."""
+  outs = []
+  for t in range(x_BxTxC.shape[1]):
+    carry, h = cell.step(params, carry, x_BxTxC[:, t], scan)
+    outs.append(h)
+  return carry, jnp.stack(outs, axis=1)
+
+
+# --------------------------------------------------------------------------- registry
+
+CELLS: dict[str, type] = {}
+
+
+def register(cls):
+  """Class decorator: makes the cell available as ``get_cell(cls.name)`` and ``--cell=NAME``."""
+  if not cls.name:
+    raise ValueError(f'{cls.__name__} has no name')
+  CELLS[cls.name] = cls
+  return cls
+
+
+def parse_options(options: Any) -> tuple:
+  """``'a=1,b=false'`` | dict | pairs -> sorted ``((key, value), ...)`` (values may be text)."""
+  if not options:
+    return ()
+  if isinstance(options, str):
+    pairs = []
+    for item in options.split(','):
+      item = item.strip()
+      if not item:
+        continue
+      if '=' not in item:
+        raise ValueError(f'cell option {item!r}: expected key=value')
+      k, v = item.split('=', 1)
+      pairs.append((k.strip(), v.strip()))
+    return tuple(sorted(pairs))
+  if isinstance(options, dict):
+    return tuple(sorted(options.items()))
+  return tuple(sorted(tuple(p) for p in options))
+
+
+def _convert(cell_name: str, key: str, value, hint):
+  if not isinstance(value, str) or hint is str:
+    return value
+  try:
+    if hint is bool:
+      choices = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+      return choices[value.lower()]
+    return hint(value)
+  except (KeyError, ValueError):
+    raise ValueError(f'cell {cell_name!r} option {key}: cannot read {value!r} as '
+                     f'{hint.__name__}') from None
+
+
+def get_cell(name: str, options: Any = ()) -> Cell:
+  """The registered cell ``name`` with its options (text ``'k=v,...'``, a dict, or pairs)."""
+  if name not in CELLS:
+    raise ValueError(f'unknown cell {name!r}; choose one of {sorted(CELLS)}')
+  cls = CELLS[name]
+  hints = typing.get_type_hints(cls)
+  fields = {f.name for f in dataclasses.fields(cls)}
+  kw = {}
+  for key, value in parse_options(options):
+    if key not in fields:
+      raise ValueError(f'cell {name!r} has no option {key!r}; its options: '
+                       f'{sorted(fields) or "none"}')
+    kw[key] = _convert(name, key, value, hints[key])
+  return cls(**kw)
+
+
+class CellWeights(nn.Module):
+  """Declares one layer's parameters in the Flax tree, named as ``cell.param_specs`` says."""
+  cell: Cell
+  in_size: int
+  hidden_size: int
+  unit_forget_bias: bool = True
+
+  @nn.compact
+  def __call__(self):
+    specs = self.cell.param_specs(self.in_size, self.hidden_size, self.unit_forget_bias)
+    return self.cell.make_params({n: self.param(n, s.init, s.shape) for n, s in specs.items()})
+
+
+# --------------------------------------------------------------------------- LSTM family
+
+
+def lstm_specs(in_size, hidden_size, n_gates, forget_slot, unit_forget_bias):
+  """Keras defaults: kernel glorot_uniform, recurrent one orthogonal matrix, bias zeros."""
+  g = n_gates * hidden_size
+  return {
+      'kernel': ParamSpec((in_size, g), nn.initializers.glorot_uniform()),
+      'recurrent': ParamSpec((hidden_size, g), nn.initializers.orthogonal()),
+      'bias': ParamSpec((g,), bias_init(hidden_size, forget_slot if unit_forget_bias else None)),
+  }
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LSTM(Cell):
+  r"""The LSTM of ``lstm_jax.cell`` (Keras/PyTorch conventions, gates packed i, f, g, o).
+
+  .. math::
+     z &= x W + h_{t-1} U + b\\
+     i &= \sigma(z_i),\ f = \sigma(z_f),\ g = \tanh(z_g),\ o = \sigma(z_o)\\
+     c_t &= f \odot c_{t-1} + i \odot g,\quad h_t = o \odot \tanh(c_t)
+
+  Runs on ``recurrent.lstm_layer`` / ``lstm_stack`` (fused matmul, custom backward).
+  """
+  name: ClassVar[str] = 'lstm'
+  Params: ClassVar[type] = LSTMParams
+  Carry: ClassVar[type] = LSTMCarry
+
+  def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
+    return lstm_specs(in_size, hidden_size, 4, 1, unit_forget_bias)
+
+  def zero_carry(self, batch_size, hidden_size, dtype=jnp.float32):
+    return cell_lib.zero_carry(batch_size, hidden_size, dtype)
+
+  def recur(self, params, carry, xp_Bx4H, scan=ScanConfig()):
+    z = xp_Bx4H + dense(carry.h, params.recurrent, scan)
+    gates = cell_lib.activate_gates(z, scan.recurrent_activation, scan.activation)
+    carry = cell_lib.lstm_update(carry, gates, scan.activation)
+    return carry, carry.h
+
+  def lstm_params(self, params):
+    return params
+
+  def stack(self, params, carries, x_BxTxC, scan=ScanConfig()):
+    return recurrent.lstm_stack(params, carries, x_BxTxC, scan)
+
+
+class PeepholeParams(NamedTuple):
+  """LSTM weights plus ``peephole_3xH``: the cell-state weights of gates i, f, o."""
+  kernel: jax.Array
+  recurrent: jax.Array
+  bias: jax.Array
+  peephole: jax.Array
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class PeepholeLSTM(Cell):
+  r"""LSTM with peephole connections (Gers & Schmidhuber 2000; as TF's ``PeepholeLSTMCell``).
+
+  .. math::
+     z &= x W + h_{t-1} U + b \quad (\text{packed } i, f, g, o)\\
+     i &= \sigma(z_i + p_i \odot c_{t-1}),\ f = \sigma(z_f + p_f \odot c_{t-1}),\
+       g = \tanh(z_g)\\
+     c_t &= f \odot c_{t-1} + i \odot g\\
+     o &= \sigma(z_o + p_o \odot c_t),\quad h_t = o \odot \tanh(c_t)
+
+  The peephole weights ``p`` (diagonal) start at zero: the cell starts as a plain LSTM.
+  """
+  name: ClassVar[str] = 'peephole_lstm'
+  Params: ClassVar[type] = PeepholeParams
+  Carry: ClassVar[type] = LSTMCarry
+
+  def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
+    specs = lstm_specs(in_size, hidden_size, 4, 1, unit_forget_bias)
+    specs['peephole'] = ParamSpec((3, hidden_size), zeros_init)
+    return specs
+
+  def recur(self, params, carry, xp_Bx4H, scan=ScanConfig()):
+    sig, act = gate_fn(scan), act_fn(scan)
+    z = xp_Bx4H + dense(carry.h, params.recurrent, scan)
+    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+    p = params.peephole
+    i = sig(zi + row(p[0], carry.c) * carry.c)
+    f = sig(zf + row(p[1], carry.c) * carry.c)
+    c = f * carry.c + i * act(zg)
+    h = sig(zo + row(p[2], c) * c) * act(c)
+    return LSTMCarry(h, c), h
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class CIFGLSTM(Cell):
+  r"""Coupled input and forget gates (Greff et al. 2017), gates packed f, g, o.
+
+  .. math::
+     z &= x W + h_{t-1} U + b\\
+     f &= \sigma(z_f),\ i = 1 - f,\ g = \tanh(z_g),\ o = \sigma(z_o)\\
+     c_t &= f \odot c_{t-1} + (1 - f) \odot g,\quad h_t = o \odot \tanh(c_t)
+
+  Since :math:`1 - \sigma(z) = \sigma(-z)` (also for both hard sigmoids), this is an LSTM
+  with :math:`W_i = -W_f` (and so for U and b): with ``fast=True`` it runs on the LSTM fast
+  path (custom backward) through that expansion; ``fast=False`` scans ``recur``.
+  """
+  name: ClassVar[str] = 'cifg_lstm'
+  Params: ClassVar[type] = LSTMParams
+  Carry: ClassVar[type] = LSTMCarry
+  fast: bool = True
+
+  def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
+    return lstm_specs(in_size, hidden_size, 3, 0, unit_forget_bias)
+
+  def recur(self, params, carry, xp_Bx3H, scan=ScanConfig()):
+    sig, act = gate_fn(scan), act_fn(scan)
+    z = xp_Bx3H + dense(carry.h, params.recurrent, scan)
+    zf, zg, zo = jnp.split(z, 3, axis=-1)
+    f = sig(zf)
+    c = f * carry.c + (1.0 - f) * act(zg)
+    h = sig(zo) * act(c)
+    return LSTMCarry(h, c), h
+
+  def lstm_params(self, params):
+    if not self.fast:
+      return None
+
+    def expand(w):  # (..., 3H) packed f, g, o -> (..., 4H) packed i, f, g, o with i = -f
+      f, g, o = jnp.split(w, 3, axis=-1)
+      return jnp.concatenate([-f, f, g, o], axis=-1)
+
+    return LSTMParams(expand(params.kernel), expand(params.recurrent), expand(params.bias))
+
+
+class LayerNormParams(NamedTuple):
+  """LSTM weights plus the layer-norm gains (and the cell-norm shift)."""
+  kernel: jax.Array
+  recurrent: jax.Array
+  bias: jax.Array
+  input_scale: jax.Array  # (4H,) gain of LN(x W)
+  recurrent_scale: jax.Array  # (4H,) gain of LN(h U)
+  cell_scale: jax.Array  # (H,) gain of LN(c)
+  cell_bias: jax.Array  # (H,) shift of LN(c)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LayerNormLSTM(Cell):
+  r"""Layer-normalized LSTM (Ba, Kiros & Hinton 2016, eqs. 20-22).
+
+  .. math::
+     z &= \mathrm{LN}(x W; \alpha_x) + \mathrm{LN}(h_{t-1} U; \alpha_h) + b
+       \quad (\text{packed } i, f, g, o)\\
+     c_t &= \sigma(z_f) \odot c_{t-1} + \sigma(z_i) \odot \tanh(z_g)\\
+     h_t &= \sigma(z_o) \odot \tanh(\mathrm{LN}(c_t; \alpha_c, \beta_c))
+
+  :math:`\mathrm{LN}(v; \alpha, \beta) = \alpha (v - \bar v) / \sqrt{\mathrm{var}(v) +
+  \epsilon} + \beta` over the 4H (or H) features. ``LN(x W)`` depends on the input only and
+  is part of the hoistable projection; the carry keeps the un-normalized ``c_t``.
+  """
+  name: ClassVar[str] = 'layernorm_lstm'
+  Params: ClassVar[type] = LayerNormParams
+  Carry: ClassVar[type] = LSTMCarry
+  eps: float = 1e-5
+
+  def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
+    specs = lstm_specs(in_size, hidden_size, 4, 1, unit_forget_bias)
+    specs['input_scale'] = ParamSpec((4 * hidden_size,), ones_init)
+    specs['recurrent_scale'] = ParamSpec((4 * hidden_size,), ones_init)
+    specs['cell_scale'] = ParamSpec((hidden_size,), ones_init)
+    specs['cell_bias'] = ParamSpec((hidden_size,), zeros_init)
+    return specs
+
+  def project(self, params, x_xC, scan=ScanConfig()):
+    xw = layer_norm(dense(x_xC, params.kernel, scan), self.eps)
+    return xw * row(params.input_scale, xw) + row(params.bias, xw)
+
+  def recur(self, params, carry, xp_Bx4H, scan=ScanConfig()):
+    sig, act = gate_fn(scan), act_fn(scan)
+    hu = layer_norm(dense(carry.h, params.recurrent, scan), self.eps)
+    z = xp_Bx4H + hu * row(params.recurrent_scale, hu)
+    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+    c = sig(zf) * carry.c + sig(zi) * act(zg)
+    cn = layer_norm(c, self.eps) * row(params.cell_scale, c) + row(params.cell_bias, c)
+    h = sig(zo) * act(cn)
+    return LSTMCarry(h, c), h
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+class GRUParams(NamedTuple):
+  """GRU weights, gates packed r, z, n (PyTorch order); ``recurrent_bias`` only if reset_after."""
+  kernel: jax.Array  # (C, 3H)
+  recurrent: jax.Array  # (H, 3H)
+  bias: jax.Array  # (3H,) input bias
+  recurrent_bias: Optional[jax.Array] = None  # (3H,) bias of h U (reset_after=True)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class GRU(Cell):
+  r"""Gated recurrent unit (Cho et al. 2014), gates packed r, z, n.
+
+  With ``reset_after=True`` (default; PyTorch, Keras 3, cuDNN, Flax ``GRUCell``) the reset gate
+  multiplies the recurrent matmul's result, which has its own bias :math:`b_h`:
+
+  .. math::
+     a &= x W + b,\quad u = h_{t-1} U + b_h\\
+     r &= \sigma(a_r + u_r),\ z = \sigma(a_z + u_z),\ n = \tanh(a_n + r \odot u_n)\\
+     h_t &= (1 - z) \odot n + z \odot h_{t-1}
+
+  With ``reset_after=False`` (the original paper; Keras ``reset_after=False``) it multiplies
+  the state before the matmul, and there is one bias:
+
+  .. math::
+     n = \tanh(a_n + (r \odot h_{t-1}) U_n)
+  """
+  name: ClassVar[str] = 'gru'
+  Params: ClassVar[type] = GRUParams
+  Carry: ClassVar[type] = HCarry
+  reset_after: bool = True
+
+  def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
+    specs = lstm_specs(in_size, hidden_size, 3, None, False)
+    if self.reset_after:
+      specs['recurrent_bias'] = ParamSpec((3 * hidden_size,), zeros_init)
+    return specs
+
+  def recur(self, params, carry, xp_Bx3H, scan=ScanConfig()):
+    sig, act = gate_fn(scan), act_fn(scan)
+    h = carry.h
+    ar, az, an = jnp.split(xp_Bx3H, 3, axis=-1)
+    if self.reset_after:
+      u = dense(h, params.recurrent, scan)
+      u = u + row(params.recurrent_bias, u)
+      ur, uz, un = jnp.split(u, 3, axis=-1)
+      r, z = sig(ar + ur), sig(az + uz)
+      n = act(an + r * un)
+    else:
+      hidden = h.shape[-1]
+      u = dense(h, params.recurrent[:, :2 * hidden], scan)
+      ur, uz = jnp.split(u, 2, axis=-1)
+      r, z = sig(ar + ur), sig(az + uz)
+      n = act(an + dense(r * h, params.recurrent[:, 2 * hidden:], scan))
+    h = (1.0 - z) * n + z * h
+    return HCarry(h), h
+
+
+# --------------------------------------------------------------------------- minimal RNNs
+
+
+class MinParams(NamedTuple):
+  """Input-only gates: ``kernel_CxkH`` and ``bias_kH`` (k = 3 for minLSTM, 2 for minGRU)."""
+  kernel: jax.Array
+  bias: jax.Array
+
+
+def linear_scan(a_TxBxH, b_TxBxH, h0_BxH):
+  """All ``h_t = a_t h_{t-1} + b_t`` at once, with ``jax.lax.associative_scan``.
+
+  The pairs (a, b) compose as affine maps: applying (a1, b1) then (a2, b2) is
+  (a1 a2, a2 b1 + b2), an associative operation, so the T steps take O(log T) depth.
+  """
+  b_TxBxH = b_TxBxH.at[0].add(a_TxBxH[0] * h0_BxH)  # fold the initial state into step 0
+
+  def compose(first, second):
+    a1, b1 = first
+    a2, b2 = second
+    return a1 * a2, a2 * b1 + b2
+
+  _, h_TxBxH = jax.lax.associative_scan(compose, (a_TxBxH, b_TxBxH), axis=0)
+  return h_TxBxH
+
+
+@dataclasses.dataclass(frozen=True)
+class MinCell(Cell):
+  """Shared by minLSTM and minGRU: ``h_t = a_t h_{t-1} + b_t`` with (a, b) from x_t only."""
+  Params: ClassVar[type] = MinParams
+  Carry: ClassVar[type] = HCarry
+  parallel: bool = True
+
+  def coefficients(self, xp, scan):
+    """Projected input (..., kH) -> (a, b), each (..., H)."""
+    raise NotImplementedError
+
+  def recur(self, params, carry, xp_BxG, scan=ScanConfig()):
+    a, b = self.coefficients(xp_BxG, scan)
+    h = a * carry.h + b
+    return HCarry(h), h
+
+  def layer(self, params, carry, x_BxTxC, scan=ScanConfig()):
+    if not self.parallel:
+      return scan_layer(self, params, carry, x_BxTxC, scan)
+    xp = self.project(params, jnp.swapaxes(x_BxTxC, 0, 1), scan)
+    a, b = self.coefficients(xp, scan)
+    h_TxBxH = linear_scan(a, b, carry.h)
+    return HCarry(h_TxBxH[-1]), jnp.swapaxes(h_TxBxH, 0, 1)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class MinLSTM(MinCell):
+  r"""minLSTM (Feng et al. 2024, "Were RNNs all we needed?"), gates packed f, i, h̃.
+
+  .. math::
+     f &= \sigma(x W_f + b_f),\ i = \sigma(x W_i + b_i),\ \tilde h = x W_h + b_h\\
+     h_t &= \frac{f}{f + i} \odot h_{t-1} + \frac{i}{f + i} \odot \tilde h
+
+  The gates do not see :math:`h_{t-1}`, so the recurrence is linear in h and ``parallel=True``
+  runs it with ``jax.lax.associative_scan`` (``linear_scan``); ``parallel=False`` scans
+  ``recur`` step by step (same numbers up to rounding).
+  """
+  name: ClassVar[str] = 'min_lstm'
+
+  def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
+    specs = lstm_specs(in_size, hidden_size, 3, 0, unit_forget_bias)
+    del specs['recurrent']
+    return specs
+
+  def coefficients(self, xp, scan):
+    sig = gate_fn(scan)
+    zf, zi, h_tilde = jnp.split(xp, 3, axis=-1)
+    f, i = sig(zf), sig(zi)
+    total = f + i + 1e-12  # both hard sigmoids can be 0 at once
+    return f / total, (i / total) * h_tilde
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class MinGRU(MinCell):
+  r"""minGRU (Feng et al. 2024), gates packed z, h̃.
+
+  .. math::
+     z = \sigma(x W_z + b_z),\ \tilde h = x W_h + b_h,\quad
+     h_t = (1 - z) \odot h_{t-1} + z \odot \tilde h
+
+  Parallel over time with ``jax.lax.associative_scan`` like ``min_lstm``.
+  """
+  name: ClassVar[str] = 'min_gru'
+
+  def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
+    specs = lstm_specs(in_size, hidden_size, 2, None, False)
+    del specs['recurrent']
+    return specs
+
+  def coefficients(self, xp, scan):
+    zz, h_tilde = jnp.split(xp, 2, axis=-1)
+    z = gate_fn(scan)(zz)
+    return 1.0 - z, z * h_tilde
