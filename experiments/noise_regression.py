@@ -13,8 +13,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
-import jax
 
 from lstm_jax import cli
 from lstm_jax import train
@@ -27,7 +25,6 @@ cli.define_config_flags()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.info('JAX %s on %s', jax.__version__, jax.devices())
 
   def run():
     config = cli.config_from_flags(PRESET.value)

@@ -84,34 +84,34 @@ class TrainedModel:
 
 
 class StreamingPredictor:
-  """Causal prediction over blocks of any length, with the carry kept between calls.
+  """Causal, online prediction over blocks of any length, the carry kept between calls.
 
-  Blocks are cut into ``chunk_len`` pieces (the last one zero-padded: the model is causal, so
-  padding after a sample never changes it), so memory is bounded by the chunk, not the record,
-  and the jitted step is compiled once.
+  A block is cut into ``chunk_len`` pieces, so memory is bounded by the chunk, not the record.
+  A piece shorter than ``chunk_len`` is zero-padded at its end for the output (the model is
+  causal: samples after t never change the prediction at t) and run again at its exact length
+  for the carry (XLA code for the head differs with the length, in the last bit; the LSTM scan
+  does not). So every output comes from the same compiled program as a whole-record pass and
+  equals it bit for bit (tests/test_streaming.py); no look-ahead is ever used.
   """
 
   def __init__(self, trained: TrainedModel, batch_size: int, chunk_len: int):
     self.trained = trained
     self.chunk_len = int(chunk_len)
-    model = trained.model
-    self.carry = model.initialize_carry(batch_size)
-    variables = {'params': trained.params}
-
-    @jax.jit
-    def step(carry, x_BxTxC):
-      new_carry, y = model.apply(variables, carry, x_BxTxC)
-      return new_carry, y[..., 0]
-
-    self._step = step
-    self._variables = variables
-    self._model = model
+    if self.chunk_len < 1:
+      raise data_lib.DataError(f'chunk_len must be >= 1, got {chunk_len}')
+    self._model = trained.model
+    self._variables = {'params': trained.params}
+    self.carry = self._model.initialize_carry(batch_size)
+    self._step = jax.jit(self._model.apply)
+    self._carry_only = jax.jit(lambda v, c, x: self._model.apply(v, c, x)[0])
 
   def reset(self) -> None:
+    """Forget the past: the next block starts from a zero carry."""
     self.carry = self._model.initialize_carry(self.carry[0].h.shape[0])
 
   def push(self, witnesses_TxC) -> np.ndarray:
-    """Feeds witnesses (T, C) or (B, T, C) in physical units; returns the prediction."""
+    """Feeds witnesses (T, C) or (B, T, C) in physical units; returns the prediction in target
+    units, (T,) or (B, T)."""
     x = np.asarray(witnesses_TxC, np.float32)
     squeeze = x.ndim == 2
     if squeeze:
@@ -125,16 +125,14 @@ class StreamingPredictor:
     for start in range(0, x.shape[1], self.chunk_len):
       piece = x[:, start:start + self.chunk_len]
       n = piece.shape[1]
-      if n < self.chunk_len:
-        # Pad to keep one compiled shape; recompute the carry on the exact piece so the next
-        # block continues from the right state.
+      if n == self.chunk_len:
+        self.carry, y = self._step(self._variables, self.carry, piece)
+      else:
         padded = np.zeros((x.shape[0], self.chunk_len, n_in), np.float32)
         padded[:, :n] = piece
-        _, y = self._step(self.carry, padded)
-        self.carry, _ = self._model.apply(self._variables, self.carry, piece)
-      else:
-        self.carry, y = self._step(self.carry, piece)
-      outs.append(np.asarray(y)[:, :n])
+        _, y = self._step(self._variables, self.carry, padded)
+        self.carry = self._carry_only(self._variables, self.carry, piece)
+      outs.append(np.asarray(y[:, :n, 0]))
     y = np.concatenate(outs, axis=1) if outs else np.zeros((x.shape[0], 0), np.float32)
     y = self.trained.target_norm.invert(y[..., None])[..., 0]
     return y[0] if squeeze else y
