@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Optional
 
 import numpy as np
 
 from lstm_jax import data as data_lib
 from lstm_jax import metrics as metrics_lib
-from lstm_jax.inference import TrainedModel
+from lstm_jax.inference import TrainedModel, push_blocks
 
 
 def clean_file(model_dir: str, input_path: str, output_path: str,
@@ -35,19 +34,9 @@ def clean_file(model_dir: str, input_path: str, output_path: str,
     raise data_lib.DataError(f'{output_path}: directory {out_dir} does not exist')
   metrics = {}
   if block_size:
-    if block_size < 1:
-      raise data_lib.DataError(f'--block_size must be >= 1, got {block_size}')
-    stream = trained.stream(chunk_len=chunk_len)
-    parts, latency_us = [], []
-    for start in range(0, len(rec), block_size):
-      t0 = time.perf_counter()
-      parts.append(stream.push(rec.witnesses[start:start + block_size]))
-      latency_us.append(1e6 * (time.perf_counter() - t0))
-    prediction = np.concatenate(parts)
-    steady = np.asarray(latency_us[2:] or latency_us)  # the first blocks compile
-    metrics['block_latency_us'] = {'block_size': block_size, 'p50': float(np.percentile(steady, 50)),
-                                   'p99': float(np.percentile(steady, 99)),
-                                   'block_seconds': block_size / rec.fs}
+    prediction, latency = push_blocks(trained.stream(chunk_len=chunk_len), rec.witnesses,
+                                      block_size)
+    metrics['block_latency'] = dict(latency, block_seconds=block_size / rec.fs)
   else:
     prediction = trained.predict(rec.witnesses, chunk_len)
   arrays = {'prediction': prediction, 'fs': np.float64(rec.fs)}

@@ -331,6 +331,19 @@ def stream_length(record_lengths: Sequence[int], n_streams: int, chunk_len: int)
   return lo * chunk_len
 
 
+def streams_that_fit(record_lengths: Sequence[int], n_streams: int, chunk_len: int,
+                     multiple_of: int = 1) -> int:
+  """``n_streams``, or fewer (a multiple of ``multiple_of``) when the records are too short to
+  give every stream one chunk. Raises ``DataError`` when not even ``multiple_of`` fit."""
+  fit = min(n_streams, sum(n // chunk_len for n in record_lengths))
+  fit -= fit % multiple_of
+  if fit < 1:
+    raise DataError(f'training data too short: {sum(record_lengths)} samples in '
+                    f'{len(record_lengths)} record(s) cannot fill {max(multiple_of, 1)} stream(s) '
+                    f'of one {chunk_len}-sample chunk; lower chunk_len or give more data')
+  return fit
+
+
 def make_streams(records: Sequence[np.ndarray], n_streams: int, chunk_len: int) -> np.ndarray:
   """Lays records (each (T_i, D)) out as ``n_streams`` parallel continuous streams.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Optional
 
 import flax.serialization
@@ -136,3 +137,21 @@ class StreamingPredictor:
     y = np.concatenate(outs, axis=1) if outs else np.zeros((x.shape[0], 0), np.float32)
     y = self.trained.target_norm.invert(y[..., None])[..., 0]
     return y[0] if squeeze else y
+
+
+def push_blocks(stream: StreamingPredictor, witnesses_TxC, block_size: int,
+                warmup_blocks: int = 2) -> tuple[np.ndarray, dict]:
+  """Feeds a record block by block as it would arrive online; returns the prediction and the
+  per-block latency (µs, p50/p99/max over the blocks after ``warmup_blocks``, which compile)."""
+  if block_size < 1:
+    raise data_lib.DataError(f'block_size must be >= 1, got {block_size}')
+  parts, latency_us = [], []
+  for start in range(0, len(witnesses_TxC), block_size):
+    t0 = time.perf_counter()
+    parts.append(stream.push(witnesses_TxC[start:start + block_size]))  # returns host numpy
+    latency_us.append(1e6 * (time.perf_counter() - t0))
+  steady = np.asarray(latency_us[warmup_blocks:] or latency_us)
+  stats = {'block_size': block_size, 'n_blocks': len(steady),
+           'p50_us': float(np.percentile(steady, 50)), 'p99_us': float(np.percentile(steady, 99)),
+           'max_us': float(steady.max())}
+  return np.concatenate(parts), stats

@@ -112,3 +112,11 @@ def test_streams_are_continuous_and_stay_inside_records():
 def test_record_too_short_for_one_chunk():
   with pytest.raises(DataError, match='training data too short: 100 samples'):
     data_lib.make_streams([np.zeros((100, 3))], n_streams=2, chunk_len=64)
+
+
+def test_streams_that_fit_shrinks_then_refuses():
+  assert data_lib.streams_that_fit([100_000, 100_000], 32, 256) == 32
+  assert data_lib.streams_that_fit([1000], 32, 256) == 3  # 3 whole chunks
+  assert data_lib.streams_that_fit([1000], 32, 256, multiple_of=2) == 2
+  with pytest.raises(DataError, match='100 samples in 1 record'):
+    data_lib.streams_that_fit([100], 32, 256)
