@@ -38,7 +38,7 @@ def write(path, **arrays):
     (dict(witnesses=np.ones((5000, 2)), target=np.ones(4999)), ['target has 4999 samples']),
     (dict(witnesses=np.ones((5000,)) * np.nan, target=np.ones(5000)), ['witnesses', 'NaN at channel 0, sample 0']),
     (dict(target=np.ones(5000)), ["missing key 'witnesses'"]),
-    (dict(witnesses=np.random.rand(100, 2), target=np.random.rand(100)), ['training data too short']),
+    (dict(witnesses=np.random.rand(50, 2), target=np.random.rand(50)), ["training data too short"]),
 ])
 def test_noise_regression_bad_data_one_line(tmp_path, arrays, needles):
   path = write(tmp_path / 'bad.npz', **arrays)
