@@ -15,8 +15,10 @@ import optax
 
 from lstm_jax import checkpoint as ckpt_lib
 from lstm_jax import data as data_lib
+from lstm_jax import losses as losses_lib
 from lstm_jax import doctor
 from lstm_jax import metrics as eval_lib
+from lstm_jax import parallel
 from lstm_jax.config import Config
 from lstm_jax.inference import TrainedModel, build_model
 
@@ -54,26 +56,29 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
   return adam
 
 
-def loss_fn(model, params, carry, x_BxTxC, y_BxTxO, bptt_len: int):
-  """Mean squared error over a chunk; the gradient is cut every ``bptt_len`` samples.
+def loss_fn(model, params, carry, x_BxTxC, y_BxTxO, bptt_len: int, objective=None):
+  """A loss over a chunk (MSE by default); the gradient is cut every ``bptt_len`` samples.
 
+  ``objective`` is a ``(pred_BxTxO, y_BxTxO) -> scalar`` (``lstm_jax.losses``) applied to the
+  whole chunk's prediction, so a spectral loss sees ``chunk_len`` samples.
   Returns ``(loss, carry)``; the carry continues the chunk and carries no gradient.
   """
   b, t, c = x_BxTxC.shape
   n_seg = t // bptt_len
   xs = x_BxTxC.reshape(b, n_seg, bptt_len, c).swapaxes(0, 1)
-  ys = y_BxTxO.reshape(b, n_seg, bptt_len, -1).swapaxes(0, 1)
 
-  def segment(carry, xy):
+  def segment(carry, x):
     carry = jax.lax.stop_gradient(carry)
-    carry, pred = model.apply({'params': params}, carry, xy[0])
-    return carry, jnp.mean(jnp.square(pred - xy[1]))
+    return model.apply({'params': params}, carry, x)
 
-  carry, losses = jax.lax.scan(segment, carry, (xs, ys))
-  return jnp.mean(losses), jax.lax.stop_gradient(carry)
+  carry, preds = jax.lax.scan(segment, carry, xs)  # (n_seg, B, bptt_len, O)
+  pred_BxTxO = preds.swapaxes(0, 1).reshape(b, t, -1)
+  value = (objective or losses_lib.mse)(pred_BxTxO, y_BxTxO)
+  return value, jax.lax.stop_gradient(carry)
 
 
-def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = False):
+def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = False,
+                    objective=None):
   """A jitted ``(state, x_chunks, y_chunks, k) -> (state, loss)`` on chunk k (data on device).
 
   With ``return_grad_norm`` it returns ``(state, loss, grad_norm)`` (the global gradient norm
@@ -84,7 +89,7 @@ def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = Fa
     x, y = x_NxBxTxC[k], y_NxBxTxO[k]
     (loss, carry), grads = jax.value_and_grad(
         functools.partial(loss_fn, model), has_aux=True)(state.params, state.carry, x, y,
-                                                         bptt_len)
+                                                         bptt_len, objective)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = TrainState(params, opt_state, carry, state.step + 1)
@@ -176,6 +181,12 @@ def _restore_or_clear(ckpt_dir: str, config: Config, state: TrainState, meta: di
   return state, restored.step, [np.float32(v) for v in restored.meta['losses']]
 
 
+def _device_count(config: Config) -> int:
+  if config.num_devices == 1 and jax.process_count() == 1:
+    return 1
+  return config.num_devices or len(jax.devices())
+
+
 def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
           ) -> tuple[TrainedModel, dict]:
   """Fits normalizers on the training records, trains, returns the model and train stats.
@@ -185,6 +196,13 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   from the newest checkpoint and ends with the same parameters as an uninterrupted run.
   """
   check_layout(config)
+  n_streams = data_lib.streams_that_fit([len(r) for r in split.train], config.n_streams,
+                                        config.chunk_len, _device_count(config))
+  if n_streams < config.n_streams:
+    logging.warning('the training data holds only %d chunks of %d samples: training %d parallel '
+                    'streams instead of %d', n_streams, config.chunk_len, n_streams,
+                    config.n_streams)
+    config = config.replace(n_streams=n_streams)
   n_inputs = split.train[0].witnesses.shape[1]
   all_wit = np.concatenate([r.witnesses for r in split.train])
   all_tgt = np.concatenate([r.target for r in split.train])
@@ -193,8 +211,8 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   records = [np.concatenate([input_norm.apply(r.witnesses), target_norm.apply(r.target[:, None])],
                             axis=1) for r in split.train]
   streams = data_lib.make_streams(records, config.n_streams, config.chunk_len)
-  x_chunks = jnp.asarray(streams[..., :n_inputs])
-  y_chunks = jnp.asarray(streams[..., n_inputs:])
+  placement = parallel.Placement.for_streams(config.num_devices, config.n_streams)
+  x_chunks, y_chunks = placement.streams((streams[..., :n_inputs], streams[..., n_inputs:]), 1)
   n_chunks = streams.shape[0]
 
   model = build_model(config)
@@ -218,10 +236,15 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
     state, start_step, losses = _restore_or_clear(checkpoint_dir, config, state, meta)
   else:
     checkpoint_dir = None
-  train_step = make_train_step(model, optimizer, config.bptt_len, return_grad_norm=True)
+  state = TrainState(placement.replicated(state.params), placement.replicated(state.opt_state),
+                     placement.streams(state.carry, 0), placement.replicated(state.step))
+  objective = losses_lib.loss_from_config(config, split.train[0].fs)
+  train_step = make_train_step(model, optimizer, config.bptt_len, return_grad_norm=True,
+                               objective=objective)
 
-  logging.info('training on %s: %d streams x %d chunks of %d samples, %d updates',
-               split.source, config.n_streams, n_chunks, config.chunk_len, config.num_steps)
+  logging.info('training on %s: %d streams x %d chunks of %d samples, %d updates, %d device(s)',
+               split.source, config.n_streams, n_chunks, config.chunk_len, config.num_steps,
+               placement.n_devices)
   t0 = time.perf_counter()
   compiled = train_step.lower(state, x_chunks, y_chunks, 0).compile()
   compile_s = time.perf_counter() - t0
@@ -234,7 +257,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
     k = step % n_chunks
     if k == 0 and step > 0 and config.reset_carry_each_epoch:
       # A new pass starts each stream from its beginning: the old state does not belong there.
-      state = state._replace(carry=model.initialize_carry(config.n_streams))
+      state = state._replace(carry=placement.streams(model.initialize_carry(config.n_streams), 0))
     state, loss, grad_norm = compiled(state, x_chunks, y_chunks, k)
     if pending:
       _check_finite(*pending, checkpoint_dir)
@@ -266,10 +289,10 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       'epochs': config.num_steps / n_chunks,
       'loss_first': float(losses[: max(1, len(losses) // 20)].mean()),
       'loss_last': float(losses[-max(1, len(losses) // 20):].mean()),
-      'weight_change': doctor.relative_change(params0, jax.device_get(state.params)),
+      'weight_change': doctor.relative_change(params0, parallel.to_host(state.params)),
       'doctor_start': findings,
   }
-  trained = TrainedModel(config, jax.device_get(state.params), input_norm, target_norm, n_inputs)
+  trained = TrainedModel(config, parallel.to_host(state.params), input_norm, target_norm, n_inputs)
   return trained, stats
 
 
@@ -284,8 +307,20 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   config) for ``experiments/clean.py``. Returns the metrics.
   """
   t_wall = time.perf_counter()
+  parallel.initialize_distributed(config.coordinator_address, config.num_processes,
+                                  config.process_id)
+  logging.info('JAX %s, process %d of %d, devices %s', jax.__version__, jax.process_index(),
+               jax.process_count(), jax.devices())
+  if jax.process_count() > 1 and (config.checkpoint_every > 0 or config.resume):
+    raise data_lib.DataError('--checkpoint_every/--resume are single-process only for now')
+  if jax.process_index() > 0:
+    workdir = None  # process 0 writes the results
+  if (config.checkpoint_every > 0 or config.resume) and not workdir:
+    raise data_lib.DataError('--checkpoint_every and --resume need --workdir (checkpoints are '
+                             'kept in WORKDIR/checkpoints)')
   split = load_split(config)
-  trained, stats = train(config, split)
+  trained, stats = train(config, split,
+                         os.path.join(workdir, 'checkpoints') if workdir else None)
   prediction = trained.predict(split.heldout.witnesses)
   metrics = {'heldout': eval_lib.evaluate(split.heldout, prediction, _band(config)),
              'train': stats, 'data': split.source,
@@ -295,6 +330,12 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   first = split.train[0]
   fit = first.slice(0, min(len(first), len(split.heldout)))
   metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
+  end_findings = doctor.diagnose_end(metrics['train_fit'], metrics['heldout'],
+                                     stats['weight_change'])
+  doctor.log_findings(stats['doctor_start'], 'start')  # again, next to the outcome
+  doctor.log_findings(end_findings, 'end')
+  metrics['doctor'] = ([dict(f, stage='start') for f in stats.pop('doctor_start')] +
+                       [dict(f, stage='end') for f in end_findings])
   metrics['wall_s'] = time.perf_counter() - t_wall
   h = metrics['heldout']
   logging.info('held out: NR %.2f dB (vs %s), band NR %.2f dB, ASD ratio %.4f, R2 %.4f',

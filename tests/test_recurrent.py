@@ -49,7 +49,7 @@ CONFIGS = [ScanConfig(hoist_input=hoist, unroll=unroll, backward=bwd)
            for hoist, unroll, bwd in itertools.product([False, True], [1, 4], ['custom', 'autodiff'])]
 
 
-@pytest.fixture
+@pytest.fixture(scope='module')
 def problem():
   key = jax.random.key(0)
   params = make_stack(key, 4)
@@ -58,10 +58,20 @@ def problem():
   return params, carries, x
 
 
+@pytest.fixture(scope='module')
+def loop_reference(problem):
+  return python_loop(*problem)
+
+
+@pytest.fixture(scope='module')
+def autodiff_grads(problem):
+  return jax.jit(jax.grad(_loss(ScanConfig(backward='autodiff')), argnums=(0, 1, 2)))(*problem)
+
+
 @pytest.mark.parametrize('cfg', CONFIGS, ids=str)
-def test_scan_matches_python_loop(problem, cfg):
+def test_scan_matches_python_loop(problem, loop_reference, cfg):
   params, carries, x = problem
-  ref_c, ref_h = python_loop(params, carries, x)
+  ref_c, ref_h = loop_reference
   got_c, got_h = jax.jit(recurrent.lstm_stack, static_argnums=3)(params, carries, x, cfg)
   np.testing.assert_allclose(got_h, ref_h, atol=1e-5)
   for g, r in zip(got_c, ref_c):
@@ -98,20 +108,18 @@ def _loss(cfg):
 
 
 @pytest.mark.parametrize('cfg', [c for c in CONFIGS if c.backward == 'custom'], ids=str)
-def test_custom_backward_matches_autodiff(problem, cfg):
-  params, carries, x = problem
-  ref = jax.grad(_loss(ScanConfig(backward='autodiff')), argnums=(0, 1, 2))(params, carries, x)
-  got = jax.jit(jax.grad(_loss(cfg), argnums=(0, 1, 2)))(params, carries, x)
-  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+def test_custom_backward_matches_autodiff(problem, autodiff_grads, cfg):
+  got = jax.jit(jax.grad(_loss(cfg), argnums=(0, 1, 2)))(*problem)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(autodiff_grads)):
     np.testing.assert_allclose(g, r, atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize('rec_act', ['hard_sigmoid', 'hard_sigmoid_keras3'])
 def test_custom_backward_hard_sigmoid(problem, rec_act):
   params, carries, x = problem
-  ref = jax.grad(_loss(ScanConfig(recurrent_activation=rec_act, backward='autodiff')))(
+  ref = jax.jit(jax.grad(_loss(ScanConfig(recurrent_activation=rec_act, backward='autodiff'))))(
       params, carries, x)
-  got = jax.grad(_loss(ScanConfig(recurrent_activation=rec_act)))(params, carries, x)
+  got = jax.jit(jax.grad(_loss(ScanConfig(recurrent_activation=rec_act))))(params, carries, x)
   for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
     np.testing.assert_allclose(g, r, atol=2e-5, rtol=2e-5)
 
@@ -122,8 +130,8 @@ def test_check_grads_through_stack(backward):
   # (the custom VJP defines first derivatives).
   params = make_stack(jax.random.key(3), 2, (3, 2))
   carries = random_carry(jax.random.key(4), 1, (3, 2))
-  x = jax.random.normal(jax.random.key(5), (1, 5, 2))
-  f = lambda p, c, xx: _loss(ScanConfig(backward=backward))(p, c, xx)
+  x = jax.random.normal(jax.random.key(5), (1, 4, 2))
+  f = jax.jit(lambda p, c, xx: _loss(ScanConfig(backward=backward))(p, c, xx))
   check_grads(f, (params, carries, x), order=1, modes=['rev'], atol=5e-2, rtol=5e-2, eps=1e-2)
   if backward == 'autodiff':
     check_grads(f, (params, carries, x), order=2, modes=['rev'], atol=5e-2, rtol=5e-2, eps=1e-2)
@@ -151,11 +159,10 @@ def test_bfloat16_matmuls_keep_f32_state(problem):
   np.testing.assert_allclose(h, ref, atol=5e-2)
 
 
-def test_remat_matches(problem):
-  params, carries, x = problem
-  ref = jax.grad(_loss(ScanConfig(backward='autodiff')))(params, carries, x)
-  got = jax.grad(_loss(ScanConfig(backward='autodiff', remat=True)))(params, carries, x)
-  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+def test_remat_matches(problem, autodiff_grads):
+  got = jax.jit(jax.grad(_loss(ScanConfig(backward='autodiff', remat=True)), argnums=(0, 1, 2)))(
+      *problem)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(autodiff_grads)):
     np.testing.assert_allclose(g, r, atol=1e-5)
 
 

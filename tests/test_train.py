@@ -67,7 +67,7 @@ def test_short_training_lowers_loss_and_round_trips(tmp_path):
 
 
 def test_same_seed_same_result():
-  cfg = TINY.replace(num_steps=20)
+  cfg = TINY.replace(num_steps=5, eval_seconds=2.0)
   a = lstm_jax.train_and_evaluate(cfg)
   b = lstm_jax.train_and_evaluate(cfg)
   assert a['heldout']['nr_db'] == b['heldout']['nr_db']
