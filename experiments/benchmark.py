@@ -18,12 +18,15 @@ from absl import flags
 
 from lstm_jax import benchmark as bench
 from lstm_jax import cli
+from lstm_jax import inference
 
 WORKLOAD = flags.DEFINE_enum('workload', 'seed', sorted(bench.WORKLOADS), 'Preset sizes.')
 MODE = flags.DEFINE_list('mode', ['fwd', 'train'], 'fwd and/or train.')
 DTYPE = flags.DEFINE_enum('dtype', 'f32', ['f32', 'bf16'], 'bf16: bf16 matmuls, f32 state.')
 UNROLL = flags.DEFINE_integer('unroll', 1, 'Our lax.scan unroll.')
 HOIST = flags.DEFINE_enum('hoist', 'auto', ['auto', 'true', 'false'], 'Our input projection.')
+CELL = flags.DEFINE_string('cell', 'lstm', 'Our recurrent cell (lstm_jax.cells registry).')
+CELL_OPTIONS = flags.DEFINE_string('cell_options', '', "Our cell's options, 'key=value,...'.")
 PLATFORM = flags.DEFINE_string('platform', '', 'JAX_PLATFORMS for the workers (cpu, gpu).')
 PEERS = flags.DEFINE_list('peers', list(bench.PEERS), 'Peers to time: flax,keras,torch.')
 VARIANTS = flags.DEFINE_list('variants', [], 'Extra variants of ours, each key=value[+key=value] '
@@ -32,6 +35,11 @@ TORCH_THREADS = flags.DEFINE_list('torch_threads', ['1', '2'], 'One torch worker
 EIGEN = flags.DEFINE_enum('eigen', 'auto', ['auto', 'single', 'multi'],
                           'XLA CPU Eigen threading for every JAX system alike; auto: single '
                           'thread at batch 1 on CPU.')
+LATENCY = flags.DEFINE_boolean('latency', False, 'Instead of throughput: online-cleaning latency '
+                                'per block (p50/p99), for the default model or --model_dir.')
+MODEL_DIR = flags.DEFINE_string('model_dir', '', 'With --latency: a trained model/ directory.')
+BLOCK_SECONDS = flags.DEFINE_float('block_seconds', 1.0 / 16, 'With --latency: block duration.')
+LATENCY_FS = flags.DEFINE_float('latency_fs', 2048.0, 'With --latency: sampling rate in Hz.')
 PEAK = flags.DEFINE_boolean('peak', True, 'Also time a 2048^2 matmul (the GFLOP/s peak).')
 REPS = flags.DEFINE_integer('reps', 15, 'Timed calls per system (>= 10).')
 OUT = flags.DEFINE_string('out', 'results/bench_runs.jsonl', 'JSON lines are appended here.')
@@ -48,6 +56,8 @@ def _systems(w):
     eigen = 'single' if w.batch == 1 and PLATFORM.value in ('', 'cpu') else 'multi'
   jax_flags = bench.EIGEN_SINGLE_THREAD if eigen == 'single' else ''
   ours = {'unroll': UNROLL.value, 'hoist': HOIST.value}
+  if CELL.value != 'lstm' or CELL_OPTIONS.value:
+    ours.update(cell=CELL.value, cell_options=CELL_OPTIONS.value)
   systems = [bench.System('ours', 'ours', ours, jax_flags)]
   for text in VARIANTS.value:
     opts = dict(ours, **dict(kv.split('=', 1) for kv in text.split('+')))
@@ -71,6 +81,15 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
 
   def run():
+    if LATENCY.value:
+      trained = inference.TrainedModel.load(MODEL_DIR.value) if MODEL_DIR.value else None
+      records = inference.online_latency(trained, LATENCY_FS.value, BLOCK_SECONDS.value)
+      bench.write_jsonl(OUT.value, [dict(r, workload_name='online_latency') for r in records])
+      for r in records:
+        print(f"block {r['block_size']} samples ({r['block_seconds'] * 1e3:.1f} ms), chunk_len "
+              f"{r['chunk_len']}: p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, "
+              f"{r['realtime_factor']:.0f}x faster than real time at p99 ({r['device_kind']})")
+      return
     if REPS.value < 10:
       raise ValueError(f'--reps must be >= 10, got {REPS.value}')
     sizes = {k: f.value for k, f in (('batch', BATCH), ('steps', STEPS), ('inputs', INPUTS))

@@ -52,33 +52,45 @@ class WienerFIR:
   name: str = 'wiener_fir'
 
   @classmethod
-  def fit(cls, records: Sequence[data_lib.Recording], n_taps: int = 128, ridge: float = 1e-6,
-          block: int = 1 << 15) -> 'WienerFIR':
-    """Solves the normal equations ``(X'X + ridge tr(X'X)/d I) w = X'y`` over all records.
+  def fit(cls, records: Sequence[data_lib.Recording], n_taps: int = 128,
+          ridge: float = 1e-6) -> 'WienerFIR':
+    """Solves the Wiener-Hopf equations ``(R + ridge tr(R)/d I) w = p`` over all records.
 
-    ``X`` (lagged, standardized witnesses with a constant column) is never held whole: ``X'X``
-    and ``X'y`` are accumulated ``block`` samples at a time. Each record's filter starts from
-    zeros (records are independent draws).
+    ``p[c, k] = sum_t x_c[t - k] y[t]`` (exact, zeros before each record's start) and ``R`` is
+    the block-Toeplitz matrix of the witnesses' auto- and cross-correlations at lags up to
+    ``n_taps - 1``, all from FFTs: the lagged design matrix is never formed (its edge terms, a
+    fraction ``n_taps / T`` of each sum, are dropped). The bias is the target's mean: the
+    witnesses are standardized, so their means are zero.
     """
     if n_taps < 1:
       raise ValueError(f'n_taps must be >= 1, got {n_taps}')
     norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]), 'standardize',
                                    'witness channel')
-    d = records[0].witnesses.shape[1] * n_taps + 1
-    xtx = np.zeros((d, d))
-    xty = np.zeros(d)
+    y_mean = float(np.mean(np.concatenate([r.target for r in records]), dtype=np.float64))
+    n_ch = records[0].witnesses.shape[1]
+    corr = np.zeros((n_ch, n_ch, 2 * n_taps - 1))  # corr[c, e, L-1+j] = sum_s x_c[s] x_e[s+j]
+    cross = np.zeros((n_ch, n_taps))  # cross[c, k] = sum_t x_c[t-k] y[t]
     for rec in records:
-      x = norm.apply(rec.witnesses)
-      for lo in range(0, len(x), block):
-        hist = x[max(0, lo - n_taps + 1):lo]
-        feats = lagged(x[lo:lo + block], n_taps, hist)
-        feats = np.concatenate([feats, np.ones((len(feats), 1))], axis=1)
-        y = np.asarray(rec.target[lo:lo + block], np.float64)
-        xtx += feats.T @ feats
-        xty += feats.T @ y
-    reg = ridge * np.trace(xtx) / d
-    w = np.linalg.solve(xtx + reg * np.eye(d), xty)
-    return cls(n_taps, w[:-1].astype(np.float64), float(w[-1]), norm)
+      x = norm.apply(rec.witnesses).astype(np.float64)
+      y = rec.target.astype(np.float64) - y_mean
+      n_fft = 1 << int(np.ceil(np.log2(len(x) + n_taps)))
+      fx = np.fft.rfft(x, n_fft, axis=0)  # (F, C)
+      fy = np.fft.rfft(y, n_fft)
+      # sum_s a[s] b[s + j] is irfft(conj(A) B)[j] (negative j wrap to the end).
+      lags = np.r_[n_fft - n_taps + 1:n_fft, 0:n_taps]
+      for c in range(n_ch):  # one channel at a time: memory n_fft x C, not n_fft x C x C
+        xc = np.fft.irfft(np.conj(fx[:, c:c + 1]) * fx, n_fft, axis=0)  # (n_fft, C)
+        corr[c] += xc[lags].T
+      cross += np.fft.irfft(np.conj(fx) * fy[:, None], n_fft, axis=0)[:n_taps].T
+    d = n_ch * n_taps
+    k = np.arange(n_taps)
+    # R[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, lag k - m].
+    gram = corr[:, :, (n_taps - 1) + k[:, None] - k[None, :]]  # (C, C, K, K)
+    gram = gram.transpose(0, 2, 1, 3).reshape(d, d)
+    gram = 0.5 * (gram + gram.T)
+    reg = ridge * np.trace(gram) / d
+    w = np.linalg.solve(gram + reg * np.eye(d), cross.reshape(d))
+    return cls(n_taps, w, y_mean, norm)
 
   def predict(self, witnesses_TxC, block: int = 1 << 15) -> np.ndarray:
     x = self.input_norm.apply(witnesses_TxC)

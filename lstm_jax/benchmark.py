@@ -100,10 +100,10 @@ def _plain_activate_gates(z, recurrent_activation='sigmoid', activation='tanh'):
 
 
 def _compile(fn, *args):
-  t0 = time.perf_counter()
+  t0, cpu0 = time.perf_counter(), time.process_time()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t0
-  info = {}
+  info = {'compile_cpu_s': time.process_time() - cpu0}  # trace + compile, robust to load
   try:
     mem = compiled.memory_analysis()
     info['temp_mb'] = round(mem.temp_size_in_bytes / 2**20, 2)
@@ -152,7 +152,8 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
   ``options`` (all optional): unroll, hoist (true|false), backward, remat, donate, gates
-  (fused|plain: the one-tanh gate activation or one function per gate).
+  (fused|plain: the one-tanh gate activation or one function per gate), cell and
+  cell_options (``lstm_jax.cells``; default lstm).
   """
   import jax
   import jax.numpy as jnp
@@ -170,7 +171,9 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   if options.get('gates', 'fused') == 'plain':
     cell_lib.activate_gates = _plain_activate_gates  # this worker process only
   model = LSTMRegressor(lstm_sizes=w.lstm_sizes, head_sizes=w.head_sizes, out_size=w.out_size,
-                        head_activation='leaky_relu', output_activation='linear', scan=scan)
+                        head_activation='leaky_relu', output_activation='linear', scan=scan,
+                        cell=options.get('cell', 'lstm'),
+                        cell_options=options.get('cell_options', ''))
   x, y = (jnp.asarray(a) for a in _data(w))
   carry = model.initialize_carry(w.batch)
   params = model.init(jax.random.key(0), carry, x)['params']
@@ -304,7 +307,8 @@ def build_torch(w: Workload, mode: str, dtype: str, options: dict) -> Built:
       state['c'] = [(h.detach(), c.detach()) for h, c in carry]
       sync()
   return Built(call, 0.0, {'threads': torch.get_num_threads(), 'device': device,
-                           'torch': torch.__version__})
+                           'torch': torch.__version__,
+                           'n_params': sum(p.numel() for p in model.parameters())})
 
 
 def build_matmul(w: Workload, mode: str, dtype: str, options: dict) -> Built:
@@ -347,9 +351,10 @@ def worker_main(spec_json: str) -> None:
   for line in sys.stdin:
     if line.strip() != 'run':
       break
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     built.call()
-    out.write(json.dumps({'t': time.perf_counter() - t0}) + '\n')
+    wall = time.perf_counter() - t0
+    out.write(json.dumps({'t': wall, 'cpu': time.process_time() - cpu0}) + '\n')
     out.flush()
 
 
@@ -396,10 +401,12 @@ class Worker:
     self.ready = self._read()
     return self.ready
 
-  def time_once(self) -> float:
+  def time_once(self) -> tuple:
+    """Wall-clock and process CPU seconds of one call."""
     self.proc.stdin.write('run\n')
     self.proc.stdin.flush()
-    return self._read()['t']
+    reply = self._read()
+    return reply['t'], reply['cpu']
 
   def close(self):
     if self.proc.poll() is None:
@@ -433,13 +440,17 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
       except RuntimeError as e:
         log(f'skipping {s.label}: {str(e).splitlines()[-1]}')
         continue
-      log(f'{s.label}: compiled in {wk.ready["compile_s"]:.2f} s')
+      log(f'{s.label}: compiled in {wk.ready["compile_s"]:.2f} s '
+          f'({wk.ready["info"].get("compile_cpu_s", 0.0):.2f} s CPU)')
       workers.append(wk)
     times = {wk.sys.label: [] for wk in workers}
+    cpu = {wk.sys.label: [] for wk in workers}
     for r in range(reps):
       order = workers[r % len(workers):] + workers[:r % len(workers)] if workers else []
       for wk in order:
-        times[wk.sys.label].append(wk.time_once())
+        t, c = wk.time_once()
+        times[wk.sys.label].append(t)
+        cpu[wk.sys.label].append(c)
   finally:
     for wk in workers:
       wk.close()
@@ -457,30 +468,41 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
         'iqr_s': q3 - q1, 'spread_pct': 100.0 * (q3 - q1) / med,
         'us_per_step': 1e6 * med / w.steps, 'steps_per_s': w.steps / med,
         'samples_per_s': w.batch * w.steps / med, 'gflop_per_s': flops / med / 1e9,
+        'cpu_us_per_step': 1e6 * statistics.median(cpu[wk.sys.label]) / w.steps,
         'compile_s': wk.ready['compile_s'], 'device_kind': info.get('device_kind', 'cpu'),
         'cpu': cpu_name(), 'info': info, 'times_s': times[wk.sys.label],
+        'cpu_times_s': cpu[wk.sys.label], 'load_avg': os.getloadavg(),
         'unix_time': time.time(),
     })
   return records
 
 
 def format_table(records: list, peak_gflops: Optional[float] = None) -> str:
-  """One line per system; ``x ours`` is the peer's median over ours (> 1: we are faster)."""
+  """One line per system; ``x ours`` is the peer's median over ours (> 1: we are faster).
+
+  ``us/step`` is the wall-clock median per time step (``x ours`` compares those), ``spread%`` the interquartile range over
+  it, ``cpu us`` the median process CPU time per step (all threads: robust to a loaded machine
+  for single-threaded systems, larger than wall time for multi-threaded ones; ``cpu x ours``
+  compares those).
+  """
   ours = next((r for r in records if r['builder'] == 'ours'), None)
-  head = f'{"system":<28} {"us/step":>9} {"spread%":>8} {"steps/s":>10} {"GFLOP/s":>8} ' \
-         f'{"compile s":>9} {"x ours":>7}'
+  head = f'{"system":<28} {"us/step":>9} {"spread%":>8} {"cpu us":>7} {"steps/s":>10} ' \
+         f'{"GFLOP/s":>8} {"compile s":>9} {"x ours":>7} {"cpu x ours":>10}'
   lines = [head, '-' * len(head)]
   for r in records:
     ratio = r['median_s'] / ours['median_s'] if ours else float('nan')
+    cpu_ratio = r['cpu_us_per_step'] / ours['cpu_us_per_step'] if ours else float('nan')
     lines.append(f'{r["system"]:<28} {r["us_per_step"]:>9.2f} {r["spread_pct"]:>8.1f} '
-                 f'{r["steps_per_s"]:>10.0f} {r["gflop_per_s"]:>8.2f} {r["compile_s"]:>9.2f} '
-                 f'{ratio:>7.2f}')
+                 f'{r["cpu_us_per_step"]:>7.2f} {r["steps_per_s"]:>10.0f} {r["gflop_per_s"]:>8.2f} {r["compile_s"]:>9.2f} '
+                 f'{ratio:>7.2f} {cpu_ratio:>10.2f}')
   if ours:
     peers = [r for r in records if r['builder'] in PEERS]
     if peers:
       best = min(peers, key=lambda r: r['median_s'])
-      lines.append(f'ours vs fastest peer ({best["system"]}): '
-                   f'{best["median_s"] / ours["median_s"]:.2f}x')
+      best_cpu = min(peers, key=lambda r: r['cpu_us_per_step'])
+      lines.append(f'ours vs fastest peer: {best["median_s"] / ours["median_s"]:.2f}x wall '
+                   f'({best["system"]}), {best_cpu["cpu_us_per_step"] / ours["cpu_us_per_step"]:.2f}x '
+                   f'CPU time ({best_cpu["system"]})')
     if peak_gflops:
       lines.append(f'ours reaches {ours["gflop_per_s"]:.2f} GFLOP/s = '
                    f'{100 * ours["gflop_per_s"] / peak_gflops:.1f}% of the measured matmul peak '
@@ -493,3 +515,17 @@ def write_jsonl(path: str, records: list) -> None:
   with open(path, 'a') as f:
     for r in records:
       f.write(json.dumps(r) + '\n')
+
+
+def tables_from_jsonl(path: str) -> str:
+  """The tables of a results file again, one per (workload, mode, dtype, run)."""
+  groups, peak = {}, None
+  with open(path) as f:
+    for line in f:
+      r = json.loads(line)
+      if r.get('workload_name') == 'matmul_peak':
+        peak = r['gflop_per_s']
+        continue
+      key = (r.get('workload_name'), r['mode'], r['dtype'])
+      groups.setdefault(key, []).append(r)
+  return '\n\n'.join(f'== {k[0]} {k[1]} {k[2]}\n' + format_table(v, peak) for k, v in groups.items())

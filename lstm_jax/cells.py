@@ -32,6 +32,7 @@ A new cell: subclass ``Cell``, set ``name``/``Params``/``Carry``, write ``param_
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
 from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence
 
@@ -252,7 +253,17 @@ def _convert(cell_name: str, key: str, value, hint):
 
 
 def get_cell(name: str, options: Any = ()) -> Cell:
-  """The registered cell ``name`` with its options (text ``'k=v,...'``, a dict, or pairs)."""
+  """The registered cell ``name`` with its options (text ``'k=v,...'``, a dict, or pairs).
+
+  ``name`` may be ``module:cell``: the module (e.g. your ``my_cells.py``, importable from the
+  working directory) is imported first, so that its ``@register`` runs.
+  """
+  if ':' in name:
+    module, _, name = name.partition(':')
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ValueError(f'cell {module}:{name}: cannot import module {module!r} ({e})') from None
   if name not in CELLS:
     raise ValueError(f'unknown cell {name!r}; choose one of {sorted(CELLS)}')
   cls = CELLS[name]

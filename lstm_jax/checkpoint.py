@@ -81,8 +81,8 @@ def save(ckpt_dir: str, state, step: int, meta: dict, keep: int = 2) -> str:
       {'state': state_dict, 'meta_json': json.dumps(meta)})
   path = checkpoint_path(ckpt_dir, step)
   _atomic_write(path, payload)
-  for old_step, old_path in list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
-    del old_step
+  found = list_checkpoints(ckpt_dir)
+  for _, old_path in found[:max(len(found) - keep, 0)]:
     os.remove(old_path)
   # Temporary files of a writer that was killed mid-write.
   for name in os.listdir(ckpt_dir):

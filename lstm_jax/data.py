@@ -138,6 +138,8 @@ MOCKS = {
     'memory': memory_mock,
     'memory_random': functools.partial(memory_mock, modulator='random'),
     'memory_linear': functools.partial(memory_mock, linear_coupling=0.5),
+    # The same coupling seen without the delay: isolates what the delayed slow witness costs.
+    'memory_nodelay': functools.partial(memory_mock, delay_s=0.0),
 }
 
 

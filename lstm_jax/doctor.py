@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax import data as data_lib
+from lstm_jax.model import HEAD_ACTIVATIONS
 
 LR_BUDGET_MIN = 0.1
 MIN_SAMPLES_PER_PARAM = 10.0
@@ -129,8 +130,12 @@ def check_lr_budget(lr_per_step: np.ndarray, params, decay: float = 0.0) -> list
       f'num_steps until the sum exceeds {LR_BUDGET_MIN:g} x {_fmt(scale)}.')]
 
 
-def check_updates(num_steps: int, adam_b2: float, steps_per_epoch: Optional[int] = None
-                  ) -> list[dict]:
+_CHANGE_UPDATES = ('raise num_steps, or make more, smaller updates per pass (shorter chunk_len, '
+                   'more n_streams)')
+
+
+def check_updates(num_steps: int, adam_b2: float, steps_per_epoch: Optional[int] = None,
+                  change: str = _CHANGE_UPDATES) -> list[dict]:
   """Fewer updates than Adam's second-moment horizon ``1 / (1 - b2)``."""
   horizon = 1.0 / max(1.0 - adam_b2, 1e-12)
   if num_steps >= horizon:
@@ -141,8 +146,7 @@ def check_updates(num_steps: int, adam_b2: float, steps_per_epoch: Optional[int]
       'updates', 'warning',
       f'only {num_steps} parameter updates{per_epoch}: fewer than the {horizon:.0f} steps '
       f'over which Adam (b2={adam_b2:g}) averages its gradient scale, and far fewer than the '
-      'thousands an LSTM regression needs. Change: raise num_steps, or make more, smaller '
-      'updates per pass (shorter chunk_len, more n_streams, smaller batches).')]
+      f'thousands an LSTM regression needs. Change: {change}.')]
 
 
 def _stats(x_TxC: np.ndarray):
@@ -154,8 +158,10 @@ def _stats(x_TxC: np.ndarray):
 
 def check_scaling(x_scaled_TxC, y_scaled_T, input_scaling: str = 'standardize',
                   target_scaling: str = 'standardize', lr_sum: Optional[float] = None,
-                  output_fan_in: Optional[int] = None,
-                  input_names: str = 'witness channel') -> list[dict]:
+                  output_fan_in: Optional[int] = None, input_names: str = 'witness channel',
+                  change_inputs: str = 'input_scaling=standardize (mean 0, std 1 fitted on the '
+                  'training data)', change_target: str = 'target_scaling=standardize (predict in '
+                  'standard units, invert afterwards)') -> list[dict]:
   """Inputs and target as the model sees them (after the run's scaling)."""
   out = []
   mean, std = _stats(x_scaled_TxC)
@@ -169,8 +175,7 @@ def check_scaling(x_scaled_TxC, y_scaled_T, input_scaling: str = 'standardize',
         'scaling', 'warning',
         f'inputs are not standardized (input_scaling={input_scaling!r}); as the model sees '
         f'them, {listed}{more}. LSTM gates saturate for |input| >> 1 and inputs far from '
-        'zero mean act as a fixed bias. Change: input_scaling=standardize (mean 0, std 1 '
-        'fitted on the training data).'))
+        f'zero mean act as a fixed bias. Change: {change_inputs}.'))
   elif input_scaling != 'standardize':
     out.append(finding(
         'scaling', 'info',
@@ -188,14 +193,14 @@ def check_scaling(x_scaled_TxC, y_scaled_T, input_scaling: str = 'standardize',
         f'it, mean {_fmt(y_mean)}, std {_fmt(y_std)}, but the output layer ({output_fan_in} '
         f'inputs) can move each weight by at most {_fmt(lr_sum)} over the run and so reach '
         f'about {_fmt(reach)}: the prediction will stay near a constant. Change: '
-        'target_scaling=standardize (predict in standard units, invert afterwards).'))
+        f'{change_target}.'))
   elif not INPUT_STD_RANGE[0] <= y_std <= INPUT_STD_RANGE[1] or abs(y_mean) > MAX_ABS_MEAN:
     out.append(finding(
         'scaling', 'warning',
         f'the target is not standardized (target_scaling={target_scaling!r}): as the model sees '
         f'it, mean {_fmt(y_mean)}, std {_fmt(y_std)}; the loss and gradient scales are off by '
         f'{_fmt(max(y_std, abs(y_mean), 1e-30))}x and the output must grow large weights. '
-        'Change: target_scaling=standardize.'))
+        f'Change: {change_target}.'))
   elif target_scaling != 'standardize':
     out.append(finding(
         'scaling', 'info',
@@ -230,8 +235,9 @@ def check_output_activation(output_activation: str, y_scaled_T) -> list[dict]:
       'output_activation=linear for regression on a signed target.')]
 
 
-def check_data_size(n_independent: int, n_params: int,
-                    what: str = 'training target samples') -> list[dict]:
+def check_data_size(n_independent: int, n_params: int, what: str = 'training target samples',
+                    change: str = 'more independent data (more or longer records, '
+                    'n_train_records) or a smaller model (lstm_sizes, head_sizes)') -> list[dict]:
   per_param = n_independent / max(n_params, 1)
   if per_param >= MIN_SAMPLES_PER_PARAM:
     return []
@@ -239,8 +245,7 @@ def check_data_size(n_independent: int, n_params: int,
       'data_size', 'warning',
       f'the model has {n_params} parameters but the training data holds {n_independent} '
       f'{what} ({per_param:.2g} per parameter, fewer than {MIN_SAMPLES_PER_PARAM:g}): it can '
-      'memorize instead of generalize. Change: more independent data (more or longer records, '
-      'n_train_records) or a smaller model (lstm_sizes, head_sizes).')]
+      f'memorize instead of generalize. Change: {change}.')]
 
 
 def check_state_reset(reset_each_epoch: bool, n_chunks: int, num_steps: int) -> list[dict]:
@@ -267,7 +272,9 @@ def check_stream_alignment(streams_NxBxTxD: np.ndarray, records: Sequence[np.nda
   bounds = np.cumsum([0] + [len(r) for r in records])
   everything = np.concatenate([np.asarray(r) for r in records])
   bad = []
-  for b in range(n_streams):
+  # Each stream costs one pass over all records: on very long data, check a few streams.
+  n_check = n_streams if everything.size * n_streams <= 2e8 else min(n_streams, 4)
+  for b in range(n_check):
     stream = np.asarray(streams_NxBxTxD[:, b]).reshape(length, -1)
     starts = np.flatnonzero(np.all(everything == stream[0], axis=1))
     ok = False
@@ -350,8 +357,8 @@ def check_collapse(std_ratio: float, r2: float, where: str = 'training data') ->
   return [finding(
       'prediction_collapse', 'warning',
       f'prediction collapse on {where}: the prediction std is {100 * std_ratio:.2g}% of the '
-      f"target's and R^2 = {r2:.3f}: the model outputs a near-constant (about the mean) "
-      'instead of following the target. Change: standardize inputs and target, use a linear '
+      f"target's and R^2 = {r2:.3f}: the model outputs a near-constant instead of following "
+      'the target. Change: standardize inputs and target, use a linear '
       'output, give the optimizer a sufficient learning-rate budget (see the other findings); '
       'if the witnesses truly cannot predict the target, this is the honest answer.')]
 
@@ -415,7 +422,6 @@ def validate_config(config) -> None:
              f"--{name} must be 'standardize', 'minmax' or 'none', got {v!r}")
   _require(config.schedule in ('constant', 'cosine', 'inverse_time'),
            f"--schedule must be 'constant', 'cosine' or 'inverse_time', got {config.schedule!r}")
-  from lstm_jax.model import HEAD_ACTIVATIONS
   for name in ('head_activation', 'output_activation'):
     v = getattr(config, name)
     _require(v in HEAD_ACTIVATIONS, f'--{name} must be one of {", ".join(HEAD_ACTIVATIONS)}, '

@@ -92,7 +92,9 @@ class StreamingPredictor:
   causal: samples after t never change the prediction at t) and run again at its exact length
   for the carry (XLA code for the head differs with the length, in the last bit; the LSTM scan
   does not). So every output comes from the same compiled program as a whole-record pass and
-  equals it bit for bit (tests/test_streaming.py); no look-ahead is ever used.
+  equals it bit for bit (tests/test_streaming.py) when ``chunk_len`` is a multiple of 16 (with
+  another length, XLA's vector remainder loop makes rows differ by ~1 ulp); no look-ahead is
+  ever used.
   """
 
   def __init__(self, trained: TrainedModel, batch_size: int, chunk_len: int):
@@ -155,3 +157,33 @@ def push_blocks(stream: StreamingPredictor, witnesses_TxC, block_size: int,
            'p50_us': float(np.percentile(steady, 50)), 'p99_us': float(np.percentile(steady, 99)),
            'max_us': float(steady.max())}
   return np.concatenate(parts), stats
+
+
+def online_latency(trained: Optional['TrainedModel'] = None, fs: float = 2048.0,
+                   block_seconds: float = 1.0 / 16, seconds: float = 30.0,
+                   seed: int = 0) -> list[dict]:
+  """Latency of online cleaning per block of ``block_seconds``, on random witnesses.
+
+  ``trained`` defaults to the default recipe's model with random weights (the same compute as
+  a trained one). Two layouts are timed: ``chunk_len = block`` (every block is one full chunk)
+  and ``chunk_len = eval_chunk_len`` (a block is padded to the chunk for the output).
+  """
+  if trained is None:
+    config = Config()
+    model = build_model(config)
+    params = model.init(jax.random.key(seed), model.initialize_carry(1),
+                        jnp.zeros((1, 8, 2), jnp.float32))['params']
+    ident = data_lib.Normalizer(np.zeros(2, np.float32), np.ones(2, np.float32))
+    trained = TrainedModel(config, params, ident,
+                           data_lib.Normalizer(np.zeros(1, np.float32), np.ones(1, np.float32)), 2)
+  block = max(1, int(round(block_seconds * fs)))
+  rng = np.random.default_rng(seed)
+  witnesses = rng.standard_normal((int(seconds * fs), trained.n_inputs)).astype(np.float32)
+  records = []
+  for chunk_len in (block, trained.config.eval_chunk_len):
+    _, stats = push_blocks(trained.stream(chunk_len=chunk_len), witnesses, block)
+    records.append(dict(stats, chunk_len=chunk_len, block_seconds=block / fs, fs=fs,
+                        lstm_sizes=list(trained.config.lstm_sizes),
+                        realtime_factor=(block / fs) / (stats['p99_us'] * 1e-6),
+                        device_kind=jax.devices()[0].device_kind))
+  return records

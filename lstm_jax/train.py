@@ -307,6 +307,7 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   config) for ``experiments/clean.py``. Returns the metrics.
   """
   t_wall = time.perf_counter()
+  doctor.validate_config(config)  # before any data is made or loaded
   parallel.initialize_distributed(config.coordinator_address, config.num_processes,
                                   config.process_id)
   logging.info('JAX %s, process %d of %d, devices %s', jax.__version__, jax.process_index(),

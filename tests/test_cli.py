@@ -67,14 +67,14 @@ def test_train_on_file_then_clean_another_recording(tmp_path):
   metrics = json.loads((work / 'metrics.json').read_text())
   assert metrics['heldout']['nr_reference'] == 'noise'
   proc = run('experiments.clean', f'--model_dir={work}/model', f'--input={tmp_path}/other.npz',
-             f'--output={tmp_path}/out.npz', '--chunk_len=100')
+             f'--output={tmp_path}/out.npz', '--chunk_len=128')
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = np.load(tmp_path / 'out.npz')
   assert out['prediction'].shape == (len(other),)
   np.testing.assert_allclose(out['cleaned'], other.target - out['prediction'], atol=1e-6)
   # Online: the same recording fed in blocks of 37 samples gives the same prediction exactly.
   proc = run('experiments.clean', f'--model_dir={work}/model', f'--input={tmp_path}/other.npz',
-             f'--output={tmp_path}/online.npz', '--chunk_len=100', '--block_size=37')
+             f'--output={tmp_path}/online.npz', '--chunk_len=128', '--block_size=37')
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert '"p99_us"' in proc.stdout
   np.testing.assert_array_equal(np.load(tmp_path / 'online.npz')['prediction'], out['prediction'])

@@ -1,0 +1,46 @@
+r"""Per-cell timings on this machine: model forward/train step, and min_* parallel vs sequential.
+
+  python -m experiments.cell_speed --what=model --out=results/cells_speed.json
+  python -m experiments.cell_speed --what=scan --out=results/cells_minscan.json
+"""
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+
+from lstm_jax import cell_speed
+
+WHAT = flags.DEFINE_enum('what', 'model', ['model', 'scan'], 'Which timing.')
+CELLS = flags.DEFINE_list('cells', ['lstm', 'peephole_lstm', 'cifg_lstm', 'layernorm_lstm', 'gru',
+                                    'gru:reset_after=false', 'min_lstm', 'min_gru'],
+                          'Cells for --what=model, NAME or NAME:OPTIONS.')
+REPS = flags.DEFINE_integer('reps', 20, 'Timed calls per system.')
+OUT = flags.DEFINE_string('out', '', 'Writes the records here as JSON.')
+
+
+def main(argv):
+  del argv
+  if WHAT.value == 'model':
+    specs = [tuple(c.split(':', 1)) if ':' in c else (c, '') for c in CELLS.value]
+    records = cell_speed.model_step_times(specs, reps=REPS.value)
+    for r in records:
+      print(f'{r["cell"]:<28} {r["mode"]:<6} {r["us_per_step"]:9.2f} us/step  '
+            f'(median {r["median_s"] * 1e3:.2f} ms, compile {r["compile_s"]:.1f} s)')
+  else:
+    records = cell_speed.scan_speedups(reps=REPS.value)
+    for r in records:
+      print(f'{r["cell"]:<9} {r["mode"]:<5} T={r["steps"]:<6} parallel '
+            f'{r["parallel_median_s"] * 1e3:9.2f} ms  sequential '
+            f'{r["sequential_median_s"] * 1e3:9.2f} ms  ratio {r["sequential_over_parallel"]:.2f}')
+  if OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(OUT.value)), exist_ok=True)
+    with open(OUT.value, 'w') as f:
+      json.dump({'jax': jax.__version__, 'devices': str(jax.devices()),
+                 'argv': sys.argv, 'records': records}, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)

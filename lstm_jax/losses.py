@@ -1,0 +1,96 @@
+"""Training losses: mean squared error, and a DeepClean-style band-limited spectral loss.
+
+The spectral loss judges a prediction the way the field judges a subtraction: by how much of the
+target's power spectral density is left in the residual, in a frequency band. For a chunk of
+``B`` streams it is the band mean over frequency bins of ``PSD(target - prediction) / PSD(target)``
+with both PSDs Welch estimates (Hann window, 50% overlap, constant detrend) averaged over the
+streams. It is differentiable (an rFFT of a windowed, reshaped signal) and blind to what lies
+outside the band, so it is mixed with the MSE by a weight:
+``(1 - loss_weight) * MSE + loss_weight * spectral``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+LOSSES = ('mse', 'spectral')
+
+LossFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
+
+
+def mse(pred_BxTxO, y_BxTxO):
+  return jnp.mean(jnp.square(pred_BxTxO - y_BxTxO))
+
+
+def welch_psd(x_BxT, nperseg: int):
+  """One-sided Welch periodograms (B, nperseg // 2 + 1), up to a constant factor.
+
+  Hann window, hop ``nperseg // 2``, each segment's mean removed; the constant scaling of
+  ``scipy.signal.welch`` is left out (it cancels in a ratio of two PSDs).
+  """
+  t = x_BxT.shape[-1]
+  if nperseg < 4 or nperseg > t:
+    raise ValueError(f'Welch segment of {nperseg} samples does not fit a {t}-sample chunk '
+                     '(need 4 <= loss_nperseg <= chunk_len)')
+  hop = nperseg // 2
+  n_seg = (t - nperseg) // hop + 1
+  idx = hop * np.arange(n_seg)[:, None] + np.arange(nperseg)[None, :]  # (S, N), static
+  frames = x_BxT[:, idx]  # (B, S, N)
+  frames = frames - jnp.mean(frames, axis=-1, keepdims=True)
+  window = jnp.asarray(np.hanning(nperseg + 1)[:-1], x_BxT.dtype)  # periodic Hann, as scipy
+  spec = jnp.fft.rfft(frames * window[None, None, :], axis=-1)
+  return jnp.mean(jnp.square(jnp.abs(spec)), axis=1)
+
+
+def band_bins(fs: float, nperseg: int, band: Optional[Sequence[float]]) -> np.ndarray:
+  """Indices of the rFFT bins in ``band`` (Hz); the whole spectrum but DC when ``band`` is None."""
+  f = np.fft.rfftfreq(nperseg, 1.0 / fs)
+  lo, hi = band if band else (f[1], f[-1])
+  bins = np.flatnonzero((f >= lo) & (f <= hi))
+  if bins.size == 0:
+    raise ValueError(f'band [{lo:g}, {hi:g}] Hz holds no frequency bin of a {nperseg}-sample '
+                     f'Welch segment at fs = {fs:g} Hz (bins every {fs / nperseg:g} Hz)')
+  return bins
+
+
+def spectral_ratio(pred_BxT, y_BxT, bins: np.ndarray, nperseg: int, eps: float = 1e-12):
+  """Band mean of PSD(y - pred) / PSD(y), PSDs averaged over the batch: 1 = nothing removed."""
+  psd_res = jnp.mean(welch_psd(y_BxT - pred_BxT, nperseg), axis=0)
+  psd_y = jnp.mean(welch_psd(y_BxT, nperseg), axis=0)
+  return jnp.mean(psd_res[bins] / (psd_y[bins] + eps))
+
+
+def make_loss(name: str = 'mse', fs: float = 1.0, band: Optional[Sequence[float]] = None,
+              weight: float = 0.5, nperseg: int = 256) -> LossFn:
+  """A ``(pred_BxTxO, y_BxTxO) -> scalar`` loss.
+
+  Args:
+    name: 'mse' or 'spectral' (``(1 - weight) * MSE + weight * spectral ratio``).
+    fs: sampling rate in Hz, to place ``band``.
+    band: (lo, hi) Hz of the spectral term; None: every bin but DC.
+    weight: the spectral term's share, in [0, 1].
+    nperseg: Welch segment length in samples (at most the chunk the loss sees).
+  """
+  if name == 'mse':
+    return mse
+  if name != 'spectral':
+    raise ValueError(f'loss must be one of {LOSSES}, got {name!r}')
+  if not 0.0 <= weight <= 1.0:
+    raise ValueError(f'loss_weight must be in [0, 1], got {weight}')
+  bins = band_bins(fs, nperseg, band)
+
+  def loss(pred_BxTxO, y_BxTxO):
+    spectral = spectral_ratio(pred_BxTxO[..., 0], y_BxTxO[..., 0], bins, nperseg)
+    return (1.0 - weight) * mse(pred_BxTxO, y_BxTxO) + weight * spectral
+
+  return loss
+
+
+def loss_from_config(config, fs: float) -> LossFn:
+  """The loss a ``Config`` asks for: ``loss``, ``loss_weight``, ``loss_nperseg`` and the band
+  ``band_lo``..``band_hi`` (Hz; 0 and 0: every bin but DC)."""
+  band = (config.band_lo, config.band_hi) if config.band_hi > 0 else None
+  nperseg = config.loss_nperseg or min(config.chunk_len, 256)
+  return make_loss(config.loss, fs, band, config.loss_weight, nperseg)

@@ -1,0 +1,176 @@
+"""Every fast path computes the plain reference's function: forward, train-step gradients.
+
+The reference is ``ScanConfig(hoist_input=False, unroll=1, backward='autodiff')`` (JAX
+differentiating a plain ``lax.scan`` of the cell) with each gate through its own activation.
+"""
+import dataclasses
+import itertools
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_jax import benchmark as bench
+from lstm_jax import cell as cell_lib
+from lstm_jax import recurrent
+from lstm_jax.model import LSTMRegressor
+from lstm_jax.recurrent import ScanConfig
+
+REFERENCE = ScanConfig(hoist_input=False, unroll=1, backward='autodiff')
+# Every custom-backward combination; autodiff with the other loop options and with remat.
+FAST = [ScanConfig(hoist_input=h, unroll=u) for h, u in itertools.product([False, True], [1, 3])]
+FAST += [ScanConfig(hoist_input=True, unroll=3, backward='autodiff'),
+         ScanConfig(backward='autodiff', remat=True)]
+
+
+def _model(scan, rec_act='sigmoid'):
+  return LSTMRegressor(lstm_sizes=(5, 3), head_sizes=(4,), out_size=2,
+                       scan=dataclasses.replace(scan, recurrent_activation=rec_act))
+
+
+def _problem(rec_act='sigmoid'):
+  model = _model(REFERENCE, rec_act)
+  x = jax.random.normal(jax.random.key(0), (2, 7, 3))
+  y = jax.random.normal(jax.random.key(1), (2, 7, 2))
+  carry = tuple(cell_lib.LSTMCarry(0.3 * jax.random.normal(jax.random.key(2 + k), (2, n)),
+                                   0.3 * jax.random.normal(jax.random.key(5 + k), (2, n)))
+                for k, n in enumerate((5, 3)))
+  params = model.init(jax.random.key(9), carry, x)['params']
+  # Non-zero biases, so every gate's derivative is exercised away from its symmetric point.
+  params = jax.tree.map(lambda p: p + 0.2 * jax.random.normal(jax.random.key(11), p.shape),
+                        params)
+  return params, carry, x, y
+
+
+def _train_grads(scan, params, carry, x, y, rec_act='sigmoid'):
+  """Gradient of the training loss (outputs and the carried-out state both used)."""
+  model = _model(scan, rec_act)
+
+  def loss(p, c):
+    new_c, pred = model.apply({'params': p}, c, x)
+    return jnp.mean(jnp.square(pred - y)) + sum(jnp.sum(k.h * k.c) for k in new_c)
+
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, carry)
+
+
+def _plain_gates(z, recurrent_activation='sigmoid', activation='tanh'):
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  rec = cell_lib.RECURRENT_ACTIVATIONS[recurrent_activation]
+  return jnp.concatenate([rec(i), rec(f), jnp.tanh(g), rec(o)], axis=-1)
+
+
+@pytest.fixture(scope='module')
+def reference():
+  params, carry, x, y = _problem()
+  saved = cell_lib.activate_gates
+  cell_lib.activate_gates = _plain_gates  # the reference: no one-tanh gate trick either
+  try:
+    out = _train_grads(REFERENCE, params, carry, x, y)
+  finally:
+    cell_lib.activate_gates = saved
+  return (params, carry, x, y), out
+
+
+@pytest.mark.parametrize('scan', FAST, ids=str)
+def test_train_step_gradients_match_reference(reference, scan):
+  (params, carry, x, y), (ref_loss, ref_grads) = reference
+  loss, grads = _train_grads(scan, params, carry, x, y)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  ref_leaves, ref_tree = jax.tree.flatten(ref_grads)
+  leaves, tree = jax.tree.flatten(grads)
+  assert tree == ref_tree
+  for g, r in zip(leaves, ref_leaves):
+    np.testing.assert_allclose(g, r, atol=3e-5, rtol=3e-5)
+
+
+def test_fused_gate_activation_equals_plain():
+  z = jnp.linspace(-12.0, 12.0, 4 * 7 * 3).reshape(3, 28)
+  np.testing.assert_allclose(cell_lib.activate_gates(z), _plain_gates(z), atol=2e-7)
+
+
+def test_bfloat16_train_gradients_close_to_f32(reference):
+  (params, carry, x, y), (_, ref) = reference
+  _, got = _train_grads(ScanConfig(matmul_dtype='bfloat16'), params, carry, x, y)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(g, r, atol=3e-2, rtol=5e-2)
+
+
+def test_backward_coefficients_are_the_chain_rule():
+  # dz for one step, from the packed factors, equals autodiff through the cell.
+  params = cell_lib.init_lstm_params(jax.random.key(0), 3, 4)
+  params = params._replace(bias=params.bias + 0.3)
+  c0 = cell_lib.LSTMCarry(jnp.full((1, 4), 0.2), jnp.full((1, 4), -0.4))
+  x = jnp.array([[0.5, -1.0, 2.0]])
+  z = jnp.dot(jnp.concatenate([x, c0.h], -1),
+              jnp.concatenate([params.kernel, params.recurrent], 0)) + params.bias[None]
+  gates = cell_lib.activate_gates(z)
+  new = cell_lib.lstm_update(c0, gates)
+  dh, dc = jnp.array([[1.0, -2.0, 0.5, 0.1]]), jnp.array([[0.3, 0.0, -1.0, 2.0]])
+  _, vjp = jax.vjp(lambda zz: cell_lib.lstm_update(c0, cell_lib.activate_gates(zz)), z)
+  dz_ref, = vjp(cell_lib.LSTMCarry(dh, dc))
+  pd, oc, _ = recurrent._backward_coefficients(gates[None], new.c[None], c0.c, ScanConfig())
+  dc_tot = dc + dh * oc[0]
+  dz = jnp.concatenate([dc_tot, dc_tot, dc_tot, dh], -1) * pd[0]
+  np.testing.assert_allclose(dz, dz_ref, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+def test_workload_flops():
+  w = bench.Workload(2, 10, 3, (4,), (5,), 1)
+  fwd = 2 * 2 * 10 * ((3 + 4) * 16 + 4 * 5 + 5 * 1)
+  assert bench.workload_flops(w, 'fwd') == fwd
+  assert bench.workload_flops(w, 'train') == 3 * fwd
+
+
+def test_benchmark_times_our_public_model():
+  w = bench.Workload(1, 16, 2, (4, 3), (5,), 1)
+  built = bench.build_ours(w, 'train', 'f32', {'unroll': 2})
+  built.call()
+  built.call()  # donated buffers are threaded through: a second call must work
+  assert built.compile_s > 0 and built.info['scan']['unroll'] == 2
+
+
+def _n_params(tree):
+  return sum(int(np.prod(np.shape(v))) for v in jax.tree.leaves(tree))
+
+
+def test_flax_peer_has_our_sizes():
+  w = bench.Workload(1, 8, 2, (6, 4), (5,), 1)
+  model = LSTMRegressor(lstm_sizes=w.lstm_sizes, head_sizes=w.head_sizes, out_size=1)
+  x = jnp.zeros((1, 8, 2))
+  ours = model.init(jax.random.key(0), model.initialize_carry(1), x)['params']
+  import flax.linen as nn
+  flax_params = 0
+  n_in = 2
+  for n in w.lstm_sizes:
+    cell = nn.OptimizedLSTMCell(n)
+    flax_params += _n_params(cell.init(jax.random.key(0), cell.initialize_carry(
+        jax.random.key(0), (1, n_in)), jnp.zeros((1, n_in))))
+    n_in = n
+  head = (4 + 1) * 5 + (5 + 1) * 1
+  assert flax_params + head == _n_params(ours)
+
+
+def test_torch_peer_has_our_sizes():
+  torch = pytest.importorskip('torch')
+  w = bench.Workload(1, 8, 2, (6, 4), (5,), 1)
+  model = LSTMRegressor(lstm_sizes=w.lstm_sizes, head_sizes=w.head_sizes, out_size=1)
+  ours = _n_params(model.init(jax.random.key(0), model.initialize_carry(1),
+                              jnp.zeros((1, 8, 2)))['params'])
+  built = bench.build_torch(w, 'train', 'f32', {'threads': 1})
+  built.call()
+  del torch
+  # PyTorch keeps two bias vectors per layer (b_ih + b_hh): 4H more parameters each.
+  assert built.info['n_params'] == ours + sum(4 * n for n in w.lstm_sizes)
+
+
+def test_cli_rejects_too_few_reps():
+  proc = subprocess.run([sys.executable, '-m', 'experiments.benchmark', '--reps=3', '--peers=',
+                         '--nopeak'], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == 'error: --reps must be >= 10, got 3'
