@@ -207,13 +207,19 @@ def _flax_inner(variables) -> dict:
   return variables['params'] if 'params' in variables else variables
 
 
+def _flax_packed_kernels(p, gates: str):
+  """Flax keeps one Dense per gate (``i<g>`` on the input, ``h<g>`` on h): pack them."""
+  kernel = jnp.concatenate([_f32(p[f'i{g}']['kernel']) for g in gates], axis=1)
+  recurrent = jnp.concatenate([_f32(p[f'h{g}']['kernel']) for g in gates], axis=1)
+  return kernel, recurrent
+
+
 def from_flax_lstm(variables) -> Imported:
   """Flax ``nn.LSTMCell`` or ``nn.OptimizedLSTMCell`` variables (one, or a list to stack)."""
   params = []
   for v in _as_list(variables):
     p = _flax_inner(v)
-    kernel = jnp.concatenate([_f32(p[f'i{g}']['kernel']) for g in 'ifgo'], axis=1)
-    recurrent = jnp.concatenate([_f32(p[f'h{g}']['kernel']) for g in 'ifgo'], axis=1)
+    kernel, recurrent = _flax_packed_kernels(p, 'ifgo')
     bias = jnp.concatenate([_f32(p[f'h{g}']['bias']) for g in 'ifgo'])
     params.append(LSTMParams(kernel, recurrent, bias))
   return Imported(cells_lib.get_cell('lstm'), tuple(params), ScanConfig())
@@ -224,8 +230,7 @@ def from_flax_gru(variables) -> Imported:
   params = []
   for v in _as_list(variables):
     p = _flax_inner(v)
-    kernel = jnp.concatenate([_f32(p[f'i{g}']['kernel']) for g in 'rzn'], axis=1)
-    recurrent = jnp.concatenate([_f32(p[f'h{g}']['kernel']) for g in 'rzn'], axis=1)
+    kernel, recurrent = _flax_packed_kernels(p, 'rzn')
     bias = jnp.concatenate([_f32(p[f'i{g}']['bias']) for g in 'rzn'])
     hn_bias = _f32(p['hn']['bias'])
     rec_bias = jnp.concatenate([jnp.zeros_like(hn_bias), jnp.zeros_like(hn_bias), hn_bias])
