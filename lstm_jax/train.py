@@ -181,12 +181,6 @@ def _restore_or_clear(ckpt_dir: str, config: Config, state: TrainState, meta: di
   return state, restored.step, [np.float32(v) for v in restored.meta['losses']]
 
 
-def _device_count(config: Config) -> int:
-  if config.num_devices == 1 and jax.process_count() == 1:
-    return 1
-  return config.num_devices or len(jax.devices())
-
-
 def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
           ) -> tuple[TrainedModel, dict]:
   """Fits normalizers on the training records, trains, returns the model and train stats.
@@ -196,8 +190,9 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   from the newest checkpoint and ends with the same parameters as an uninterrupted run.
   """
   check_layout(config)
+  placement = parallel.Placement.for_streams(config.num_devices, config.n_streams)
   n_streams = data_lib.streams_that_fit([len(r) for r in split.train], config.n_streams,
-                                        config.chunk_len, _device_count(config))
+                                        config.chunk_len, placement.n_devices)
   if n_streams < config.n_streams:
     logging.warning('the training data holds only %d chunks of %d samples: training %d parallel '
                     'streams instead of %d', n_streams, config.chunk_len, n_streams,
@@ -211,7 +206,6 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   records = [np.concatenate([input_norm.apply(r.witnesses), target_norm.apply(r.target[:, None])],
                             axis=1) for r in split.train]
   streams = data_lib.make_streams(records, config.n_streams, config.chunk_len)
-  placement = parallel.Placement.for_streams(config.num_devices, config.n_streams)
   x_chunks, y_chunks = placement.streams((streams[..., :n_inputs], streams[..., n_inputs:]), 1)
   n_chunks = streams.shape[0]
 
