@@ -5,6 +5,7 @@ r"""Per-cell timings on this machine: model forward/train step, and min_* parall
 """
 import json
 import os
+import re
 import sys
 
 from absl import app
@@ -18,6 +19,13 @@ CELLS = flags.DEFINE_list('cells', ['lstm', 'peephole_lstm', 'cifg_lstm', 'layer
                                     'gru:reset_after=false', 'min_lstm', 'min_gru'],
                           'Cells for --what=model, NAME or NAME:OPTIONS.')
 REPS = flags.DEFINE_integer('reps', 20, 'Timed calls per system.')
+SHAPES = flags.DEFINE_list('shapes', ['1x2x64', '8x8x128'],
+                           'For --what=scan: layer shapes BATCHxINPUTSxHIDDEN.')
+LENGTHS = flags.DEFINE_list('lengths', ['2048', '16384'], 'For --what=scan: chunk lengths.')
+flags.register_validator('shapes', lambda v: all(re.fullmatch(r'\d+x\d+x\d+', s) for s in v),
+                         '--shapes takes BATCHxINPUTSxHIDDEN items, e.g. 1x2x64')
+flags.register_validator('lengths', lambda v: all(n.isdigit() and int(n) > 0 for n in v),
+                         '--lengths takes positive integers')
 OUT = flags.DEFINE_string('out', '', 'Writes the records here as JSON.')
 
 
@@ -30,11 +38,14 @@ def main(argv):
       print(f'{r["cell"]:<28} {r["mode"]:<6} {r["us_per_step"]:9.2f} us/step  '
             f'(median {r["median_s"] * 1e3:.2f} ms, compile {r["compile_s"]:.1f} s)')
   else:
-    records = cell_speed.scan_speedups(reps=REPS.value)
+    shapes = [tuple(int(n) for n in shape.split('x')) for shape in SHAPES.value]
+    records = cell_speed.scan_speedups(lengths=[int(n) for n in LENGTHS.value], shapes=shapes,
+                                       reps=REPS.value)
+    print('cell      mode  B  C   H     T      sequential/parallel  sequential/whole')
     for r in records:
-      print(f'{r["cell"]:<9} {r["mode"]:<5} T={r["steps"]:<6} parallel '
-            f'{r["parallel_median_s"] * 1e3:9.2f} ms  sequential '
-            f'{r["sequential_median_s"] * 1e3:9.2f} ms  ratio {r["sequential_over_parallel"]:.2f}')
+      print(f'{r["cell"]:<9} {r["mode"]:<5} {r["batch"]:<2} {r["inputs"]:<3} {r["hidden"]:<5} '
+            f'{r["steps"]:<6} {r["sequential_over_parallel"]:10.2f}x '
+            f'{r["sequential_over_whole"]:17.2f}x')
   if OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(OUT.value)), exist_ok=True)
     with open(OUT.value, 'w') as f:

@@ -84,34 +84,44 @@ def model_step_times(cell_specs: Sequence[tuple], batch: int = 1, steps: int = 2
   return out
 
 
-def scan_speedups(names=('min_lstm', 'min_gru'), lengths=(2048, 16384), batch: int = 8,
-                  inputs: int = 8, hidden: int = 128, reps: int = 10) -> list:
-  """One layer, ``parallel=true`` (associative scan) vs ``false`` (lax.scan): forward and grad."""
+def scan_speedups(names=('min_lstm', 'min_gru'), lengths=(2048, 16384),
+                  shapes=((1, 2, 64), (8, 8, 128)), reps: int = 10) -> list:
+  """One layer per (batch, inputs, hidden) shape, forward and grad of a sum of squares.
+
+  Three ways of running it, timed in turns: ``parallel`` (the default blocked associative
+  scan), ``whole`` (``block=0``: one associative scan over the chunk) and ``sequential``
+  (``parallel=false``: ``lax.scan`` over the step). Ratios are sequential time / other time.
+  """
+  variants = {'parallel': {}, 'whole': {'block': 0}, 'sequential': {'parallel': False}}
   rng = np.random.default_rng(0)
   out = []
-  for steps in lengths:
-    x = jnp.asarray(rng.normal(size=(batch, steps, inputs)).astype(np.float32))
-    systems = {}
-    for name in names:
-      for parallel in (True, False):
-        cell = cells.get_cell(name, {'parallel': parallel})
-        params = cell.init(jax.random.key(0), inputs, hidden)
-        carry = cell.zero_carry(batch, hidden)
+  for batch, inputs, hidden in shapes:
+    for steps in lengths:
+      x = jnp.asarray(rng.normal(size=(batch, steps, inputs)).astype(np.float32))
+      systems = {}
+      for name in names:
+        for variant, options in variants.items():
+          cell = cells.get_cell(name, options)
+          params = cell.init(jax.random.key(0), inputs, hidden)
+          carry = cell.zero_carry(batch, hidden)
 
-        def fwd(params, carry, x, cell=cell):
-          return cell.layer(params, carry, x)
+          def fwd(params, carry, x, cell=cell):
+            return cell.layer(params, carry, x)
 
-        def grad(params, carry, x, cell=cell):
-          return jax.grad(lambda p: jnp.sum(jnp.square(cell.layer(p, carry, x)[1])))(params)
+          def grad(params, carry, x, cell=cell):
+            return jax.grad(lambda p: jnp.sum(jnp.square(cell.layer(p, carry, x)[1])))(params)
 
-        systems[(name, parallel, 'fwd')] = _timed(fwd, (params, carry, x))
-        systems[(name, parallel, 'grad')] = _timed(grad, (params, carry, x))
-    res = _round_robin(systems, reps)
-    for name in names:
-      for mode in ('fwd', 'grad'):
-        par, seq = res[(name, True, mode)], res[(name, False, mode)]
-        out.append({'cell': name, 'mode': mode, 'steps': steps, 'batch': batch, 'inputs': inputs,
-                    'hidden': hidden, 'parallel_median_s': par['median_s'],
-                    'sequential_median_s': seq['median_s'],
-                    'sequential_over_parallel': seq['median_s'] / par['median_s'], 'reps': reps})
+          systems[(name, variant, 'fwd')] = _timed(fwd, (params, carry, x))
+          systems[(name, variant, 'grad')] = _timed(grad, (params, carry, x))
+      res = _round_robin(systems, reps)
+      for name in names:
+        for mode in ('fwd', 'grad'):
+          seq = res[(name, 'sequential', mode)]['median_s']
+          record = {'cell': name, 'mode': mode, 'steps': steps, 'batch': batch,
+                    'inputs': inputs, 'hidden': hidden, 'reps': reps,
+                    'block': cells.get_cell(name).block}
+          for variant in variants:
+            record[f'{variant}_median_s'] = res[(name, variant, mode)]['median_s']
+            record[f'sequential_over_{variant}'] = seq / record[f'{variant}_median_s']
+          out.append(record)
   return out

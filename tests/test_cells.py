@@ -17,7 +17,6 @@ CASES = [('lstm', ''), ('peephole_lstm', ''), ('cifg_lstm', ''), ('cifg_lstm', '
          ('layernorm_lstm', ''), ('gru', ''), ('gru', 'reset_after=false'), ('min_lstm', ''),
          ('min_lstm', 'parallel=false'), ('min_gru', ''), ('min_gru', 'parallel=false')]
 IDS = [f'{n}[{o}]' if o else n for n, o in CASES]
-ORDER2 = ('gru', 'min_gru')  # order 2 where cheap: the generic and the associative scan
 GRAD_CASES = [c for c in CASES if 'false' not in c[1] or c[0] == 'gru']
 ZOO = {'lstm', 'peephole_lstm', 'cifg_lstm', 'layernorm_lstm', 'gru', 'min_lstm', 'min_gru'}
 
@@ -65,6 +64,9 @@ def test_options_are_typed_and_checked():
     cells.get_cell('gru', 'reset_after=maybe')
   with pytest.raises(ValueError, match='key=value'):
     cells.get_cell('gru', 'reset_after')
+  assert cells.get_cell('min_gru', 'block=7').block == 7
+  with pytest.raises(ValueError, match="'min_lstm': block must be >= 0"):
+    cells.get_cell('min_lstm', 'block=-1')
 
 
 @pytest.mark.parametrize('name,options', CASES, ids=IDS)
@@ -127,9 +129,9 @@ def test_stack_carries_each_layer(name):
 
 @pytest.mark.parametrize('name,options', GRAD_CASES, ids=[f'{n}[{o}]' for n, o in GRAD_CASES])
 def test_check_grads(name, options):
-  """Order 1 for every cell (the fast=false / parallel=false variants are checked against
-  these below), order 2 where cheap; in float64, as finite differences in float32 are too
-  coarse to check anything."""
+  """Orders 1 and 2 for every cell (the fast=false / parallel=false variants are checked
+  against these below), in float64, as finite differences in float32 are too coarse to check
+  anything. Order 2 differentiates the LSTM's custom backward too."""
   with jax.enable_x64(True):
     cell, params, carry, x = jax.tree.map(
         lambda a: a.astype(jnp.float64) if isinstance(a, jax.Array) else a,
@@ -137,13 +139,14 @@ def test_check_grads(name, options):
     # Reverse mode: what training uses (forward mode cannot pass the LSTM's custom_vjp).
     f = jax.jit(cell.layer)
     check_grads(f, (params, carry, x), order=1, modes=('rev',), atol=1e-4, rtol=1e-4)
-    if name in ORDER2:
-      check_grads(f, (params, carry, x), order=2, modes=('rev',), atol=1e-3, rtol=1e-3)
+    check_grads(f, (params, carry, x), order=2, modes=('rev',), atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize('name', ['min_lstm', 'min_gru'])
-def test_parallel_scan_matches_sequential(name):
-  par, params, carry, x = make_problem(name, 'parallel=true', t=500)
+@pytest.mark.parametrize('name,block', [('min_lstm', 128), ('min_gru', 128), ('min_lstm', 0),
+                                        ('min_gru', 7), ('min_lstm', 1000)])
+def test_parallel_scan_matches_sequential(name, block):
+  """500 steps: whole blocks plus a remainder (128, 7), one block (0), a block past the end."""
+  par, params, carry, x = make_problem(name, f'parallel=true,block={block}', t=500)
   seq = cells.get_cell(name, 'parallel=false')
 
   def loss(cell, params, carry):
