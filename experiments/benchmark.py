@@ -23,7 +23,8 @@ from lstm_jax import inference
 WORKLOAD = flags.DEFINE_enum('workload', 'seed', sorted(bench.WORKLOADS), 'Preset sizes.')
 MODE = flags.DEFINE_list('mode', ['fwd', 'train'], 'fwd and/or train.')
 DTYPE = flags.DEFINE_enum('dtype', 'f32', ['f32', 'bf16'], 'bf16: bf16 matmuls, f32 state.')
-UNROLL = flags.DEFINE_integer('unroll', 1, 'Our lax.scan unroll.')
+UNROLL = flags.DEFINE_integer('unroll', 0, 'Our lax.scan unroll (0: the library picks per '
+                             'platform, lstm_jax.recurrent.ScanConfig).')
 HOIST = flags.DEFINE_enum('hoist', 'auto', ['auto', 'true', 'false'], 'Our input projection.')
 CELL = flags.DEFINE_string('cell', 'lstm', 'Our recurrent cell (lstm_jax.cells registry).')
 CELL_OPTIONS = flags.DEFINE_string('cell_options', '', "Our cell's options, 'key=value,...'.")

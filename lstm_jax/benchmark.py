@@ -165,7 +165,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   hoist = options.get('hoist')
   scan = recurrent.ScanConfig(
       hoist_input=None if hoist in (None, 'auto') else str(hoist).lower() == 'true',
-      unroll=int(options.get('unroll', 1)), backward=options.get('backward', 'custom'),
+      unroll=int(options.get('unroll', 0)), backward=options.get('backward', 'custom'),
       matmul_dtype='bfloat16' if dtype == 'bf16' else 'float32',
       remat=str(options.get('remat', 'false')).lower() == 'true')
   if options.get('gates', 'fused') == 'plain':

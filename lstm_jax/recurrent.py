@@ -34,7 +34,9 @@ class ScanConfig:
     hoist_input: compute ``x W + b`` for the whole chunk in one matmul before the scan
       (``True``), or ``[x_t, h] @ [W; U]`` inside it (``False``). ``None`` picks per platform:
       in-loop on CPU, hoisted elsewhere (see BUILD_NOTES.md).
-    unroll: ``lax.scan`` unroll factor.
+    unroll: ``lax.scan`` unroll factor; 0 picks: 4 for the custom backward's training scans
+      at batch 1 on CPU (forward with saved residuals and the reverse scan), 1 otherwise
+      (measured in BUILD_NOTES.md: unroll 4 speeds up that train step, slows inference).
     backward: ``custom`` (hand-written VJP) or ``autodiff``.
     matmul_dtype: ``float32`` or ``bfloat16`` matmul operands; carry and cell state stay f32.
     remat: recompute each step in the backward pass instead of saving it (``autodiff`` only).
@@ -42,7 +44,7 @@ class ScanConfig:
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
   hoist_input: Optional[bool] = None
-  unroll: int = 1
+  unroll: int = 0
   backward: str = 'custom'
   matmul_dtype: str = 'float32'
   remat: bool = False
@@ -53,8 +55,14 @@ class ScanConfig:
       raise ValueError(f"backward must be 'custom' or 'autodiff', got {self.backward!r}")
     if self.matmul_dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}")
-    if self.unroll < 1:
-      raise ValueError(f'unroll must be >= 1, got {self.unroll}')
+    if self.unroll < 0:
+      raise ValueError(f'unroll must be >= 1, or 0 to pick per platform, got {self.unroll}')
+
+  def unroll_for(self, batch_size: int, training: bool) -> int:
+    if self.unroll:
+      return self.unroll
+    latency_bound = batch_size == 1 and jax.default_backend() == 'cpu'
+    return 4 if training and latency_bound else 1
 
   def hoisted(self) -> bool:
     if self.hoist_input is None:
@@ -96,7 +104,8 @@ def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig
 
   if cfg.remat:
     step = jax.checkpoint(step)
-  carry, outs = jax.lax.scan(step, carry, xs, unroll=cfg.unroll)
+  unroll = cfg.unroll_for(carry.h.shape[0], training=save_residuals)
+  carry, outs = jax.lax.scan(step, carry, xs, unroll=unroll)
   if save_residuals:
     return (carry,) + outs
   return carry, outs, None, None
@@ -162,7 +171,7 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
 
   pd, oc, f = _backward_coefficients(gates, c, carry0.c, cfg)
   (dh0, dc0), dz = jax.lax.scan(step, (dh_T, dc_T), (dh_out, pd, oc, f), reverse=True,
-                                unroll=cfg.unroll)
+                                unroll=cfg.unroll_for(carry0.h.shape[0], training=True))
   # Weight gradients: one contraction over all time steps and the batch.
   dz_mm = dz.astype(dt)
   d_kernel = jnp.einsum('tbc,tbg->cg', x.astype(dt), dz_mm, preferred_element_type=f32)
