@@ -193,7 +193,8 @@ def scan_layer(cell: Cell, params, carry, x_BxTxC, scan: ScanConfig = ScanConfig
 
   if scan.remat:
     body = jax.checkpoint(body)
-  carry, h_TxBxH = jax.lax.scan(body, carry, xs, unroll=scan.unroll_for(x_TxBxC.shape[1], False))
+  unroll = scan.unroll_for(x_TxBxC.shape[1], training=False)
+  carry, h_TxBxH = jax.lax.scan(body, carry, xs, unroll=unroll)
   return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
 
