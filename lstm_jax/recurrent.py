@@ -40,6 +40,10 @@ class ScanConfig:
     backward: ``custom`` (hand-written VJP) or ``autodiff``.
     matmul_dtype: ``float32`` or ``bfloat16`` matmul operands; carry and cell state stay f32.
     remat: recompute each step in the backward pass instead of saving it (``autodiff`` only).
+    backward_gates: where the custom backward forms its gate-wise factors: ``hoisted`` (for
+      all steps at once before its scan: fewer kernels per step) or ``in_loop`` (inside each
+      step, from that step's saved gates: no T x B x 4H temporaries). 0-like ``auto`` picks
+      hoisted for batch 1 on CPU (latency-bound), in-loop otherwise (see BUILD_NOTES.md).
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
@@ -48,6 +52,7 @@ class ScanConfig:
   backward: str = 'custom'
   matmul_dtype: str = 'float32'
   remat: bool = False
+  backward_gates: str = 'auto'
 
   def __post_init__(self):
     cell_lib.check_activations(self.recurrent_activation, self.activation)
@@ -55,14 +60,26 @@ class ScanConfig:
       raise ValueError(f"backward must be 'custom' or 'autodiff', got {self.backward!r}")
     if self.matmul_dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}")
+    if self.backward_gates not in ('auto', 'hoisted', 'in_loop'):
+      raise ValueError("backward_gates must be 'auto', 'hoisted' or 'in_loop', got "
+                       f'{self.backward_gates!r}')
     if self.unroll < 0:
       raise ValueError(f'unroll must be >= 1, or 0 to pick per platform, got {self.unroll}')
+
+  @staticmethod
+  def latency_bound(batch_size: int) -> bool:
+    """Batch 1 on CPU: each step's kernel launches, not its arithmetic, set the pace."""
+    return batch_size == 1 and jax.default_backend() == 'cpu'
 
   def unroll_for(self, batch_size: int, training: bool) -> int:
     if self.unroll:
       return self.unroll
-    latency_bound = batch_size == 1 and jax.default_backend() == 'cpu'
-    return 4 if training and latency_bound else 1
+    return 4 if training and self.latency_bound(batch_size) else 1
+
+  def hoists_backward_gates(self, batch_size: int) -> bool:
+    if self.backward_gates == 'auto':
+      return self.latency_bound(batch_size)
+    return self.backward_gates == 'hoisted'
 
   def hoisted(self) -> bool:
     if self.hoist_input is None:
@@ -121,18 +138,19 @@ def _activation_grad(y, name: str):
   return jnp.where((y > 0.0) & (y < 1.0), slope, 0.0).astype(y.dtype)
 
 
-def _backward_coefficients(gates_TxBx4H, c_TxBxH, c0_BxH, cfg: ScanConfig):
-  """Everything gate-wise the backward step needs, for all steps at once (outside the loop).
+def _backward_coefficients(gates_xBx4H, c_xBxH, c_prev_xBxH, cfg: ScanConfig):
+  """Everything gate-wise the backward step needs, for one step or all steps at once.
 
   Returns ``pd_TxBx4H = P * D`` (``D``: each gate's activation derivative, ``P``: its partner in
   the chain rule: ``g`` for ``i``, ``c_{t-1}`` for ``f``, ``i`` for ``g``, ``tanh(c_t)`` for
   ``o``), ``oc_TxBxH = o (1 - tanh(c_t)^2)`` and ``f_TxBxH``. The backward scan is then a few
-  multiply-adds and one matmul per step: XLA CPU runs each step's small ops as separate kernels,
-  so work moved out of the loop is latency removed from every step.
+  multiply-adds and one matmul per step: at batch 1 on CPU each step's small ops are separate
+  kernels, so work moved out of the loop is latency removed from every step. At larger batch
+  the T x B x 4H temporaries cost more memory traffic than the launches they save.
   """
-  i, f, g, o = jnp.split(gates_TxBx4H, 4, axis=-1)
-  c_prev = jnp.concatenate([c0_BxH[None], c_TxBxH[:-1]], axis=0)
-  tc = jnp.tanh(c_TxBxH)
+  i, f, g, o = jnp.split(gates_xBx4H, 4, axis=-1)
+  c_prev = c_prev_xBxH
+  tc = jnp.tanh(c_xBxH)
   rec = cfg.recurrent_activation
   deriv = jnp.concatenate([_activation_grad(i, rec), _activation_grad(f, rec),
                            _activation_grad(g, cfg.activation), _activation_grad(o, rec)], -1)
@@ -157,28 +175,46 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
   f32 = carry0.h.dtype
   dt = _mm_dtype(cfg) or f32
   h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
+  # A transposed copy made once: fed to the per-step dot as is, it runs faster than U with
+  # transposed dimension numbers (measured in BUILD_NOTES.md).
   u_t = params.recurrent.T.astype(dt)
+  if not cfg.latency_bound(carry0.h.shape[0]):
+    u_t = jax.lax.optimization_barrier(u_t)
+
+  c_prev = jnp.concatenate([carry0.c[None], c[:-1]], axis=0)
+  hoisted = cfg.hoists_backward_gates(carry0.h.shape[0])
 
   def step(back, inputs):
-    # Only the recurrent part runs per step; the gate-wise factors come precomputed.
     dh_next, dc_next = back
-    dh_o, pd, oc, f = inputs
+    if hoisted:  # only the recurrent part runs per step
+      dh_o, pd, oc, f = inputs
+    else:
+      dh_o, gates_t, c_t, c_prev_t = inputs
+      pd, oc, f = _backward_coefficients(gates_t, c_t, c_prev_t, cfg)
     dh = dh_o + dh_next
     dc = dc_next + dh * oc
     dz = jnp.concatenate([dc, dc, dc, dh], axis=-1) * pd
     dh_prev = jnp.dot(dz.astype(dt), u_t, preferred_element_type=f32)
     return (dh_prev, dc * f), dz
 
-  pd, oc, f = _backward_coefficients(gates, c, carry0.c, cfg)
-  (dh0, dc0), dz = jax.lax.scan(step, (dh_T, dc_T), (dh_out, pd, oc, f), reverse=True,
+  per_step = ((dh_out,) + _backward_coefficients(gates, c, c_prev, cfg) if hoisted
+              else (dh_out, gates, c, c_prev))
+  (dh0, dc0), dz = jax.lax.scan(step, (dh_T, dc_T), per_step, reverse=True,
                                 unroll=cfg.unroll_for(carry0.h.shape[0], training=True))
   # Weight gradients: one contraction over all time steps and the batch.
-  dz_mm = dz.astype(dt)
-  d_kernel = jnp.einsum('tbc,tbg->cg', x.astype(dt), dz_mm, preferred_element_type=f32)
-  d_recurrent = jnp.einsum('tbh,tbg->hg', h_prev.astype(dt), dz_mm, preferred_element_type=f32)
+  # Time and batch flattened into one axis: a plain 2-D contraction runs at about twice the
+  # GFLOP/s of the same einsum over two contracting axes on XLA CPU (BUILD_NOTES.md).
+  steps, batch = dz.shape[:2]
+  dz_NxG = dz.reshape(steps * batch, -1).astype(dt)
+
+  def weight_grad(a_TxBxK):
+    a_NxK = a_TxBxK.reshape(steps * batch, -1).astype(dt)
+    return jnp.einsum('nk,ng->kg', a_NxK, dz_NxG, preferred_element_type=f32)
+
+  d_kernel, d_recurrent = weight_grad(x), weight_grad(h_prev)
   d_bias = jnp.sum(dz, axis=(0, 1))
-  dx = jnp.einsum('tbg,cg->tbc', dz_mm, params.kernel.astype(dt),
-                  preferred_element_type=f32).astype(x.dtype)
+  dx = jnp.einsum('ng,cg->nc', dz_NxG, params.kernel.astype(dt),
+                  preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
   d_params = LSTMParams(d_kernel.astype(params.kernel.dtype),
                         d_recurrent.astype(params.recurrent.dtype),
                         d_bias.astype(params.bias.dtype))

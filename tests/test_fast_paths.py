@@ -21,7 +21,8 @@ from lstm_jax.recurrent import ScanConfig
 
 REFERENCE = ScanConfig(hoist_input=False, unroll=1, backward='autodiff')
 # Every custom-backward combination; autodiff with the other loop options and with remat.
-FAST = [ScanConfig(hoist_input=h, unroll=u) for h, u in itertools.product([False, True], [1, 3])]
+FAST = [ScanConfig(hoist_input=h, unroll=u, backward_gates=g)
+        for h, u, g in itertools.product([False, True], [1, 3], ['hoisted', 'in_loop'])]
 FAST += [ScanConfig(hoist_input=True, unroll=3, backward='autodiff'),
          ScanConfig(backward='autodiff', remat=True)]
 
@@ -112,7 +113,7 @@ def test_backward_coefficients_are_the_chain_rule():
   dh, dc = jnp.array([[1.0, -2.0, 0.5, 0.1]]), jnp.array([[0.3, 0.0, -1.0, 2.0]])
   _, vjp = jax.vjp(lambda zz: cell_lib.lstm_update(c0, cell_lib.activate_gates(zz)), z)
   dz_ref, = vjp(cell_lib.LSTMCarry(dh, dc))
-  pd, oc, _ = recurrent._backward_coefficients(gates[None], new.c[None], c0.c, ScanConfig())
+  pd, oc, _ = recurrent._backward_coefficients(gates[None], new.c[None], c0.c[None], ScanConfig())
   dc_tot = dc + dh * oc[0]
   dz = jnp.concatenate([dc_tot, dc_tot, dc_tot, dh], -1) * pd[0]
   np.testing.assert_allclose(dz, dz_ref, atol=1e-6)

@@ -171,6 +171,8 @@ def test_bad_options_are_named():
     ScanConfig(backward='magic')
   with pytest.raises(ValueError, match='unroll'):
     ScanConfig(unroll=-1)
+  with pytest.raises(ValueError, match='backward_gates'):
+    ScanConfig(backward_gates='outside')
 
 
 def test_unroll_zero_picks_per_platform():
@@ -181,3 +183,12 @@ def test_unroll_zero_picks_per_platform():
   assert auto.unroll_for(1, training=False) == 1
   assert auto.unroll_for(8, training=True) == 1
   assert ScanConfig(unroll=2).unroll_for(1, training=True) == 2
+
+
+def test_backward_gates_auto_hoists_only_when_latency_bound():
+  auto = ScanConfig()
+  on_cpu = jax.default_backend() == 'cpu'
+  assert auto.hoists_backward_gates(1) == on_cpu
+  assert not auto.hoists_backward_gates(8)
+  assert ScanConfig(backward_gates='hoisted').hoists_backward_gates(8)
+  assert not ScanConfig(backward_gates='in_loop').hoists_backward_gates(1)
