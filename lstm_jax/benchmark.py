@@ -151,7 +151,8 @@ def _jax_runner(apply_fn, params, carry, x, y, mode, optimizer, donate=True):
 def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
-  ``options`` (all optional): unroll, hoist (true|false), backward, remat, donate, gates
+  ``options`` (all optional): unroll, hoist (true|false), backward, backward_gates, remat,
+  donate, gates
   (fused|plain: the one-tanh gate activation or one function per gate), cell and
   cell_options (``lstm_jax.cells``; default lstm).
   """
@@ -167,7 +168,8 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
       hoist_input=None if hoist in (None, 'auto') else str(hoist).lower() == 'true',
       unroll=int(options.get('unroll', 0)), backward=options.get('backward', 'custom'),
       matmul_dtype='bfloat16' if dtype == 'bf16' else 'float32',
-      remat=str(options.get('remat', 'false')).lower() == 'true')
+      remat=str(options.get('remat', 'false')).lower() == 'true',
+      backward_gates=options.get('backward_gates', 'auto'))
   if options.get('gates', 'fused') == 'plain':
     cell_lib.activate_gates = _plain_activate_gates  # this worker process only
   model = LSTMRegressor(lstm_sizes=w.lstm_sizes, head_sizes=w.head_sizes, out_size=w.out_size,

@@ -44,6 +44,7 @@ class Config:
   backward: str = 'custom'
   matmul_dtype: str = 'float32'
   remat: bool = False
+  backward_gates: str = 'auto'  # custom backward's gate factors: auto | hoisted | in_loop
   # Layout: ``n_streams`` parallel continuous streams cut in ``chunk_len`` chunks; the gradient
   # is truncated every ``bptt_len`` samples inside a chunk. One update per chunk.
   n_streams: int = 32
@@ -85,7 +86,7 @@ class Config:
     return recurrent.ScanConfig(recurrent_activation=self.recurrent_activation,
                                 hoist_input=self.hoist_input, unroll=self.unroll,
                                 backward=self.backward, matmul_dtype=self.matmul_dtype,
-                                remat=self.remat)
+                                remat=self.remat, backward_gates=self.backward_gates)
 
   def replace(self, **kw) -> 'Config':
     return dataclasses.replace(self, **kw)

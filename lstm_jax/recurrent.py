@@ -42,7 +42,7 @@ class ScanConfig:
     remat: recompute each step in the backward pass instead of saving it (``autodiff`` only).
     backward_gates: where the custom backward forms its gate-wise factors: ``hoisted`` (for
       all steps at once before its scan: fewer kernels per step) or ``in_loop`` (inside each
-      step, from that step's saved gates: no T x B x 4H temporaries). 0-like ``auto`` picks
+      step, from that step's saved gates: no T x B x 4H temporaries). ``auto`` picks
       hoisted for batch 1 on CPU (latency-bound), in-loop otherwise (see BUILD_NOTES.md).
   """
   recurrent_activation: str = 'sigmoid'
