@@ -149,12 +149,11 @@ def _backward_coefficients(gates_xBx4H, c_xBxH, c_prev_xBxH, cfg: ScanConfig):
   the T x B x 4H temporaries cost more memory traffic than the launches they save.
   """
   i, f, g, o = jnp.split(gates_xBx4H, 4, axis=-1)
-  c_prev = c_prev_xBxH
   tc = jnp.tanh(c_xBxH)
   rec = cfg.recurrent_activation
   deriv = jnp.concatenate([_activation_grad(i, rec), _activation_grad(f, rec),
                            _activation_grad(g, cfg.activation), _activation_grad(o, rec)], -1)
-  partner = jnp.concatenate([g, c_prev, i, tc], axis=-1)
+  partner = jnp.concatenate([g, c_prev_xBxH, i, tc], axis=-1)
   return partner * deriv, o * (1.0 - tc * tc), f
 
 
@@ -175,8 +174,8 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
   f32 = carry0.h.dtype
   dt = _mm_dtype(cfg) or f32
   h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
-  # A transposed copy made once: fed to the per-step dot as is, it runs faster than U with
-  # transposed dimension numbers (measured in BUILD_NOTES.md).
+  # Above batch 1, U^T as its own array (the barrier stops XLA folding the transpose into the
+  # per-step dot's dimension numbers, which runs slower; measured in BUILD_NOTES.md).
   u_t = params.recurrent.T.astype(dt)
   if not cfg.latency_bound(carry0.h.shape[0]):
     u_t = jax.lax.optimization_barrier(u_t)
@@ -201,9 +200,9 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
               else (dh_out, gates, c, c_prev))
   (dh0, dc0), dz = jax.lax.scan(step, (dh_T, dc_T), per_step, reverse=True,
                                 unroll=cfg.unroll_for(carry0.h.shape[0], training=True))
-  # Weight gradients: one contraction over all time steps and the batch.
-  # Time and batch flattened into one axis: a plain 2-D contraction runs at about twice the
-  # GFLOP/s of the same einsum over two contracting axes on XLA CPU (BUILD_NOTES.md).
+  # Weight gradients: one contraction over all time steps and the batch, flattened into one
+  # axis (a 2-D contraction runs at about twice the GFLOP/s of the same einsum over two
+  # contracting axes on XLA CPU; BUILD_NOTES.md).
   steps, batch = dz.shape[:2]
   dz_NxG = dz.reshape(steps * batch, -1).astype(dt)
 
