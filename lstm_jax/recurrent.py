@@ -34,9 +34,10 @@ class ScanConfig:
     hoist_input: compute ``x W + b`` for the whole chunk in one matmul before the scan
       (``True``), or ``[x_t, h] @ [W; U]`` inside it (``False``). ``None`` picks per platform:
       in-loop on CPU, hoisted elsewhere (see BUILD_NOTES.md).
-    unroll: ``lax.scan`` unroll factor; 0 picks: 4 for the custom backward's training scans
-      at batch 1 on CPU (forward with saved residuals and the reverse scan), 1 otherwise
-      (measured in BUILD_NOTES.md: unroll 4 speeds up that train step, slows inference).
+    unroll: ``lax.scan`` unroll factor; 0 picks: at batch 1 on CPU, 4 for the custom backward's
+      forward (the one that saves residuals) and 2 for its reverse scan; 1 otherwise
+      (BUILD_NOTES.md: unroll speeds up that train step and slows inference; the reverse
+      scan's 2 instead of 4 costs about 2% of the step and saves about 0.5 s of compile).
     backward: ``custom`` (hand-written VJP) or ``autodiff``.
     matmul_dtype: ``float32`` or ``bfloat16`` matmul operands; carry and cell state stay f32.
     remat: recompute each step in the backward pass instead of saving it (``autodiff`` only).
@@ -71,10 +72,12 @@ class ScanConfig:
     """Batch 1 on CPU: each step's kernel launches, not its arithmetic, set the pace."""
     return batch_size == 1 and jax.default_backend() == 'cpu'
 
-  def unroll_for(self, batch_size: int, training: bool) -> int:
+  def unroll_for(self, batch_size: int, training: bool, reverse: bool = False) -> int:
     if self.unroll:
       return self.unroll
-    return 4 if training and self.latency_bound(batch_size) else 1
+    if not (training and self.latency_bound(batch_size)):
+      return 1
+    return 2 if reverse else 4
 
   def hoists_backward_gates(self, batch_size: int) -> bool:
     if self.backward_gates == 'auto':
@@ -199,7 +202,8 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
   per_step = ((dh_out,) + _backward_coefficients(gates, c, c_prev, cfg) if hoisted
               else (dh_out, gates, c, c_prev))
   (dh0, dc0), dz = jax.lax.scan(step, (dh_T, dc_T), per_step, reverse=True,
-                                unroll=cfg.unroll_for(carry0.h.shape[0], training=True))
+                                unroll=cfg.unroll_for(carry0.h.shape[0], training=True,
+                                                     reverse=True))
   # Weight gradients: one contraction over all time steps and the batch, flattened into one
   # axis (a 2-D contraction runs at about twice the GFLOP/s of the same einsum over two
   # contracting axes on XLA CPU; BUILD_NOTES.md).

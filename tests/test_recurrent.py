@@ -176,10 +176,14 @@ def test_bad_options_are_named():
 
 
 def test_unroll_zero_picks_per_platform():
-  """0: unroll 4 only for the training scans at batch 1 on CPU; an explicit value wins."""
+  """0: unroll 4 (forward) and 2 (reverse) only for training at batch 1 on CPU; an explicit
+  value wins."""
   auto = ScanConfig()
   on_cpu = jax.default_backend() == 'cpu'
   assert auto.unroll_for(1, training=True) == (4 if on_cpu else 1)
+  assert auto.unroll_for(1, training=True, reverse=True) == (2 if on_cpu else 1)
+  assert auto.unroll_for(8, training=True, reverse=True) == 1
+  assert ScanConfig(unroll=3).unroll_for(1, training=True, reverse=True) == 3
   assert auto.unroll_for(1, training=False) == 1
   assert auto.unroll_for(8, training=True) == 1
   assert ScanConfig(unroll=2).unroll_for(1, training=True) == 2
