@@ -144,9 +144,9 @@ def _activation_grad(y, name: str):
 def _backward_coefficients(gates_xBx4H, c_xBxH, c_prev_xBxH, cfg: ScanConfig):
   """Everything gate-wise the backward step needs, for one step or all steps at once.
 
-  Returns ``pd_TxBx4H = P * D`` (``D``: each gate's activation derivative, ``P``: its partner in
+  Returns ``pd_xBx4H = P * D`` (``D``: each gate's activation derivative, ``P``: its partner in
   the chain rule: ``g`` for ``i``, ``c_{t-1}`` for ``f``, ``i`` for ``g``, ``tanh(c_t)`` for
-  ``o``), ``oc_TxBxH = o (1 - tanh(c_t)^2)`` and ``f_TxBxH``. The backward scan is then a few
+  ``o``), ``oc_xBxH = o (1 - tanh(c_t)^2)`` and ``f_xBxH``, with the inputs' leading axes. The backward scan is then a few
   multiply-adds and one matmul per step: at batch 1 on CPU each step's small ops are separate
   kernels, so work moved out of the loop is latency removed from every step. At larger batch
   the T x B x 4H temporaries cost more memory traffic than the launches they save.
