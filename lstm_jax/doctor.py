@@ -351,16 +351,22 @@ def check_weights_moved(change: float) -> list[dict]:
       'budget (learning_rate, num_steps, no decay); see the lr_budget and updates findings.')]
 
 
-def check_collapse(std_ratio: float, r2: float, where: str = 'training data') -> list[dict]:
+def check_collapse(std_ratio: float, r2: float, where: str = 'training data',
+                   plain_psd_ratio: bool = False) -> list[dict]:
+  """``plain_psd_ratio``: the loss was the spectral ratio with no PSD floor, a cause of its own."""
   if std_ratio >= COLLAPSE_STD_RATIO and r2 >= COLLAPSE_R2:
     return []
+  loss_hint = (' The loss was the plain PSD ratio (loss_psd_floor 0): where the target is quiet '
+               'in part of the band (a low-passed channel), predicting nothing can be its best '
+               'fit; set --loss_psd_floor=1 or --loss=mse.' if plain_psd_ratio else '')
   return [finding(
       'prediction_collapse', 'warning',
       f'prediction collapse on {where}: the prediction std is {100 * std_ratio:.2g}% of the '
       f"target's and R^2 = {r2:.3f}: the model outputs a near-constant instead of following "
       'the target. Change: standardize inputs and target, use a linear '
       'output, give the optimizer a sufficient learning-rate budget (see the other findings); '
-      'if the witnesses truly cannot predict the target, this is the honest answer.')]
+      'if the witnesses truly cannot predict the target, this is the honest answer.'
+      + loss_hint)]
 
 
 def check_memorization(train_r2: float, heldout_r2: float) -> list[dict]:
@@ -375,13 +381,17 @@ def check_memorization(train_r2: float, heldout_r2: float) -> list[dict]:
       'training data, a smaller model, fewer steps, or stop at the best held-out score.')]
 
 
-def diagnose_end(train_fit: dict, heldout: dict, weight_change: Optional[float] = None
-                 ) -> list[dict]:
-  """Findings after training, from ``lstm_jax.metrics.evaluate`` dicts of both stretches."""
+def diagnose_end(train_fit: dict, heldout: dict, weight_change: Optional[float] = None,
+                 config=None) -> list[dict]:
+  """Findings after training, from ``lstm_jax.metrics.evaluate`` dicts of both stretches
+  (``config``, when given, names the loss in the collapse finding)."""
   out = []
   if weight_change is not None:
     out += check_weights_moved(weight_change)
-  out += check_collapse(train_fit['prediction_std_over_target_std'], train_fit['r2'])
+  plain_ratio = (config is not None and config.loss == 'spectral'
+                 and config.loss_psd_floor == 0.0)
+  out += check_collapse(train_fit['prediction_std_over_target_std'], train_fit['r2'],
+                        plain_psd_ratio=plain_ratio)
   if not out:  # a model that learned nothing cannot have memorized either
     out += check_memorization(train_fit['r2'], heldout['r2'])
   return sort_findings(out)
@@ -433,6 +443,12 @@ def validate_config(config) -> None:
              f'--n_train_records must be >= 1, got {config.n_train_records}')
   _require(0.0 < finite('holdout_fraction') < 1.0,
            f'--holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
+  _require(config.loss in ('mse', 'spectral'),
+           f"--loss must be 'mse' or 'spectral', got {config.loss!r}")
+  _require(0.0 <= finite('loss_weight') <= 1.0,
+           f'--loss_weight must be in [0, 1], got {config.loss_weight}')
+  for name in ('loss_psd_floor', 'loss_nperseg'):
+    _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
   if config.band_hi > 0:
     _require(0 <= finite('band_lo') < finite('band_hi'),
              f'--band_lo ({config.band_lo}) must be >= 0 and below --band_hi ({config.band_hi})')

@@ -7,6 +7,13 @@ with both PSDs Welch estimates (Hann window, 50% overlap, constant detrend) aver
 streams. It is differentiable (an rFFT of a windowed, reshaped signal) and blind to what lies
 outside the band, so it is mixed with the MSE by a weight:
 ``(1 - loss_weight) * MSE + loss_weight * spectral``.
+
+``psd_floor`` bounds the per-bin weights: each bin's ``PSD(target)`` is raised to at least
+``psd_floor`` times its band mean before dividing. 0 is the plain ratio, which weighs a bin where
+the target is quiet as much as a loud one: on a low-passed target it made a model predict
+nothing (BUILD_NOTES.md, "The default loss"). 1 only takes weight off the bins louder than the
+band mean, where unexplainable target content (a drift, a line no witness sees) would otherwise
+dominate the gradient.
 """
 from __future__ import annotations
 
@@ -45,25 +52,32 @@ def welch_psd(x_BxT, nperseg: int):
 
 
 def band_bins(fs: float, nperseg: int, band: Optional[Sequence[float]]) -> np.ndarray:
-  """Indices of the rFFT bins in ``band`` (Hz); the whole spectrum but DC when ``band`` is None."""
+  """Indices of the rFFT bins but DC (each segment's mean is removed) that overlap ``band`` (Hz),
+  a bin spanning its frequency +- half a bin; all of them when ``band`` is None. A band narrower
+  than a bin (a line at 60 Hz with bins every 8 Hz) gets the bins that cover it."""
   f = np.fft.rfftfreq(nperseg, 1.0 / fs)
-  lo, hi = band if band else (f[1], f[-1])
-  bins = np.flatnonzero((f >= lo) & (f <= hi))
+  if band is None:
+    return np.arange(1, f.size)
+  lo, hi = band
+  half = 0.5 * fs / nperseg
+  bins = 1 + np.flatnonzero((f[1:] + half > lo) & (f[1:] - half < hi))
   if bins.size == 0:
     raise ValueError(f'band [{lo:g}, {hi:g}] Hz holds no frequency bin of a {nperseg}-sample '
                      f'Welch segment at fs = {fs:g} Hz (bins every {fs / nperseg:g} Hz)')
   return bins
 
 
-def spectral_ratio(pred_BxT, y_BxT, bins: np.ndarray, nperseg: int, eps: float = 1e-12):
-  """Band mean of PSD(y - pred) / PSD(y), PSDs averaged over the batch: 1 = nothing removed."""
-  psd_res = jnp.mean(welch_psd(y_BxT - pred_BxT, nperseg), axis=0)
-  psd_y = jnp.mean(welch_psd(y_BxT, nperseg), axis=0)
-  return jnp.mean(psd_res[bins] / (psd_y[bins] + eps))
+def spectral_ratio(pred_BxT, y_BxT, bins: np.ndarray, nperseg: int, psd_floor: float = 0.0,
+                   eps: float = 1e-12):
+  """Band mean of PSD(y - pred) / max(PSD(y), psd_floor * band mean of PSD(y)), PSDs averaged
+  over the batch: 1 = nothing removed, at ``psd_floor`` 0."""
+  psd_res = jnp.mean(welch_psd(y_BxT - pred_BxT, nperseg), axis=0)[bins]
+  psd_y = jnp.mean(welch_psd(y_BxT, nperseg), axis=0)[bins]
+  return jnp.mean(psd_res / (jnp.maximum(psd_y, psd_floor * jnp.mean(psd_y)) + eps))
 
 
 def make_loss(name: str = 'mse', fs: float = 1.0, band: Optional[Sequence[float]] = None,
-              weight: float = 0.5, nperseg: int = 256) -> LossFn:
+              weight: float = 0.5, nperseg: int = 256, psd_floor: float = 0.0) -> LossFn:
   """A ``(pred_BxTxO, y_BxTxO) -> scalar`` loss.
 
   Args:
@@ -72,6 +86,7 @@ def make_loss(name: str = 'mse', fs: float = 1.0, band: Optional[Sequence[float]
     band: (lo, hi) Hz of the spectral term; None: every bin but DC.
     weight: the spectral term's share, in [0, 1].
     nperseg: Welch segment length in samples (at most the chunk the loss sees).
+    psd_floor: the target PSD's floor, as a fraction of its band mean (see the module doc).
   """
   if name == 'mse':
     return mse
@@ -79,18 +94,20 @@ def make_loss(name: str = 'mse', fs: float = 1.0, band: Optional[Sequence[float]
     raise ValueError(f'loss must be one of {LOSSES}, got {name!r}')
   if not 0.0 <= weight <= 1.0:
     raise ValueError(f'loss_weight must be in [0, 1], got {weight}')
+  if psd_floor < 0.0:
+    raise ValueError(f'loss_psd_floor must be >= 0, got {psd_floor}')
   bins = band_bins(fs, nperseg, band)
 
   def loss(pred_BxTxO, y_BxTxO):
-    spectral = spectral_ratio(pred_BxTxO[..., 0], y_BxTxO[..., 0], bins, nperseg)
+    spectral = spectral_ratio(pred_BxTxO[..., 0], y_BxTxO[..., 0], bins, nperseg, psd_floor)
     return (1.0 - weight) * mse(pred_BxTxO, y_BxTxO) + weight * spectral
 
   return loss
 
 
 def loss_from_config(config, fs: float) -> LossFn:
-  """The loss a ``Config`` asks for: ``loss``, ``loss_weight``, ``loss_nperseg`` and the band
-  ``band_lo``..``band_hi`` (Hz; 0 and 0: every bin but DC)."""
+  """The loss a ``Config`` asks for: ``loss``, ``loss_weight``, ``loss_nperseg``,
+  ``loss_psd_floor`` and the band ``band_lo``..``band_hi`` (Hz; 0 and 0: every bin but DC)."""
   band = (config.band_lo, config.band_hi) if config.band_hi > 0 else None
   nperseg = config.loss_nperseg or min(config.chunk_len, 256)
-  return make_loss(config.loss, fs, band, config.loss_weight, nperseg)
+  return make_loss(config.loss, fs, band, config.loss_weight, nperseg, config.loss_psd_floor)

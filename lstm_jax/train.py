@@ -330,7 +330,7 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   fit = first.slice(0, min(len(first), len(split.heldout)))
   metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
   end_findings = doctor.diagnose_end(metrics['train_fit'], metrics['heldout'],
-                                     stats['weight_change'])
+                                     stats['weight_change'], config)
   doctor.log_findings(stats['doctor_start'], 'start')  # again, next to the outcome
   doctor.log_findings(end_findings, 'end')
   metrics['doctor'] = ([dict(f, stage='start') for f in stats.pop('doctor_start')] +

@@ -110,6 +110,14 @@ def test_weights_moved_collapse_and_memorization():
   fit = {'r2': 0.95, 'prediction_std_over_target_std': 0.97}
   assert checks(doctor.diagnose_end(fit, {'r2': 0.2}, 0.3)) == ['memorization']
   assert doctor.diagnose_end(fit, {'r2': 0.94}, 0.3) == []
+  # A collapse under the plain PSD-ratio loss names that loss and the flag that fixes it.
+  flat = {'r2': 0.0, 'prediction_std_over_target_std': 0.0002}
+  plain = config_lib.Config(loss='spectral', loss_psd_floor=0.0)
+  [hint] = doctor.diagnose_end(flat, {'r2': 0.0}, 0.3, plain)
+  assert '--loss_psd_floor=1' in hint['message']
+  for config in (None, config_lib.Config(), config_lib.Config(loss='mse', loss_psd_floor=0.0)):
+    [other] = doctor.diagnose_end(flat, {'r2': 0.0}, 0.3, config)
+    assert 'loss_psd_floor' not in other['message']
 
 
 def test_relative_change():

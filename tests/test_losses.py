@@ -96,5 +96,38 @@ def test_loss_fn_default_is_mse_and_spectral_hook_runs(rng):
       lambda p: train.loss_fn(model, p, carry, x, y, 32, spectral)[0]))
   value_s, grads = value_and_grad(params)
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
-  expected = losses.spectral_ratio(pred[..., 0], y[..., 0], losses.band_bins(64.0, 32, None), 32)
+  expected = losses.spectral_ratio(pred[..., 0], y[..., 0], losses.band_bins(64.0, 32, None), 32,
+                                   config.loss_psd_floor)
   assert float(value_s) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_psd_floor_bounds_the_weight_of_quiet_bins(rng):
+  # A loud line over a quiet floor, and a prediction that gets the line right: the residual
+  # (the quiet floor) is tiny next to the target. The plain ratio (floor 0) calls that "nothing
+  # removed" in every quiet bin; with floor 1 those bins weigh like the band mean.
+  t = np.arange(4 * 128)
+  line = np.sin(2 * np.pi * 10 * t / 128)
+  quiet = 1e-3 * rng.standard_normal((2, t.size))
+  y = jnp.asarray(line + quiet, jnp.float32)
+  pred = jnp.asarray(np.broadcast_to(line, y.shape), jnp.float32)
+  bins = losses.band_bins(128.0, 128, None)
+  plain = float(losses.spectral_ratio(pred, y, bins, 128, psd_floor=0.0))
+  floored = float(losses.spectral_ratio(pred, y, bins, 128, psd_floor=1.0))
+  assert plain > 0.9
+  assert floored < 1e-3
+  # The floor only lowers weights: never a larger loss than the plain ratio, for any prediction.
+  other = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+  assert (float(losses.spectral_ratio(other, y, bins, 128, psd_floor=1.0))
+          <= float(losses.spectral_ratio(other, y, bins, 128, psd_floor=0.0)))
+  with pytest.raises(ValueError, match='loss_psd_floor'):
+    losses.make_loss('spectral', 128.0, None, 0.5, 128, psd_floor=-1.0)
+
+
+def test_band_bins_cover_a_band_narrower_than_a_bin():
+  # 256-sample segments at 2048 Hz: bins every 8 Hz. 59-61 Hz lies across the 56 and 64 Hz bins.
+  f = np.fft.rfftfreq(256, 1 / 2048.0)
+  assert f[losses.band_bins(2048.0, 256, (59.0, 61.0))].tolist() == [56.0, 64.0]
+  assert f[losses.band_bins(2048.0, 256, (62.0, 63.0))].tolist() == [64.0]
+  assert losses.band_bins(2048.0, 256, None).tolist() == list(range(1, 129))
+  with pytest.raises(ValueError, match='holds no frequency bin'):
+    losses.band_bins(2048.0, 256, (1100.0, 1200.0))

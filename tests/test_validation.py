@@ -55,6 +55,9 @@ def one_line_error(capsys, fn):
     (dict(n_train_records=0), '--n_train_records must be >= 1'),
     (dict(holdout_fraction=1.0), '--holdout_fraction must be in (0, 1)'),
     (dict(band_lo=100.0, band_hi=50.0), '--band_lo (100.0) must be >= 0 and below --band_hi'),
+    (dict(loss='l1'), "--loss must be 'mse' or 'spectral', got 'l1'"),
+    (dict(loss_weight=1.5), '--loss_weight must be in [0, 1], got 1.5'),
+    (dict(loss_psd_floor=-1.0), '--loss_psd_floor must be >= 0, got -1.0'),
     (dict(chunk_len=100, bptt_len=64), 'chunk_len (100) must be a multiple of bptt_len (64)'),
     (dict(resume=True), '--resume need --workdir'),
 ])
