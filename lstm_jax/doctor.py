@@ -449,6 +449,11 @@ def validate_config(config) -> None:
            f'--loss_weight must be in [0, 1], got {config.loss_weight}')
   for name in ('loss_psd_floor', 'loss_nperseg'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
+  if config.loss == 'spectral':
+    segment = config.loss_nperseg or min(config.chunk_len, 256)
+    _require(4 <= segment <= config.chunk_len,
+             f'the spectral loss needs Welch segments of 4 to chunk_len ({config.chunk_len}) '
+             f'samples, got {segment}: set --loss_nperseg, a longer --chunk_len, or --loss=mse')
   if config.band_hi > 0:
     _require(0 <= finite('band_lo') < finite('band_hi'),
              f'--band_lo ({config.band_lo}) must be >= 0 and below --band_hi ({config.band_hi})')

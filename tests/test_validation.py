@@ -58,6 +58,8 @@ def one_line_error(capsys, fn):
     (dict(loss='l1'), "--loss must be 'mse' or 'spectral', got 'l1'"),
     (dict(loss_weight=1.5), '--loss_weight must be in [0, 1], got 1.5'),
     (dict(loss_psd_floor=-1.0), '--loss_psd_floor must be >= 0, got -1.0'),
+    (dict(chunk_len=2, bptt_len=2), 'the spectral loss needs Welch segments of 4 to chunk_len (2)'),
+    (dict(loss_nperseg=512), 'the spectral loss needs Welch segments of 4 to chunk_len'),
     (dict(chunk_len=100, bptt_len=64), 'chunk_len (100) must be a multiple of bptt_len (64)'),
     (dict(resume=True), '--resume need --workdir'),
 ])
