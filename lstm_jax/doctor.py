@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax import data as data_lib
+from lstm_jax import losses as losses_lib
 from lstm_jax.model import HEAD_ACTIVATIONS
 
 LR_BUDGET_MIN = 0.1
@@ -450,7 +451,7 @@ def validate_config(config) -> None:
   for name in ('loss_psd_floor', 'loss_nperseg'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
   if config.loss == 'spectral':
-    segment = config.loss_nperseg or min(config.chunk_len, 256)
+    segment = losses_lib.segment_length(config)
     _require(4 <= segment <= config.chunk_len,
              f'the spectral loss needs Welch segments of 4 to chunk_len ({config.chunk_len}) '
              f'samples, got {segment}: set --loss_nperseg, a longer --chunk_len, or --loss=mse')

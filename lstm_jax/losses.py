@@ -105,9 +105,14 @@ def make_loss(name: str = 'mse', fs: float = 1.0, band: Optional[Sequence[float]
   return loss
 
 
+def segment_length(config) -> int:
+  """The spectral loss's Welch segment: ``loss_nperseg``, or min(chunk_len, 256) when 0."""
+  return config.loss_nperseg or min(config.chunk_len, 256)
+
+
 def loss_from_config(config, fs: float) -> LossFn:
   """The loss a ``Config`` asks for: ``loss``, ``loss_weight``, ``loss_nperseg``,
   ``loss_psd_floor`` and the band ``band_lo``..``band_hi`` (Hz; 0 and 0: every bin but DC)."""
   band = (config.band_lo, config.band_hi) if config.band_hi > 0 else None
-  nperseg = config.loss_nperseg or min(config.chunk_len, 256)
-  return make_loss(config.loss, fs, band, config.loss_weight, nperseg, config.loss_psd_floor)
+  return make_loss(config.loss, fs, band, config.loss_weight, segment_length(config),
+                   config.loss_psd_floor)
