@@ -444,8 +444,8 @@ def validate_config(config) -> None:
              f'--n_train_records must be >= 1, got {config.n_train_records}')
   _require(0.0 < finite('holdout_fraction') < 1.0,
            f'--holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
-  _require(config.loss in ('mse', 'spectral'),
-           f"--loss must be 'mse' or 'spectral', got {config.loss!r}")
+  _require(config.loss in losses_lib.LOSSES,
+           f"--loss must be {' or '.join(map(repr, losses_lib.LOSSES))}, got {config.loss!r}")
   _require(0.0 <= finite('loss_weight') <= 1.0,
            f'--loss_weight must be in [0, 1], got {config.loss_weight}')
   for name in ('loss_psd_floor', 'loss_nperseg'):
