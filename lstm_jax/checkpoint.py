@@ -2,10 +2,11 @@
 
 A checkpoint is one msgpack file ``workdir/checkpoints/ckpt_<step>.msgpack`` holding
 
-* the whole ``TrainState`` (params, optimizer state, the stateful carries, the step), and
+* the whole ``TrainState`` (params, optimizer state, the stateful carries, the step) and the
+  parameters that validation keeps so far (``lstm_jax.train`` saves the pair), and
 * metadata: the config, the normalizers fitted on the training data, the number of chunks per
   pass (the data position is ``step % n_chunks``: the stream layout is a pure function of the
-  config), the PRNG key data and the per-step loss history.
+  config), the PRNG key data, the per-step loss history and the validation history.
 
 Writes go to a temporary file in the same directory, are flushed and fsync'ed, then
 ``os.replace``-d onto the final name: a reader (or a resumed run) sees the old checkpoint or
@@ -27,7 +28,7 @@ import numpy as np
 
 from lstm_jax import data as data_lib
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the state saved with the kept parameters
 _NAME = re.compile(r'^ckpt_(\d{8,})\.msgpack$')
 # Fields that change neither the data nor the arithmetic of a run: a resumed run may differ here.
 RESUME_MAY_CHANGE = frozenset({'log_every_seconds', 'checkpoint_every', 'resume'})
@@ -96,8 +97,16 @@ def _read(path: str, template) -> Checkpoint:
     with open(path, 'rb') as f:
       raw = flax.serialization.msgpack_restore(f.read())
     meta = json.loads(raw['meta_json'])
-    state = flax.serialization.from_state_dict(template, raw['state'])
   except Exception as e:  # a truncated or foreign file: name it, never a traceback
+    raise data_lib.DataError(f'{path}: not a readable checkpoint ({type(e).__name__}: {e})'
+                             ) from None
+  if meta.get('format_version') != FORMAT_VERSION:
+    raise data_lib.DataError(f"{path}: checkpoint format {meta.get('format_version')}, this "
+                             f'version of lstm_jax reads format {FORMAT_VERSION}; start anew '
+                             'without --resume')
+  try:
+    state = flax.serialization.from_state_dict(template, raw['state'])
+  except Exception as e:
     raise data_lib.DataError(f'{path}: not a readable checkpoint ({type(e).__name__}: {e})'
                              ) from None
   # from_state_dict does not check shapes: a checkpoint of another model must not slip through.

@@ -69,6 +69,16 @@ class Config:
   loss_weight: float = 0.5  # the spectral term's share when loss = 'spectral'
   loss_nperseg: int = 0  # Welch segment of the spectral loss; 0: min(chunk_len, 256)
   loss_psd_floor: float = 1.0  # target PSD floor in the ratio, x its band mean (lstm_jax.losses)
+  # Validation: a stretch of the training data kept out of the updates. Every ``val_every``
+  # updates the model's MSE on it is measured; the run ends with the parameters of the latest
+  # update within ``val_tolerance`` (relative) of the lowest MSE. A model that starts to fit
+  # what does not generalize (a deterministic signal in one record, say) is not the one kept,
+  # and differences within the tolerance do not undo the last updates. User data: the last
+  # ``val_fraction`` of the training part; mocks: an extra record of that share of the
+  # training seconds, earlier in time, with its own noise draw. 0: the last update's.
+  val_fraction: float = 0.1
+  val_every: int = 250
+  val_tolerance: float = 0.001
   # Evaluation and logging.
   band_lo: float = 0.0  # Hz; 0 and 0 pick the default band (lstm_jax.metrics.default_band)
   band_hi: float = 0.0

@@ -56,7 +56,8 @@ MEMORIZATION_RESIDUAL_RATIO = 1.5
 
 # Most likely root causes first: what is printed first is what to fix first.
 ORDER = ('lr_budget', 'updates', 'output_activation', 'scaling', 'data_size', 'state_reset',
-         'stream_alignment', 'weights_moved', 'prediction_collapse', 'memorization')
+         'stream_alignment', 'weights_moved', 'prediction_collapse', 'memorization',
+         'validation_rose')
 SEVERITIES = ('warning', 'info')
 
 
@@ -382,10 +383,30 @@ def check_memorization(train_r2: float, heldout_r2: float) -> list[dict]:
       'training data, a smaller model, fewer steps, or stop at the best held-out score.')]
 
 
+VALIDATION_ROSE = 0.01  # the last update's validation MSE this much above the kept one's
+
+
+def check_validation(validation: Optional[dict]) -> list[dict]:
+  """The run kept an earlier update because validation MSE rose later (``train`` summary)."""
+  if not validation or validation['kept_step'] == validation['last_step']:
+    return []
+  kept = dict(map(tuple, validation['history']))[validation['kept_step']]
+  rise = validation['last_mse'] / max(kept, 1e-30) - 1.0
+  severity = 'warning' if rise > VALIDATION_ROSE else 'info'
+  return [finding(
+      'validation_rose', severity,
+      f"validation: MSE {kept:.4g} at update {validation['kept_step']} but "
+      f"{validation['last_mse']:.4g} at the last ({validation['last_step']}, {100 * rise:+.1f}%): "
+      f"the later updates fit something that does not carry over to new data; the run keeps "
+      f"update {validation['kept_step']}. Change: more independent training data, fewer "
+      'num_steps or a lower learning_rate.')]
+
+
 def diagnose_end(train_fit: dict, heldout: dict, weight_change: Optional[float] = None,
-                 config=None) -> list[dict]:
+                 config=None, validation: Optional[dict] = None) -> list[dict]:
   """Findings after training, from ``lstm_jax.metrics.evaluate`` dicts of both stretches
-  (``config``, when given, names the loss in the collapse finding)."""
+  (``config``, when given, names the loss in the collapse finding; ``validation`` is the
+  training run's validation summary)."""
   out = []
   if weight_change is not None:
     out += check_weights_moved(weight_change)
@@ -395,7 +416,7 @@ def diagnose_end(train_fit: dict, heldout: dict, weight_change: Optional[float] 
                         plain_psd_ratio=plain_ratio)
   if not out:  # a model that learned nothing cannot have memorized either
     out += check_memorization(train_fit['r2'], heldout['r2'])
-  return sort_findings(out)
+  return sort_findings(out + check_validation(validation))
 
 
 # --------------------------------------------------------------------------- hard errors
@@ -442,6 +463,10 @@ def validate_config(config) -> None:
       _require(finite(name) > 0, f'--{name} must be > 0, got {getattr(config, name)}')
     _require(config.n_train_records >= 1,
              f'--n_train_records must be >= 1, got {config.n_train_records}')
+  _require(0.0 <= finite('val_fraction') <= 0.5,
+           f'--val_fraction must be in [0, 0.5], got {config.val_fraction}')
+  _require(config.val_every >= 1, f'--val_every must be >= 1, got {config.val_every}')
+  _require(finite('val_tolerance') >= 0, f'--val_tolerance must be >= 0, got {config.val_tolerance}')
   _require(0.0 < finite('holdout_fraction') < 1.0,
            f'--holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
   _require(config.loss in losses_lib.LOSSES,

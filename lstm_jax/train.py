@@ -109,16 +109,21 @@ class Split(NamedTuple):
   train: list  # of data_lib.Recording
   heldout: data_lib.Recording
   source: str
+  validation: Optional[data_lib.Recording] = None  # picks the update kept (Config.val_fraction)
 
 
 def load_split(config: Config) -> Split:
-  """Training records and a held-out stretch that no training sample comes from."""
+  """Training records, a validation stretch and a held-out stretch, none sharing a sample."""
   if config.data:
     rec = data_lib.load_recording(config.data, config.fs or None)
     if not 0.0 < config.holdout_fraction < 1.0:
       raise data_lib.DataError(f'holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
     cut = int(round(len(rec) * (1.0 - config.holdout_fraction)))
-    return Split([rec.slice(0, cut)], rec.slice(cut, len(rec)), config.data)
+    # The validation stretch is the end of the training part: the nearest in time to the
+    # held-out stretch without touching it.
+    val_cut = cut - int(round(cut * config.val_fraction))
+    validation = rec.slice(val_cut, cut) if val_cut < cut else None
+    return Split([rec.slice(0, val_cut)], rec.slice(cut, len(rec)), config.data, validation)
   if config.mock not in data_lib.MOCKS:
     raise data_lib.DataError(f'unknown mock {config.mock!r}; choose one of {sorted(data_lib.MOCKS)}')
   mock = data_lib.MOCKS[config.mock]
@@ -129,7 +134,12 @@ def load_split(config: Config) -> Split:
            for k in range(config.n_train_records)]
   heldout = mock(fs=config.mock_fs, duration=config.eval_seconds,
                  start=config.n_train_records * span, seed=1000 * config.seed + 999)
-  return Split(train, heldout, f'mock:{config.mock}')
+  validation = None
+  val_seconds = config.val_fraction * config.n_train_records * span
+  if val_seconds > 0:  # before the first training record, with a seed of its own
+    validation = mock(fs=config.mock_fs, duration=val_seconds, start=-val_seconds,
+                      seed=1000 * config.seed + 998)
+  return Split(train, heldout, f'mock:{config.mock}', validation)
 
 
 def check_layout(config: Config) -> None:
@@ -162,26 +172,83 @@ def _check_finite(step: int, loss, grad_norm, ckpt_dir: Optional[str]) -> None:
       raise FloatingPointError(f'non-finite {what} ({value}) at step {step}{last}')
 
 
-def _restore_or_clear(ckpt_dir: str, config: Config, state: TrainState, meta: dict):
-  """``(state, start_step, losses)``: the newest checkpoint with ``resume``, else a clean slate."""
+def _restore_or_clear(ckpt_dir: str, config: Config, saved, meta: dict):
+  """``(saved, start_step, restored meta)``: the newest checkpoint with ``resume``, else a clean
+  slate. ``saved`` is what a checkpoint holds: the train state and the best parameters so far."""
   if not config.resume:
     removed = ckpt_lib.clear(ckpt_dir)
     if removed:
       logging.warning('removed %d checkpoint(s) of an earlier run in %s (--resume continues '
                       'one instead)', removed, ckpt_dir)
-    return state, 0, []
-  restored = ckpt_lib.restore_latest(ckpt_dir, state)
+    return saved, 0, {}
+  restored = ckpt_lib.restore_latest(ckpt_dir, saved)
   if restored is None:
     logging.info('resume: no checkpoint in %s yet; starting at step 0', ckpt_dir)
-    return state, 0, []
+    return saved, 0, {}
   ckpt_lib.check_same_run(restored.meta, meta['config'], restored.path)
   for name in ('n_chunks', 'input_norm', 'target_norm', 'rng_key_data'):
     if restored.meta.get(name) != meta[name]:
       raise data_lib.DataError(f'{restored.path}: the checkpoint\'s {name} differs from this '
                                'run\'s (the training data changed?); start anew without --resume')
   logging.info('resumed from %s at step %d', restored.path, restored.step)
-  state = jax.tree_util.tree_map(jnp.asarray, restored.state)
-  return state, restored.step, [np.float32(v) for v in restored.meta['losses']]
+  return jax.tree_util.tree_map(jnp.asarray, restored.state), restored.step, restored.meta
+
+
+def _host_copy(tree):
+  """A host copy that outlives the device buffers (the train step donates them)."""
+  return jax.tree.map(np.array, parallel.to_host(tree))
+
+
+def _becomes_kept(val: float, history, tolerance: float) -> bool:
+  """Whether the update just validated (MSE ``val``, after ``history``) is the one to keep so
+  far: the latest update within ``tolerance`` (relative) of the lowest MSE."""
+  lowest = min([v for _, v in history if np.isfinite(v)], default=np.inf)
+  return bool(np.isfinite(val) and val <= (1.0 + tolerance) * min(lowest, val))
+
+
+def _kept_params(last_params, best_params, val_history, config: Config, validation):
+  """The parameters the run ends with, and the validation summary for the metrics."""
+  finite = [(s, v) for s, v in val_history if np.isfinite(v)]
+  if not finite:
+    return last_params, None
+  best_step, best_mse = min(finite, key=lambda sv: sv[1])  # the first of equal ones
+  # What the loop kept: the latest update from the lowest on within the tolerance of it.
+  kept_step = max(s for s, v in finite
+                  if s >= best_step and v <= (1.0 + config.val_tolerance) * best_mse)
+  summary = {'seconds': len(validation) / validation.fs, 'every': config.val_every,
+             'tolerance': config.val_tolerance, 'kept_step': int(kept_step),
+             'best_step': int(best_step), 'best_mse': float(best_mse),
+             'last_step': int(val_history[-1][0]), 'last_mse': float(val_history[-1][1]),
+             'history': [[int(s), float(v)] for s, v in val_history]}
+  logging.info('validation (%.0f s): MSE %.5f at update %d, lowest %.5f at update %d; keeping '
+               'update %d (the latest within %g%% of the lowest)', summary['seconds'],
+               summary['last_mse'], summary['last_step'], best_mse, best_step, kept_step,
+               100 * config.val_tolerance)
+  return (last_params if kept_step == summary['last_step'] else best_params), summary
+
+
+def make_validator(model, validation: data_lib.Recording, input_norm, target_norm,
+                   chunk_len: int, max_streams: int = 8):
+  """``params -> MSE`` of the scaled target on the validation stretch.
+
+  The stretch is cut into up to ``max_streams`` parallel streams of at least ``chunk_len``
+  samples, each started from a zero carry: one short program instead of a long serial scan.
+  """
+  n = len(validation)
+  n_streams = max(1, min(max_streams, n // max(chunk_len, 1)))
+  length = n // n_streams
+  x = input_norm.apply(validation.witnesses)[:n_streams * length]
+  y = target_norm.apply(validation.target[:, None])[:n_streams * length]
+  x = jnp.asarray(x.reshape(n_streams, length, -1))
+  y = jnp.asarray(y.reshape(n_streams, length, -1))
+  carry0 = model.initialize_carry(n_streams)
+
+  @jax.jit
+  def mse(params):
+    _, pred = model.apply({'params': params}, carry0, x)
+    return jnp.mean(jnp.square(pred - y))
+
+  return mse
 
 
 def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
@@ -218,7 +285,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   carry0 = model.initialize_carry(config.n_streams)
   params = model.init(key, carry0, x_chunks[0, :, :config.bptt_len])['params']
   state = TrainState(params, optimizer.init(params), carry0, jnp.zeros((), jnp.int32))
-  params0 = jax.device_get(params)  # a host copy: the first step donates the device buffers
+  params0 = _host_copy(params)  # the first step donates the device buffers
   findings = doctor.diagnose_start(config, params0, records, streams, n_inputs,
                                    doctor.schedule_values(make_schedule(config), config.num_steps))
   doctor.log_findings(findings, 'start')
@@ -228,9 +295,18 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
           'input_norm': input_norm.to_dict(), 'target_norm': target_norm.to_dict(),
           'rng_key_data': np.asarray(jax.random.key_data(key)).tolist()}
   meta = json.loads(json.dumps(meta))  # the form it takes after a round trip through a file
+  validate = None
+  if split.validation is not None and len(split.validation) > 0:
+    validate = make_validator(model, split.validation, input_norm, target_norm,
+                              config.eval_chunk_len)
+  # The parameters with the lowest validation MSE so far; checkpoints keep them with the state.
+  best_params, val_history = params0, []
   start_step, losses = 0, []
   if checkpoint_dir and (config.checkpoint_every > 0 or config.resume):
-    state, start_step, losses = _restore_or_clear(checkpoint_dir, config, state, meta)
+    (state, best_params), start_step, restored_meta = _restore_or_clear(
+        checkpoint_dir, config, (state, best_params), meta)
+    losses = [np.float32(v) for v in restored_meta.get('losses', [])]
+    val_history = [tuple(v) for v in restored_meta.get('val_history', [])]
   else:
     checkpoint_dir = None
   state = TrainState(placement.replicated(state.params), placement.replicated(state.opt_state),
@@ -261,12 +337,20 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       _check_finite(*pending, checkpoint_dir)
     pending = (step + 1, loss, grad_norm)
     losses.append(loss)
+    if validate is not None and ((step + 1) % config.val_every == 0
+                                 or step + 1 == config.num_steps):
+      params_now = _host_copy(state.params)
+      val = float(validate(params_now))
+      if _becomes_kept(val, val_history, config.val_tolerance):
+        best_params = params_now
+      val_history.append((step + 1, val))
     if checkpoint_dir and (step + 1 == config.num_steps or (
         config.checkpoint_every > 0 and (step + 1) % config.checkpoint_every == 0)):
       _check_finite(*pending, checkpoint_dir)  # never save a state that is already broken
       losses = [np.float32(v) for v in jax.device_get(losses)]
-      ckpt_lib.save(checkpoint_dir, state, step + 1,
-                    dict(meta, losses=[float(v) for v in losses]))
+      ckpt_lib.save(checkpoint_dir, (state, best_params), step + 1,
+                    dict(meta, losses=[float(v) for v in losses],
+                         val_history=[list(v) for v in val_history]))
     if time.perf_counter() - t_last > config.log_every_seconds or step + 1 == config.num_steps:
       _check_finite(*pending, checkpoint_dir)
       _log_progress(step + 1, config.num_steps, float(loss), t_start, t_last, step_last)
@@ -277,6 +361,8 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   train_s = time.perf_counter() - t_start
   steps_run = config.num_steps - start_step
   losses = np.asarray(jax.device_get(losses), np.float64)
+  params, validation = _kept_params(_host_copy(state.params), best_params, val_history, config,
+                                    split.validation)
   stats = {
       'compile_s': compile_s,
       'train_s': train_s,
@@ -287,10 +373,11 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       'epochs': config.num_steps / n_chunks,
       'loss_first': float(losses[: max(1, len(losses) // 20)].mean()),
       'loss_last': float(losses[-max(1, len(losses) // 20):].mean()),
-      'weight_change': doctor.relative_change(params0, parallel.to_host(state.params)),
+      'weight_change': doctor.relative_change(params0, params),
+      'validation': validation,
       'doctor_start': findings,
   }
-  trained = TrainedModel(config, parallel.to_host(state.params), input_norm, target_norm, n_inputs)
+  trained = TrainedModel(config, params, input_norm, target_norm, n_inputs)
   return trained, stats
 
 
@@ -330,7 +417,7 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   fit = first.slice(0, min(len(first), len(split.heldout)))
   metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
   end_findings = doctor.diagnose_end(metrics['train_fit'], metrics['heldout'],
-                                     stats['weight_change'], config)
+                                     stats['weight_change'], config, stats['validation'])
   doctor.log_findings(stats['doctor_start'], 'start')  # again, next to the outcome
   doctor.log_findings(end_findings, 'end')
   metrics['doctor'] = ([dict(f, stage='start') for f in stats.pop('doctor_start')] +

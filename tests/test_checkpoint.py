@@ -94,8 +94,9 @@ def test_nan_mid_run_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
                    message), message
   assert '\n' not in message
   assert [s for s, _ in ckpt_lib.list_checkpoints(d)] == [15, 20]
-  restored = ckpt_lib.restore_latest(d, _fresh_state(config))
-  assert restored.step == 20 and int(restored.state.step) == 20
+  fresh = _fresh_state(config)
+  restored = ckpt_lib.restore_latest(d, (fresh, fresh.params))  # the state, the kept params
+  assert restored.step == 20 and int(restored.state[0].step) == 20
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(restored.state))
   assert np.all(np.isfinite(restored.meta['losses'])) and len(restored.meta['losses']) == 20
 
