@@ -466,7 +466,8 @@ def validate_config(config) -> None:
   _require(0.0 <= finite('val_fraction') <= 0.5,
            f'--val_fraction must be in [0, 0.5], got {config.val_fraction}')
   _require(config.val_every >= 1, f'--val_every must be >= 1, got {config.val_every}')
-  _require(finite('val_tolerance') >= 0, f'--val_tolerance must be >= 0, got {config.val_tolerance}')
+  _require(finite('val_tolerance') >= 0,
+           f'--val_tolerance must be >= 0, got {config.val_tolerance}')
   _require(0.0 < finite('holdout_fraction') < 1.0,
            f'--holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
   _require(config.loss in losses_lib.LOSSES,

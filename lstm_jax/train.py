@@ -299,7 +299,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   if split.validation is not None and len(split.validation) > 0:
     validate = make_validator(model, split.validation, input_norm, target_norm,
                               config.eval_chunk_len)
-  # The parameters with the lowest validation MSE so far; checkpoints keep them with the state.
+  # The parameters of the update kept so far (_becomes_kept); checkpoints hold them with the state.
   best_params, val_history = params0, []
   start_step, losses = 0, []
   if checkpoint_dir and (config.checkpoint_every > 0 or config.resume):
