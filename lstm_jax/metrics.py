@@ -5,7 +5,6 @@ import os
 from typing import Optional, Sequence
 
 import numpy as np
-import scipy.signal
 
 from lstm_jax.data import Recording
 
@@ -34,6 +33,8 @@ def nperseg_for(n_samples: int, fs: float) -> int:
 
 def asd(x, fs: float, nperseg: Optional[int] = None):
   """Amplitude spectral density (Welch, Hann, 50% overlap), in units / sqrt(Hz)."""
+  import scipy.signal  # here, not at the top: it adds ~1.2 s to every command's start
+
   x = np.asarray(x, np.float64)
   nperseg = min(nperseg or nperseg_for(len(x), fs), len(x))
   f, psd = scipy.signal.welch(x, fs=fs, nperseg=nperseg)
