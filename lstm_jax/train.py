@@ -212,9 +212,8 @@ def _kept_params(last_params, best_params, val_history, config: Config, validati
   if not finite:
     return last_params, None
   best_step, best_mse = min(finite, key=lambda sv: sv[1])  # the first of equal ones
-  # What the loop kept: the latest update from the lowest on within the tolerance of it.
-  kept_step = max(s for s, v in finite
-                  if s >= best_step and v <= (1.0 + config.val_tolerance) * best_mse)
+  kept_step = [s for k, (s, v) in enumerate(val_history)  # what the loop kept, by its rule
+               if _becomes_kept(v, val_history[:k], config.val_tolerance)][-1]
   summary = {'seconds': len(validation) / validation.fs, 'every': config.val_every,
              'tolerance': config.val_tolerance, 'kept_step': int(kept_step),
              'best_step': int(best_step), 'best_mse': float(best_mse),

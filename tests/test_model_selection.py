@@ -48,20 +48,6 @@ def test_the_latest_update_within_the_tolerance_of_the_lowest_is_kept(tolerance,
   assert train_lib._kept_params(last, best, [(20, np.nan)], config, validation) == (last, None)
 
 
-def test_the_loop_rule_keeps_the_update_the_summary_names():
-  rng = np.random.default_rng(0)
-  for _ in range(200):
-    values = rng.choice([0.3, 0.30001, 0.3005, 0.31, 0.5, np.nan], size=8)
-    history, kept = [], None
-    for k, v in enumerate(values):
-      if train_lib._becomes_kept(v, history, 1e-3):
-        kept = 20 * (k + 1)
-      history.append((20 * (k + 1), v))
-    _, summary = train_lib._kept_params('last', 'best', history, TINY.replace(val_tolerance=1e-3),
-                                        data_lib.MOCKS['seed'](fs=128.0, duration=1.0))
-    assert (summary and summary['kept_step']) == kept, history
-
-
 def test_training_reports_validation_and_keeps_a_validated_update():
   trained, stats = train_lib.train(TINY, train_lib.load_split(TINY))
   val = stats['validation']
