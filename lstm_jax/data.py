@@ -279,6 +279,9 @@ def load_recording(path: str, fs: Optional[float] = None, require_target: bool =
 
 # --------------------------------------------------------------------------- scaling
 
+# The smallest std, relative to |mean|, that float32 still resolves (a few ulps).
+FLOAT32_RESOLUTION = 4 * float(np.finfo(np.float32).eps)
+
 @dataclasses.dataclass
 class Normalizer:
   """Per-channel affine scaling ``(x - offset) / scale``, fitted on training data only."""
@@ -298,9 +301,17 @@ class Normalizer:
       offset, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
     else:
       raise ValueError(f"scaling must be 'standardize', 'minmax' or 'none', got {method!r}")
-    flat = np.flatnonzero(~(scale > 1e-12 * np.maximum(1.0, np.abs(offset))))
+    # Constant means relative to the channel itself, never to 1: a strain channel (std 1e-21)
+    # varies; one whose variation float32 (the model's dtype) cannot resolve beside its mean
+    # does not.
+    flat = np.flatnonzero(~(scale > FLOAT32_RESOLUTION * np.abs(offset)))
     if flat.size:
-      raise DataError(f'{what} {int(flat[0])} is constant in the training data; it carries no '
+      c = int(flat[0])
+      if scale[c] > 0:
+        raise DataError(f'{what} {c} varies by {scale[c]:.3g} (std) around {offset[c]:.6g}, '
+                        'below float32 resolution: it is constant as the model sees it; remove '
+                        'its offset before saving, or remove the channel')
+      raise DataError(f'{what} {c} is constant in the training data; it carries no '
                       'information: remove it')
     return cls(offset.astype(np.float32), scale.astype(np.float32))
 

@@ -8,6 +8,10 @@ import numpy as np
 
 from lstm_jax.data import Recording
 
+# Floors that only keep 0 / 0 away: data in physical units (strain ~1e-21, its power 1e-42)
+# must never reach them, so they sit at the smallest normal float64.
+TINY = float(np.finfo(np.float64).tiny)
+
 
 def _rms(x) -> float:
   return float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))
@@ -15,14 +19,14 @@ def _rms(x) -> float:
 
 def noise_reduction_db(noise, prediction) -> float:
   """NR = 20 log10(rms(noise) / rms(noise - prediction)); 0 dB means nothing removed."""
-  return float(20.0 * np.log10(_rms(noise) / max(_rms(np.asarray(noise) - prediction), 1e-30)))
+  return float(20.0 * np.log10(_rms(noise) / max(_rms(np.asarray(noise) - prediction), TINY)))
 
 
 def r2_score(y, prediction) -> float:
   y = np.asarray(y, np.float64)
   ss_res = np.sum(np.square(y - prediction))
   ss_tot = np.sum(np.square(y - y.mean()))
-  return float(1.0 - ss_res / max(ss_tot, 1e-30))
+  return float(1.0 - ss_res / max(ss_tot, TINY))
 
 
 def nperseg_for(n_samples: int, fs: float) -> int:
@@ -65,22 +69,22 @@ def evaluate(rec: Recording, prediction, band: Optional[Sequence[float]] = None)
   mask = band_mask(f, band)
   if not mask.any():
     raise ValueError(f'band {band} Hz holds no frequency bin (fs={rec.fs})')
-  ratio = asd_cleaned[mask] / np.maximum(asd_target[mask], 1e-30)
+  ratio = asd_cleaned[mask] / np.maximum(asd_target[mask], TINY)
   metrics = {
       'band_hz': [float(band[0]), float(band[1])],
       'band_nr_db': float(10 * np.log10(np.sum(asd_target[mask] ** 2) /
-                                        max(np.sum(asd_cleaned[mask] ** 2), 1e-30))),
+                                        max(np.sum(asd_cleaned[mask] ** 2), TINY))),
       'asd_ratio_band_mean': float(np.mean(ratio)),
       'asd_ratio_band_median': float(np.median(ratio)),
       'r2': r2_score(target, prediction),
-      'prediction_std_over_target_std': float(np.std(prediction) / max(np.std(target), 1e-30)),
+      'prediction_std_over_target_std': float(np.std(prediction) / max(np.std(target), TINY)),
       'n_samples': int(len(target)),
   }
   if rec.noise is not None:
     noise = rec.noise.astype(np.float64)
     metrics.update(nr_db=noise_reduction_db(noise, prediction), nr_reference='noise',
                    r2_noise=r2_score(noise, prediction),
-                   nrmse_noise=_rms(noise - prediction) / max(_rms(noise), 1e-30))
+                   nrmse_noise=_rms(noise - prediction) / max(_rms(noise), TINY))
   else:
     metrics.update(nr_db=noise_reduction_db(target, prediction), nr_reference='target')
   return metrics
@@ -136,7 +140,7 @@ def plot(rec: Recording, prediction, out_dir: str, prefix: str = 'heldout',
   plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(8, 4))
-  ax.semilogx(f[1:], a_cleaned[1:] / np.maximum(a_target[1:], 1e-30))
+  ax.semilogx(f[1:], a_cleaned[1:] / np.maximum(a_target[1:], TINY))
   ax.set_yscale('log')
   ax.axhline(1.0, color='k', lw=0.5)
   ax.axvspan(*band, color='0.9', zorder=0)

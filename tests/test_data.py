@@ -95,6 +95,19 @@ def test_normalizer_round_trip_and_constant_channel(rng):
     data_lib.Normalizer.fit(x, what='witness channel')
 
 
+def test_normalizer_takes_physical_units(rng):
+  # Strain is ~1e-21: it varies, it is not constant; standardized it is like any other channel.
+  x = rng.normal(size=(500, 2)) * np.array([1e-21, 3e-18]) + np.array([0.0, 1e-17])
+  norm = data_lib.Normalizer.fit(x.astype(np.float32))
+  z = norm.apply(x)
+  np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
+  np.testing.assert_allclose(norm.invert(z), x, rtol=1e-4, atol=1e-25)
+  # A variation float32 cannot resolve beside the channel's mean is named as such.
+  x[:, 1] = 1e4 + 1e-6 * rng.normal(size=500)
+  with pytest.raises(DataError, match='channel 1 varies by .*below float32 resolution'):
+    data_lib.Normalizer.fit(x, what='witness channel')
+
+
 def test_streams_are_continuous_and_stay_inside_records():
   # Two records whose samples are their own (record, index) labels.
   recs = [np.stack([np.full(1000, r), np.arange(1000)], 1).astype(np.float32) for r in (0, 1)]
