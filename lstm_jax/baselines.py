@@ -93,12 +93,26 @@ class WienerFIR:
     return cls(n_taps, w, y_mean, norm)
 
   def predict(self, witnesses_TxC, block: int = 1 << 15) -> np.ndarray:
-    x = self.input_norm.apply(witnesses_TxC)
+    """(T,) in target units for one record; zeros (the witnesses' means) before its start."""
+    return self.apply_scaled(self.input_norm.apply(witnesses_TxC), None, block)
+
+  def apply_scaled(self, x_TxC, history=None, block: int = 1 << 15) -> np.ndarray:
+    """The filter on standardized witnesses ``x`` whose ``n_taps - 1`` predecessors are
+    ``history`` (standardized too; None: zeros). Streaming passes each block's tail on."""
     out = []
-    for lo in range(0, len(x), block):
-      hist = x[max(0, lo - self.n_taps + 1):lo]
-      out.append(lagged(x[lo:lo + block], self.n_taps, hist) @ self.weights + self.bias)
-    return np.concatenate(out).astype(np.float32)
+    for lo in range(0, len(x_TxC), block):
+      hist = x_TxC[max(0, lo - self.n_taps + 1):lo] if lo else history
+      out.append(lagged(x_TxC[lo:lo + block], self.n_taps, hist) @ self.weights + self.bias)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+  def to_dict(self) -> dict:
+    return {'n_taps': self.n_taps, 'weights': np.asarray(self.weights).tolist(),
+            'bias': self.bias, 'input_norm': self.input_norm.to_dict()}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> 'WienerFIR':
+    return cls(int(d['n_taps']), np.asarray(d['weights'], np.float64), float(d['bias']),
+               data_lib.Normalizer.from_dict(d['input_norm']))
 
 
 class _MLP(nn.Module):

@@ -307,6 +307,8 @@ class Normalizer:
     flat = np.flatnonzero(~(scale > FLOAT32_RESOLUTION * np.abs(offset)))
     if flat.size:
       c = int(flat[0])
+      if not np.isfinite(scale[c]):
+        raise DataError(f'{what} {c} holds non-finite values (NaN or Inf)')
       if scale[c] > 0:
         raise DataError(f'{what} {c} varies by {scale[c]:.3g} (std) around {offset[c]:.6g}, '
                         'below float32 resolution: it is constant as the model sees it; remove '

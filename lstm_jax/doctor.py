@@ -438,7 +438,7 @@ def validate_config(config) -> None:
     _require(getattr(config, name) >= 1, f'--{name} must be >= 1, got {getattr(config, name)}')
   _require(finite('learning_rate') > 0, f'--learning_rate must be > 0, got {config.learning_rate}')
   for name in ('decay', 'clip_norm', 'warmup_steps', 'checkpoint_every', 'fs',
-               'log_every_seconds'):
+               'log_every_seconds', 'linear_taps'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
   for name in ('adam_b1', 'adam_b2'):
     _require(0.0 <= finite(name) < 1.0, f'--{name} must be in [0, 1), got {getattr(config, name)}')

@@ -2,8 +2,11 @@
 
 The exported function is ``(carry, witnesses_BxTxC) -> (carry, prediction_BxT)`` in physical
 units (both normalizers are baked in), with a symbolic time length, so one artifact serves
-blocks of any length. The carry is a flat tuple ``(h_0, c_0, h_1, c_1, ...)``. Loading needs
-only ``jax`` (and ``flatbuffers``, which ``jax.export`` serialization requires).
+blocks of any length. The carry is a flat tuple: the leaves of the model's carry layer by layer
+(``(h_0, c_0, h_1, c_1, ...)`` for LSTM layers, ``(h_0, h_1, ...)`` for a GRU), then, where the
+model has a linear path, the FIR's history: the last ``n_taps - 1`` standardized witness
+samples, (B, n_taps - 1, C). Loading needs only ``jax`` (and ``flatbuffers``, which
+``jax.export`` serialization requires).
 """
 from __future__ import annotations
 
@@ -12,7 +15,17 @@ from jax import export as jax_export
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.cell import LSTMCarry
+
+def fir_filter(weights_CxK, bias, history_BxHxC, x_BxTxC):
+  """Causal FIR ``y[t] = bias + sum_c sum_k w[c, k] x[t - k, c]``, the ``H = K - 1`` samples
+  before ``x`` taken from ``history``: ``-> (y_BxT, history for the next block)``."""
+  n_taps = weights_CxK.shape[1]
+  full = jnp.concatenate([history_BxHxC, x_BxTxC], axis=1)  # (B, K - 1 + T, C)
+  # conv_general_dilated correlates: kernel position m meets x[t - (K - 1) + m], lag K - 1 - m.
+  kernel = jnp.flip(weights_CxK, axis=1)[None]  # (1, C, K)
+  y = jax.lax.conv_general_dilated(jnp.swapaxes(full, 1, 2), kernel, (1,), 'VALID',
+                                   precision=jax.lax.Precision.HIGHEST)
+  return y[:, 0] + bias, full[:, full.shape[1] - (n_taps - 1):]
 
 
 def export_trained(trained, batch_size: int = 1) -> jax_export.Exported:
@@ -23,19 +36,33 @@ def export_trained(trained, batch_size: int = 1) -> jax_export.Exported:
                                                  trained.input_norm.scale))
   out_off, out_scale = (jnp.asarray(a) for a in (trained.target_norm.offset,
                                                    trained.target_norm.scale))
+  carry_leaves, carry_tree = jax.tree.flatten(model.initialize_carry(batch_size))
+  n_leaves = len(carry_leaves)
+  linear = trained.linear
+  carry_avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in carry_leaves]
+  if linear is not None:
+    n_in = trained.n_inputs
+    fir_w = jnp.asarray(np.reshape(linear.weights, (n_in, linear.n_taps)), jnp.float32)
+    fir_off, fir_scale = (jnp.asarray(a) for a in (linear.input_norm.offset,
+                                                     linear.input_norm.scale))
+    carry_avals.append(jax.ShapeDtypeStruct((batch_size, linear.n_taps - 1, n_in), jnp.float32))
 
   def serve(carry_flat, witnesses_BxTxC):
-    carry = tuple(LSTMCarry(h, c) for h, c in zip(carry_flat[0::2], carry_flat[1::2]))
+    carry = jax.tree.unflatten(carry_tree, carry_flat[:n_leaves])
     x = (witnesses_BxTxC - in_off[None, None, :]) / in_scale[None, None, :]
     carry, y = model.apply(variables, carry, x)
     prediction = y[..., 0] * out_scale[0] + out_off[0]
-    return tuple(a for layer in carry for a in layer), prediction
+    carry_out = jax.tree.leaves(carry)
+    if linear is not None:
+      x_fir = (witnesses_BxTxC - fir_off[None, None, :]) / fir_scale[None, None, :]
+      y_fir, history = fir_filter(fir_w, linear.bias, carry_flat[n_leaves], x_fir)
+      prediction = prediction + y_fir
+      carry_out.append(history)
+    return tuple(carry_out), prediction
 
-  carry_avals = tuple(jax.ShapeDtypeStruct((batch_size, n), jnp.float32)
-                      for n in trained.config.lstm_sizes for _ in range(2))
   t, = jax_export.symbolic_shape('t')
   x_aval = jax.ShapeDtypeStruct((batch_size, t, trained.n_inputs), jnp.float32)
-  return jax_export.export(jax.jit(serve))(carry_avals, x_aval)
+  return jax_export.export(jax.jit(serve))(tuple(carry_avals), x_aval)
 
 
 def save_exported(trained, path: str, batch_size: int = 1) -> None:

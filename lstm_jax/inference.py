@@ -12,12 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax import baselines
 from lstm_jax import cells as cells_lib
 from lstm_jax import data as data_lib
 from lstm_jax.config import Config
 from lstm_jax.model import LSTMRegressor
 
 MODEL_FILES = ('config.json', 'normalizers.json', 'params.msgpack')
+LINEAR_FILE = 'linear.json'  # only where the model has a linear path (Config.linear_taps)
 
 
 def build_model(config: Config) -> LSTMRegressor:
@@ -32,12 +34,17 @@ def build_model(config: Config) -> LSTMRegressor:
 
 @dataclasses.dataclass
 class TrainedModel:
-  """Everything needed to clean a new recording: config, params and the two normalizers."""
+  """Everything needed to clean a new recording: config, params and the two normalizers.
+
+  With a linear path (``linear``, a ``baselines.WienerFIR``), the recurrent model was trained on
+  the target minus the filter's output, and the prediction is the sum of the two.
+  """
   config: Config
   params: dict
   input_norm: data_lib.Normalizer
   target_norm: data_lib.Normalizer
   n_inputs: int
+  linear: Optional[baselines.WienerFIR] = None
 
   @property
   def model(self) -> LSTMRegressor:
@@ -55,6 +62,12 @@ class TrainedModel:
     with open(tmp, 'wb') as f:
       f.write(flax.serialization.msgpack_serialize(jax.device_get(self.params)))
     os.replace(tmp, os.path.join(model_dir, 'params.msgpack'))
+    linear_path = os.path.join(model_dir, LINEAR_FILE)
+    if self.linear is not None:
+      with open(linear_path, 'w') as f:
+        json.dump(self.linear.to_dict(), f)
+    elif os.path.exists(linear_path):  # from an earlier model saved in the same directory
+      os.remove(linear_path)
 
   @classmethod
   def load(cls, model_dir: str) -> 'TrainedModel':
@@ -71,10 +84,14 @@ class TrainedModel:
         norms = json.load(f)
       with open(os.path.join(model_dir, 'params.msgpack'), 'rb') as f:
         params = flax.serialization.msgpack_restore(f.read())
+      linear = None
+      if os.path.isfile(os.path.join(model_dir, LINEAR_FILE)):
+        with open(os.path.join(model_dir, LINEAR_FILE)) as f:
+          linear = baselines.WienerFIR.from_dict(json.load(f))
     except (ValueError, KeyError, TypeError) as e:
       raise data_lib.DataError(f'{model_dir}: corrupt model files ({e})') from None
     return cls(config, params, data_lib.Normalizer.from_dict(norms['input']),
-               data_lib.Normalizer.from_dict(norms['target']), int(norms['n_inputs']))
+               data_lib.Normalizer.from_dict(norms['target']), int(norms['n_inputs']), linear)
 
   def stream(self, batch_size: int = 1, chunk_len: Optional[int] = None) -> 'StreamingPredictor':
     return StreamingPredictor(self, batch_size, chunk_len or self.config.eval_chunk_len)
@@ -104,13 +121,19 @@ class StreamingPredictor:
       raise data_lib.DataError(f'chunk_len must be >= 1, got {chunk_len}')
     self._model = trained.model
     self._variables = {'params': trained.params}
-    self.carry = self._model.initialize_carry(batch_size)
+    self.batch_size = int(batch_size)
     self._step = jax.jit(self._model.apply)
     self._carry_only = jax.jit(lambda v, c, x: self._model.apply(v, c, x)[0])
+    self.reset()
 
   def reset(self) -> None:
-    """Forget the past: the next block starts from a zero carry."""
-    self.carry = self._model.initialize_carry(self.carry[0].h.shape[0])
+    """Forget the past: the next block starts from a zero carry (and an FIR history of
+    zeros, the witnesses' means)."""
+    self.carry = self._model.initialize_carry(self.batch_size)
+    linear = self.trained.linear
+    self.fir_history = (None if linear is None else
+                        np.zeros((self.batch_size, linear.n_taps - 1, self.trained.n_inputs),
+                                 np.float32))
 
   def push(self, witnesses_TxC) -> np.ndarray:
     """Feeds witnesses (T, C) or (B, T, C) in physical units; returns the prediction in target
@@ -123,6 +146,10 @@ class StreamingPredictor:
     if x.ndim != 3 or x.shape[-1] != n_in:
       raise data_lib.DataError(f'witnesses have shape {x.shape[1:] if squeeze else x.shape}; '
                                f'the model was trained on {n_in} witness channels')
+    if x.shape[0] != self.batch_size:
+      raise data_lib.DataError(f'witnesses hold {x.shape[0]} streams; this predictor was made '
+                               f'for {self.batch_size}')
+    raw = x
     x = self.trained.input_norm.apply(x)
     outs = []
     for start in range(0, x.shape[1], self.chunk_len):
@@ -138,7 +165,19 @@ class StreamingPredictor:
       outs.append(np.asarray(y[:, :n, 0]))
     y = np.concatenate(outs, axis=1) if outs else np.zeros((x.shape[0], 0), np.float32)
     y = self.trained.target_norm.invert(y[..., None])[..., 0]
+    if self.fir_history is not None:
+      y = y + self._linear_part(raw)
     return y[0] if squeeze else y
+
+  def _linear_part(self, witnesses_BxTxC) -> np.ndarray:
+    """The linear path's output (target units); its history of the witnesses moves on."""
+    linear = self.trained.linear
+    x_BxTxC = linear.input_norm.apply(witnesses_BxTxC)
+    y = np.stack([linear.apply_scaled(x, hist) for x, hist in zip(x_BxTxC, self.fir_history)])
+    if linear.n_taps > 1:
+      past = np.concatenate([self.fir_history, x_BxTxC], axis=1)
+      self.fir_history = past[:, past.shape[1] - (linear.n_taps - 1):]
+    return y
 
 
 def push_blocks(stream: StreamingPredictor, witnesses_TxC, block_size: int,

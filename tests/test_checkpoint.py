@@ -80,7 +80,7 @@ def test_restore_rejects_other_shapes_and_other_runs(tmp_path):
 def test_nan_mid_run_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
   # One stream of 32 chunks of 16 samples; a NaN planted in chunk 22 is first met by update 23.
   config = TINY.replace(n_streams=1, chunk_len=16, bptt_len=16, num_steps=40, checkpoint_every=5,
-                        input_scaling='none', target_scaling='none')
+                        input_scaling='none', target_scaling='none', linear_taps=0)
   split = train_lib.load_split(config)
   rec = split.train[0]
   witnesses = rec.witnesses.copy()

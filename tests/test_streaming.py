@@ -1,9 +1,12 @@
 """Online cleaning: streaming equals a whole-record pass exactly; the export round trip."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 import lstm_jax
+from lstm_jax import baselines
 from lstm_jax import data as data_lib
 from lstm_jax import export as export_lib
 from lstm_jax.inference import TrainedModel
@@ -63,3 +66,53 @@ def test_export_round_trip(trained, record, tmp_path):
   served.reset()
   parts = [served.push(record.witnesses[a:a + 100]) for a in range(0, len(record), 100)]
   np.testing.assert_allclose(np.concatenate(parts), ref, atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def trained_linear(trained, record):
+  """``trained`` with a linear path: a Wiener FIR of 16 taps fitted on the record."""
+  fir = baselines.WienerFIR.fit([record], n_taps=16)
+  return dataclasses.replace(trained, linear=fir)
+
+
+def test_linear_path_adds_the_fir_and_streams(trained, trained_linear, record):
+  whole = trained_linear.predict(record.witnesses)
+  np.testing.assert_allclose(whole - trained.predict(record.witnesses),
+                             trained_linear.linear.predict(record.witnesses), atol=1e-5)
+  for block_size in (1, 7, 300):  # the FIR's history crosses every block boundary
+    n = 100 if block_size == 1 else len(record)
+    stream = trained_linear.stream()
+    parts = [stream.push(record.witnesses[a:min(a + block_size, n)])
+             for a in range(0, n, block_size)]
+    np.testing.assert_allclose(np.concatenate(parts), whole[:n], rtol=1e-6, atol=1e-6)
+  stream.reset()
+  np.testing.assert_array_equal(stream.push(record.witnesses[:50]), whole[:50])
+  with pytest.raises(data_lib.DataError, match='made for 1'):
+    stream.push(np.zeros((2, 10, 2)))
+
+
+def test_linear_path_saves_loads_and_exports(trained, trained_linear, record, tmp_path):
+  trained_linear.save(str(tmp_path / 'model'))
+  loaded = TrainedModel.load(str(tmp_path / 'model'))
+  np.testing.assert_array_equal(loaded.predict(record.witnesses),
+                                trained_linear.predict(record.witnesses))
+  trained.save(str(tmp_path / 'model'))  # the same directory, no linear path now
+  assert TrainedModel.load(str(tmp_path / 'model')).linear is None
+  export_lib.save_exported(trained_linear, str(tmp_path / 'linear.jaxexport'))
+  served = export_lib.ExportedCleaner.load(str(tmp_path / 'linear.jaxexport'))
+  ref = trained_linear.predict(record.witnesses)
+  parts = [served.push(record.witnesses[a:a + 100]) for a in range(0, len(record), 100)]
+  np.testing.assert_allclose(np.concatenate(parts), ref, atol=1e-4)
+
+
+def test_export_round_trip_of_a_gru(record, tmp_path):
+  config = lstm_jax.Config(lstm_sizes=(8,), head_sizes=(8,), cell='gru')
+  model = lstm_jax.build_model(config)
+  params = model.init(jax.random.key(1), model.initialize_carry(1),
+                      np.zeros((1, 4, 2), np.float32))['params']
+  ident = data_lib.Normalizer(np.zeros(2, np.float32), np.ones(2, np.float32))
+  gru = TrainedModel(config, params, ident, data_lib.Normalizer(np.zeros(1, np.float32),
+                                                                np.ones(1, np.float32)), 2)
+  served = export_lib.ExportedCleaner(export_lib.export_trained(gru).serialize())
+  parts = [served.push(record.witnesses[a:a + 300]) for a in range(0, len(record), 300)]
+  np.testing.assert_allclose(np.concatenate(parts), gru.predict(record.witnesses), atol=1e-5)
