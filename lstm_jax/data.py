@@ -282,6 +282,7 @@ def load_recording(path: str, fs: Optional[float] = None, require_target: bool =
 # The smallest std, relative to |mean|, that float32 still resolves (a few ulps).
 FLOAT32_RESOLUTION = 4 * float(np.finfo(np.float32).eps)
 
+
 @dataclasses.dataclass
 class Normalizer:
   """Per-channel affine scaling ``(x - offset) / scale``, fitted on training data only."""
