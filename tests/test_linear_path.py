@@ -44,10 +44,17 @@ def test_linear_taps_must_not_be_negative():
 
 def test_the_fir_is_kept_only_where_it_carries_over_to_validation():
   rng = np.random.default_rng(1)
-  record = lambda n, target_of: lstm_jax.Recording(
-      *(lambda w: (w, target_of(w)))(rng.standard_normal((n, 2)).astype(np.float32)), 128.0)
-  unrelated = lambda w: rng.standard_normal(len(w)).astype(np.float32)
-  delayed = lambda w: np.roll(w[:, 0], 3) + 0.1 * unrelated(w)
+
+  def unrelated(w):
+    return rng.standard_normal(len(w)).astype(np.float32)
+
+  def delayed(w):
+    return np.roll(w[:, 0], 3) + 0.1 * unrelated(w)
+
+  def record(n, target_of):
+    witnesses = rng.standard_normal((n, 2)).astype(np.float32)
+    return lstm_jax.Recording(witnesses, target_of(witnesses), 128.0)
+
   # 2 x 64 weights on 2000 samples of a target no witness explains: they fit training noise.
   split = train_lib.Split([record(2000, unrelated)], None, 'test', record(2000, unrelated))
   kept_split, fir, stats = train_lib.fit_linear_path(split, 64)
