@@ -39,8 +39,8 @@ class Config:
   # training records first; the recurrent model learns what it leaves, and the prediction is
   # the sum. An FIR renders the delays and resonances of a linear coupling exactly, where an
   # LSTM only approximates them. It is kept only if it also lowers the validation stretch's
-  # target variance. Off by default: +4.6 dB held out on a linear resonance, but -3.9 dB on a
-  # resonance plus a bilinear term (one run each, BUILD_NOTES.md). 0: no linear path.
+  # target variance. Off by default: +4.6 dB held out on a linear resonance, but -1.9 to -3.9 dB
+  # on a resonance plus a bilinear term (3 seeds; BUILD_NOTES.md). 0: no linear path.
   linear_taps: int = 0
   # Recurrent cell (lstm_jax.cells registry: lstm, gru, min_lstm, ...) and its options as
   # 'key=value,...' text, e.g. --cell=gru --cell_options=reset_after=false.
