@@ -288,11 +288,11 @@ def fit_linear_path(split: Split, n_taps: int
                     'for its weights); the recurrent model learns the whole target', n_taps,
                     stats['train_target_nr_db'], stats['validation_target_nr_db'])
     return split, None, stats
+  on_validation = ('%.2f dB' % stats['validation_target_nr_db']
+                   if 'validation_target_nr_db' in stats else 'no validation')
   logging.info('linear path: a Wiener FIR of %d taps per witness removes %.2f dB of the training '
                'target (%s of the validation stretch); the recurrent model learns the rest '
-               '(%.1f s)', n_taps, stats['train_target_nr_db'],
-               '%.2f dB' % stats['validation_target_nr_db'] if 'validation_target_nr_db' in stats
-               else 'no validation', stats['fit_s'])
+               '(%.1f s)', n_taps, stats['train_target_nr_db'], on_validation, stats['fit_s'])
   return split._replace(train=train, validation=validation), fir, stats
 
 
