@@ -103,14 +103,18 @@ def _compile(fn, *args):
 
 
 def _jax_runner(apply_fn, params, carry, x, y, mode, optimizer, donate=True,
-                train_compiler_options=None):
-  """Jitted fwd or train call over a ``(carry, x) -> (carry, y)`` model; returns Built."""
+                compiler_options=None):
+  """Jitted fwd or train call over a ``(carry, x) -> (carry, y)`` model; returns Built.
+
+  ``compiler_options`` go to both programs (ours: ``ScanConfig.compiler_options``, what the
+  library's own training and streaming inference pass)."""
   import jax
   import jax.numpy as jnp
   import optax
 
   if mode == 'fwd':
-    fn = jax.jit(apply_fn, donate_argnums=(1,) if donate else ())
+    fn = jax.jit(apply_fn, donate_argnums=(1,) if donate else (),
+                 compiler_options=compiler_options)
     compiled, compile_s, info = _compile(fn, params, carry, x)
     state = {'carry': carry}
 
@@ -129,7 +133,7 @@ def _jax_runner(apply_fn, params, carry, x, y, mode, optimizer, donate=True,
       return (optax.apply_updates(p, updates), opt_state, c), loss
 
     fn = jax.jit(step, donate_argnums=(0,) if donate else (),
-                 compiler_options=train_compiler_options)
+                 compiler_options=compiler_options)
     init = (params, optimizer.init(params), carry)
     compiled, compile_s, info = _compile(fn, init, x, y)
     state = {'s': init}
@@ -144,8 +148,8 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
   ``options`` (all optional): unroll, hoist (true|false), backward, backward_gates, layout,
-  remat, donate, xla_options (auto|none: the train step's ``ScanConfig.compiler_options``, or
-  XLA's defaults), gates
+  remat, donate, xla_options (auto|none: ``ScanConfig.compiler_options``, as the library's
+  training and streaming pass them, or XLA's defaults), gates
   (fused|plain: the one-tanh gate activation or one function per gate), cell and
   cell_options (``lstm_jax.cells``; default lstm).
   """
@@ -176,11 +180,11 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   params = model.init(jax.random.key(0), carry, x)['params']
   apply_fn = lambda p, c, xx: model.apply({'params': p}, c, xx)
   donate = str(options.get('donate', 'true')).lower() == 'true'
-  # The XLA options training uses (lstm_jax.train.make_train_step).
+  # The XLA options the library uses (train.make_train_step, inference.StreamingPredictor).
   xla_options = (scan.compiler_options(w.batch)
                  if options.get('xla_options', 'auto') == 'auto' else None)
   built = _jax_runner(apply_fn, params, carry, x, y, mode, optax.adam(LR), donate,
-                      train_compiler_options=xla_options)
+                      compiler_options=xla_options)
   built.info.update(scan=dataclasses.asdict(scan), hoisted=scan.hoisted())
   return built
 

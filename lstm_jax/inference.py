@@ -122,8 +122,10 @@ class StreamingPredictor:
     self._model = trained.model
     self._variables = {'params': trained.params}
     self.batch_size = int(batch_size)
-    self._step = jax.jit(self._model.apply)
-    self._carry_only = jax.jit(lambda v, c, x: self._model.apply(v, c, x)[0])
+    options = self._model.scan.compiler_options(self.batch_size)
+    self._step = jax.jit(self._model.apply, compiler_options=options)
+    self._carry_only = jax.jit(lambda v, c, x: self._model.apply(v, c, x)[0],
+                               compiler_options=options)
     self.reset()
 
   def reset(self) -> None:

@@ -228,6 +228,9 @@ def test_layout_auto_is_feature_major_only_for_large_cpu_inference():
   assert auto.feature_major(8, 512) == on_cpu
   assert not auto.feature_major(1, 256)  # batch 1: the matrix-vector form is faster batch-major
   assert not auto.feature_major(64, 128)
+  assert auto.feature_major(8, 128) == on_cpu  # the long workload's shape
+  assert not auto.feature_major(16, 128)
+  assert not auto.feature_major(8, 64)
   assert not ScanConfig(backward='autodiff').feature_major(64, 256)  # its forward trains too
   assert ScanConfig(layout='feature').feature_major(1, 4)
   assert not ScanConfig(layout='batch').feature_major(64, 256)
