@@ -103,7 +103,7 @@ class WienerFIR:
     for lo in range(0, len(x_TxC), block):
       hist = x_TxC[max(0, lo - self.n_taps + 1):lo] if lo else history
       out.append(lagged(x_TxC[lo:lo + block], self.n_taps, hist) @ self.weights + self.bias)
-    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+    return np.concatenate(out) if out else np.zeros(0)
 
   def to_dict(self) -> dict:
     return {'n_taps': self.n_taps, 'weights': np.asarray(self.weights).tolist(),

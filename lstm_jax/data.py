@@ -160,8 +160,22 @@ def _as_float(name: str, arr, what: str) -> np.ndarray:
   return out
 
 
+def _kept_dtype(arr) -> type:
+  """float32 for samples stored as float32 or narrower (a wider copy adds memory, no detail);
+  float64 for everything else (float64, integers, text)."""
+  dtype = getattr(arr, 'dtype', None)
+  if dtype is not None and dtype.kind == 'f' and dtype.itemsize <= 4:
+    return np.float32
+  return np.float64
+
+
 def validate(rec: Recording, min_len: int = 2) -> Recording:
-  """Checks shapes, lengths and finiteness; returns the recording as float32 arrays."""
+  """Checks shapes, lengths and finiteness; returns the recording as float arrays.
+
+  A channel keeps its file's precision until ``Normalizer.apply`` removes its offset: a float64
+  channel far from zero (a DC-coupled sensor, 1e4 +- 1e-3) keeps its variation, which a float32
+  copy would round to a few levels; float32 samples stay float32.
+  """
   name = rec.name
   wit = _as_float(name, rec.witnesses, 'witnesses')
   has_target = rec.target is not None
@@ -193,11 +207,11 @@ def validate(rec: Recording, min_len: int = 2) -> Recording:
     raise DataError(f'{name}: sampling rate fs must be positive, got {rec.fs}')
   noise = None
   if rec.noise is not None:
-    noise = _as_float(name, rec.noise, 'noise').reshape(-1)
+    noise = _as_float(name, rec.noise, 'noise').reshape(-1).astype(_kept_dtype(rec.noise))
     if noise.shape[0] != tgt.shape[0] or not np.all(np.isfinite(noise)):
       raise DataError(f'{name}: noise must be finite and as long as target ({tgt.shape[0]})')
-    noise = noise.astype(np.float32)
-  return Recording(wit.astype(np.float32), tgt.astype(np.float32) if has_target else None,
+  return Recording(wit.astype(_kept_dtype(rec.witnesses), copy=False),
+                   tgt.astype(_kept_dtype(rec.target), copy=False) if has_target else None,
                    float(rec.fs), noise, name)
 
 
@@ -279,13 +293,18 @@ def load_recording(path: str, fs: Optional[float] = None, require_target: bool =
 
 # --------------------------------------------------------------------------- scaling
 
-# The smallest std, relative to |mean|, that float32 still resolves (a few ulps).
-FLOAT32_RESOLUTION = 4 * float(np.finfo(np.float32).eps)
+# The smallest std, relative to |mean|, that float64 still resolves (a few ulps).
+RESOLUTION = 4 * float(np.finfo(np.float64).eps)
 
 
 @dataclasses.dataclass
 class Normalizer:
-  """Per-channel affine scaling ``(x - offset) / scale``, fitted on training data only."""
+  """Per-channel affine scaling ``(x - offset) / scale``, fitted on training data only.
+
+  Offset and scale are float64 and so is the arithmetic: ``apply`` rounds to float32 (the
+  model's dtype) only after the offset is removed, and ``invert`` returns float64, so a channel
+  far from zero keeps its resolution both ways.
+  """
   offset: np.ndarray
   scale: np.ndarray
 
@@ -303,33 +322,44 @@ class Normalizer:
     else:
       raise ValueError(f"scaling must be 'standardize', 'minmax' or 'none', got {method!r}")
     # Constant means relative to the channel itself, never to 1: a strain channel (std 1e-21)
-    # varies; one whose variation float32 (the model's dtype) cannot resolve beside its mean
-    # does not.
-    flat = np.flatnonzero(~(scale > FLOAT32_RESOLUTION * np.abs(offset)))
+    # varies; one whose variation float64 cannot resolve beside its mean does not.
+    flat = np.flatnonzero(~(scale > RESOLUTION * np.abs(offset)))
     if flat.size:
       c = int(flat[0])
       if not np.isfinite(scale[c]):
         raise DataError(f'{what} {c} holds non-finite values (NaN or Inf)')
       if scale[c] > 0:
         raise DataError(f'{what} {c} varies by {scale[c]:.3g} (std) around {offset[c]:.6g}, '
-                        'below float32 resolution: it is constant as the model sees it; remove '
-                        'its offset before saving, or remove the channel')
+                        'below float64 resolution: it is constant as stored; remove the '
+                        'channel')
       raise DataError(f'{what} {c} is constant in the training data; it carries no '
                       'information: remove it')
-    return cls(offset.astype(np.float32), scale.astype(np.float32))
+    return cls(offset, scale)
 
-  def apply(self, x):
-    return ((np.asarray(x, np.float32) - self.offset) / self.scale).astype(np.float32)
+  def __post_init__(self):
+    self.offset = np.asarray(self.offset, np.float64)
+    self.scale = np.asarray(self.scale, np.float64)
+
+  def apply(self, x, block: int = 1 << 20):
+    """Physical units -> the model's float32 inputs (float64 arithmetic, ``block`` rows at a
+    time, so a long float32 recording never has a whole float64 copy)."""
+    x = np.asarray(x)
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[:, None]
+    out = np.empty(rows.shape, np.float32)
+    for lo in range(0, len(rows), block):
+      out[lo:lo + block] = (rows[lo:lo + block].astype(np.float64) - self.offset) / self.scale
+    return out.reshape(x.shape)
 
   def invert(self, x):
-    return (np.asarray(x, np.float32) * self.scale + self.offset).astype(np.float32)
+    """The model's outputs -> physical units, float64."""
+    return np.asarray(x, np.float64) * self.scale + self.offset
 
   def to_dict(self):
     return {'offset': self.offset.tolist(), 'scale': self.scale.tolist()}
 
   @classmethod
   def from_dict(cls, d):
-    return cls(np.asarray(d['offset'], np.float32), np.asarray(d['scale'], np.float32))
+    return cls(np.asarray(d['offset']), np.asarray(d['scale']))
 
 
 # --------------------------------------------------------------------------- streams

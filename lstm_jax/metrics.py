@@ -13,13 +13,17 @@ from lstm_jax.data import Recording
 TINY = float(np.finfo(np.float64).tiny)
 
 
-def _rms(x) -> float:
-  return float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))
+def _std(x) -> float:
+  return float(np.std(np.asarray(x, np.float64)))
 
 
 def noise_reduction_db(noise, prediction) -> float:
-  """NR = 20 log10(rms(noise) / rms(noise - prediction)); 0 dB means nothing removed."""
-  return float(20.0 * np.log10(_rms(noise) / max(_rms(np.asarray(noise) - prediction), TINY)))
+  """NR = 20 log10(std(noise) / std(noise - prediction)); 0 dB means nothing removed.
+
+  Means are removed (std, not rms): a target's DC offset is neither noise nor in any band the
+  field judges, and with rms a recording at 2e6 +- 1 would score its offset (BUILD_NOTES.md).
+  """
+  return float(20.0 * np.log10(_std(noise) / max(_std(np.asarray(noise) - prediction), TINY)))
 
 
 def r2_score(y, prediction) -> float:
@@ -84,7 +88,7 @@ def evaluate(rec: Recording, prediction, band: Optional[Sequence[float]] = None)
     noise = rec.noise.astype(np.float64)
     metrics.update(nr_db=noise_reduction_db(noise, prediction), nr_reference='noise',
                    r2_noise=r2_score(noise, prediction),
-                   nrmse_noise=_rms(noise - prediction) / max(_rms(noise), TINY))
+                   nrmse_noise=_std(noise - prediction) / max(_std(noise), TINY))
   else:
     metrics.update(nr_db=noise_reduction_db(target, prediction), nr_reference='target')
   return metrics

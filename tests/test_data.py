@@ -102,10 +102,33 @@ def test_normalizer_takes_physical_units(rng):
   z = norm.apply(x)
   np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
   np.testing.assert_allclose(norm.invert(z), x, rtol=1e-4, atol=1e-25)
-  # A variation float32 cannot resolve beside the channel's mean is named as such.
-  x[:, 1] = 1e4 + 1e-6 * rng.normal(size=500)
-  with pytest.raises(DataError, match='channel 1 varies by .*below float32 resolution'):
+  # A variation float64 cannot resolve beside the channel's mean is named as such.
+  x[:, 1] = 1e4 + 3e-12 * rng.normal(size=500)
+  with pytest.raises(DataError, match='channel 1 varies by .*below float64 resolution'):
     data_lib.Normalizer.fit(x, what='witness channel')
+
+
+def test_offsets_keep_their_resolution_from_file_to_prediction(rng, tmp_path):
+  # DC-coupled sensors: 1e4 +- 1e-3 and -3e5 +- 1e-3. Cast to float32 the first takes 8
+  # values and the second one; loaded, scaled and inverted in float64 they are like any other.
+  wiggle = rng.normal(size=(4000, 2))
+  offsets = np.array([1e4, -3e5])
+  path = str(tmp_path / 'offsets.npz')
+  np.savez(path, witnesses=offsets + 1e-3 * wiggle, target=2e6 + 1e-2 * wiggle[:, 0], fs=64.0)
+  rec = data_lib.load_recording(path)
+  norm = data_lib.Normalizer.fit(rec.witnesses)
+  z = norm.apply(rec.witnesses)
+  assert z.dtype == np.float32
+  expected = (wiggle - wiggle.mean(0)) / wiggle.std(0)
+  np.testing.assert_allclose(z, expected, atol=1e-5)
+  target_norm = data_lib.Normalizer.fit(rec.target)
+  back = target_norm.invert(target_norm.apply(rec.target[:, None]))[:, 0]
+  assert back.dtype == np.float64
+  np.testing.assert_allclose(back - 2e6, 1e-2 * wiggle[:, 0], atol=1e-7)
+  # Scaled in blocks, the same numbers; float32 samples stay float32 (no detail to keep).
+  np.testing.assert_array_equal(norm.apply(rec.witnesses, block=7), z)
+  np.savez(path, witnesses=wiggle.astype(np.float32), target=wiggle[:, 0].astype(np.float32))
+  assert data_lib.load_recording(path).witnesses.dtype == np.float32
 
 
 def test_streams_are_continuous_and_stay_inside_records():
