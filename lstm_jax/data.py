@@ -207,7 +207,8 @@ def validate(rec: Recording, min_len: int = 2) -> Recording:
     raise DataError(f'{name}: sampling rate fs must be positive, got {rec.fs}')
   noise = None
   if rec.noise is not None:
-    noise = _as_float(name, rec.noise, 'noise').reshape(-1).astype(_kept_dtype(rec.noise))
+    noise = _as_float(name, rec.noise, 'noise').reshape(-1)
+    noise = noise.astype(_kept_dtype(rec.noise), copy=False)
     if noise.shape[0] != tgt.shape[0] or not np.all(np.isfinite(noise)):
       raise DataError(f'{name}: noise must be finite and as long as target ({tgt.shape[0]})')
   return Recording(wit.astype(_kept_dtype(rec.witnesses), copy=False),
@@ -359,7 +360,7 @@ class Normalizer:
 
   @classmethod
   def from_dict(cls, d):
-    return cls(np.asarray(d['offset']), np.asarray(d['scale']))
+    return cls(d['offset'], d['scale'])  # __post_init__ makes them float64 arrays
 
 
 # --------------------------------------------------------------------------- streams

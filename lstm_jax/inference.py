@@ -140,9 +140,7 @@ class StreamingPredictor:
   def push(self, witnesses_TxC) -> np.ndarray:
     """Feeds witnesses (T, C) or (B, T, C) in physical units; returns the prediction in target
     units, (T,) or (B, T)."""
-    x = np.asarray(witnesses_TxC)  # any float width: the normalizer works in float64 blocks
-    if x.dtype.kind != 'f':
-      x = x.astype(np.float64)
+    x = np.asarray(witnesses_TxC)  # as given: the normalizer scales in float64 blocks
     squeeze = x.ndim == 2
     if squeeze:
       x = x[None]
