@@ -31,7 +31,7 @@ CELL_OPTIONS = flags.DEFINE_string('cell_options', '', "Our cell's options, 'key
 PLATFORM = flags.DEFINE_string('platform', '', 'JAX_PLATFORMS for the workers (cpu, gpu).')
 PEERS = flags.DEFINE_list('peers', list(bench.PEERS), 'Peers to time: flax,keras,torch.')
 VARIANTS = flags.DEFINE_list('variants', [], 'Extra variants of ours, each key=value[+key=value] '
-                             '(unroll, hoist, backward, remat, donate, gates=plain, eigen=multi).')
+                             '(unroll, hoist, backward, loop, remat, donate, gates=plain, eigen=multi).')
 TORCH_THREADS = flags.DEFINE_list('torch_threads', ['1', '2'], 'One torch worker per count.')
 EIGEN = flags.DEFINE_enum('eigen', 'auto', ['auto', 'single', 'multi'],
                           'XLA CPU Eigen threading for every JAX system alike; auto: single '
@@ -41,7 +41,11 @@ LATENCY = flags.DEFINE_boolean('latency', False, 'Instead of throughput: online-
 MODEL_DIR = flags.DEFINE_string('model_dir', '', 'With --latency: a trained model/ directory.')
 BLOCK_SECONDS = flags.DEFINE_float('block_seconds', 1.0 / 16, 'With --latency: block duration.')
 LATENCY_FS = flags.DEFINE_float('latency_fs', 2048.0, 'With --latency: sampling rate in Hz.')
-PEAK = flags.DEFINE_boolean('peak', True, 'Also time a 2048^2 matmul (the GFLOP/s peak).')
+PEAK = flags.DEFINE_boolean('peak', True, 'Also time a square matmul (the GFLOP/s peak).')
+PEAK_N = flags.DEFINE_integer('peak_n', 2048, 'Size of the peak matmul (8192 fills a GPU).')
+CONCURRENT_START = flags.DEFINE_boolean(
+    'concurrent_start', False, 'Start and compile all workers at once (a many-core host); '
+    'timing stays one call at a time.')
 REPS = flags.DEFINE_integer('reps', 15, 'Timed calls per system (>= 10).')
 OUT = flags.DEFINE_string('out', 'results/bench_runs.jsonl', 'JSON lines are appended here.')
 BATCH = flags.DEFINE_integer('batch', None, 'Overrides the workload batch.')
@@ -101,14 +105,16 @@ def main(argv):
     w = dataclasses.replace(bench.WORKLOADS[WORKLOAD.value], **sizes)
     peak = None
     if PEAK.value:
-      rec, = bench.measure([bench.System('matmul 2048^2', 'matmul', {})], w, 'fwd', DTYPE.value,
-                           10, PLATFORM.value)
+      n = PEAK_N.value
+      rec, = bench.measure([bench.System(f'matmul {n}^2', 'matmul', {'n': n})], w, 'fwd',
+                           DTYPE.value, 10, PLATFORM.value)
       peak = rec['gflop_per_s']
       bench.write_jsonl(OUT.value, [dict(rec, workload_name='matmul_peak')])
     for mode in MODE.value:
       if mode not in ('fwd', 'train'):
         raise ValueError(f'--mode: expected fwd or train, got {mode!r}')
-      records = bench.measure(_systems(w), w, mode, DTYPE.value, REPS.value, PLATFORM.value)
+      records = bench.measure(_systems(w), w, mode, DTYPE.value, REPS.value, PLATFORM.value,
+                              concurrent_start=CONCURRENT_START.value)
       for r in records:
         r['workload_name'] = WORKLOAD.value
       bench.write_jsonl(OUT.value, records)

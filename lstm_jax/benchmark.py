@@ -148,7 +148,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
   ``options`` (all optional): unroll, hoist (true|false), backward, backward_gates, layout,
-  remat, donate, xla_options (auto|none: ``ScanConfig.compiler_options``, as the library's
+  loop (scan|pallas), remat, donate, xla_options (auto|none: ``ScanConfig.compiler_options``, as the library's
   training and streaming pass them, or XLA's defaults), gates
   (fused|plain: the one-tanh gate activation or one function per gate), cell and
   cell_options (``lstm_jax.cells``; default lstm).
@@ -167,7 +167,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
       matmul_dtype='bfloat16' if dtype == 'bf16' else 'float32',
       remat=str(options.get('remat', 'false')).lower() == 'true',
       backward_gates=options.get('backward_gates', 'auto'),
-      layout=options.get('layout', 'auto'))
+      layout=options.get('layout', 'auto'), loop=options.get('loop', 'scan'))
   if options.get('gates', 'fused') == 'plain':
     # Ablation of the one-tanh trick, in this worker process only.
     cell_lib.activate_gates = cell_lib.activate_gates_plain
@@ -266,7 +266,8 @@ def build_torch(w: Workload, mode: str, dtype: str, options: dict) -> Built:
 
   torch.set_num_threads(int(options.get('threads', 1)))
   torch.manual_seed(0)
-  device = 'cuda' if options.get('platform') == 'gpu' and torch.cuda.is_available() else 'cpu'
+  device = ('cuda' if options.get('platform') in ('gpu', 'cuda') and torch.cuda.is_available()
+            else 'cpu')
 
   class TorchStack(torch.nn.Module):
 
@@ -312,7 +313,11 @@ def build_torch(w: Workload, mode: str, dtype: str, options: dict) -> Built:
       state['c'] = [(h.detach(), c.detach()) for h, c in carry]
       sync()
   return Built(call, 0.0, {'threads': torch.get_num_threads(), 'device': device,
+                           'device_kind': (torch.cuda.get_device_name() if device == 'cuda'
+                                           else 'cpu'),
                            'torch': torch.__version__,
+                           'cudnn': (torch.backends.cudnn.version() if device == 'cuda'
+                                     else None),
                            'n_params': sum(p.numel() for p in model.parameters())})
 
 
@@ -386,6 +391,10 @@ class Worker:
                    [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] + sys.path))
     if platform_:
       env['JAX_PLATFORMS'] = platform_
+    if platform_ not in ('', 'cpu'):
+      # Several JAX workers share one accelerator: each takes memory as it needs it instead
+      # of the default 75% of the device at start.
+      env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
     self.log = tempfile.TemporaryFile(mode='w+')
     self.proc = subprocess.Popen(
         [sys.executable, '-c', 'import sys; from lstm_jax import benchmark; '
@@ -430,24 +439,34 @@ def peer_available(name: str) -> bool:
 
 
 def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platform_: str = '',
-            warmup: int = 2, log: Callable[[str], None] = print) -> list:
+            warmup: int = 2, log: Callable[[str], None] = print,
+            concurrent_start: bool = False) -> list:
   """Times every system ``reps`` times, alternating them; returns one record per system.
 
   Workers start one after another (compiling alone, so compile times are not inflated by a
-  neighbour), then idle on stdin while the others run.
+  neighbour), or all at once with ``concurrent_start`` (for a many-core host, where the
+  start-ups would otherwise dominate a run), then idle on stdin while the others run.
+  Timing is always one call at a time.
   """
   workers = []
+
+  def admit(wk: Worker):
+    try:
+      wk.wait_ready()
+    except RuntimeError as e:
+      log(f'skipping {wk.sys.label}: {str(e).splitlines()[-1]}')
+      return
+    log(f'{wk.sys.label}: compiled in {wk.ready["compile_s"]:.2f} s '
+        f'({wk.ready["info"].get("compile_cpu_s", 0.0):.2f} s CPU)')
+    workers.append(wk)
+
   try:
-    for s in systems:
-      wk = Worker(s, w, mode, dtype, platform_, warmup)
-      try:
-        wk.wait_ready()
-      except RuntimeError as e:
-        log(f'skipping {s.label}: {str(e).splitlines()[-1]}')
-        continue
-      log(f'{s.label}: compiled in {wk.ready["compile_s"]:.2f} s '
-          f'({wk.ready["info"].get("compile_cpu_s", 0.0):.2f} s CPU)')
-      workers.append(wk)
+    if concurrent_start:
+      for wk in [Worker(s, w, mode, dtype, platform_, warmup) for s in systems]:
+        admit(wk)
+    else:
+      for s in systems:
+        admit(Worker(s, w, mode, dtype, platform_, warmup))
     times = {wk.sys.label: [] for wk in workers}
     cpu = {wk.sys.label: [] for wk in workers}
     for r in range(reps):

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import cell as cell_lib
+from lstm_jax import pallas_loop
 from lstm_jax.cell import LSTMCarry, LSTMParams
 
 _SLOPES = {'hard_sigmoid': 0.2, 'hard_sigmoid_keras2': 0.2, 'hard_sigmoid_keras3': 1.0 / 6.0}
@@ -51,6 +52,10 @@ class ScanConfig:
       on CPU with the custom backward (whose training forward stays batch-major) where it
       measured faster: batch >= 8 with hidden >= 256, and batch 8-15 with hidden 128-255;
       batch otherwise (see BUILD_NOTES.md).
+    loop: ``scan`` (``lax.scan`` over the step) or ``pallas`` (one Pallas/Triton kernel runs
+      the whole chunk, forward and the custom backward's reverse scan: no per-step launches
+      on a GPU; ``lstm_jax.pallas_loop``). ``pallas`` needs the custom backward, f32 matmuls
+      and a power-of-two hidden size; on CPU it runs in Pallas' interpreter (tests only).
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
@@ -61,6 +66,7 @@ class ScanConfig:
   remat: bool = False
   backward_gates: str = 'auto'
   layout: str = 'auto'
+  loop: str = 'scan'
 
   def __post_init__(self):
     cell_lib.check_activations(self.recurrent_activation, self.activation)
@@ -73,6 +79,11 @@ class ScanConfig:
                        f'{self.backward_gates!r}')
     if self.layout not in ('auto', 'batch', 'feature'):
       raise ValueError(f"layout must be 'auto', 'batch' or 'feature', got {self.layout!r}")
+    if self.loop not in ('scan', 'pallas'):
+      raise ValueError(f"loop must be 'scan' or 'pallas', got {self.loop!r}")
+    if self.loop == 'pallas' and (self.backward != 'custom' or self.remat):
+      raise ValueError("loop='pallas' needs backward='custom' and remat=False (its kernels "
+                       'have no autodiff rule)')
     if self.unroll < 0:
       raise ValueError(f'unroll must be >= 1, or 0 to pick per platform, got {self.unroll}')
 
@@ -124,6 +135,15 @@ def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig
                   save_residuals: bool):
   """Runs the layer over time (time-major). Returns (carry, h_TxBxH, gates_TxBx4H, c_TxBxH)."""
   batch, hidden = carry.h.shape
+  if cfg.loop == 'pallas':
+    pallas_loop.check_supported(hidden, cfg.matmul_dtype)
+    xs = jnp.einsum('tbc,cg->tbg', x_TxBxC, params.kernel,
+                    preferred_element_type=carry.h.dtype) + params.bias[None, None]
+    h_T, c_T, *outs = pallas_loop.forward(xs, params.recurrent, carry.h, carry.c,
+                                          cfg.recurrent_activation, cfg.activation,
+                                          save_residuals)
+    carry = LSTMCarry(h_T.astype(carry.h.dtype), c_T.astype(carry.c.dtype))
+    return (carry, *outs) if save_residuals else (carry, outs[0], None, None)
   feature_major = not save_residuals and cfg.feature_major(batch, hidden)
   # Feature-major: every per-step array is (features, B) instead of (B, features); the
   # layer's inputs and outputs keep the batch-major layout.
@@ -219,20 +239,16 @@ def _layer_custom_fwd(params, carry, x_TxBxC, cfg):
   return (new_carry, h), (params, carry, x_TxBxC, h, gates, c)
 
 
-def _layer_custom_bwd(cfg, residuals, cotangents):
-  params, carry0, x, h, gates, c = residuals
-  (dh_T, dc_T), dh_out = cotangents
-  f32 = carry0.h.dtype
+def _reverse_scan(cfg: ScanConfig, recurrent_Hx4H, dh_out, gates, c, c_prev, dh_T, dc_T):
+  """The custom backward's recurrent part as a ``lax.scan``: ``((dh_0, dc_0), dz_TxBx4H)``."""
+  f32 = dh_T.dtype
   dt = _mm_dtype(cfg) or f32
-  steps, batch = h.shape[:2]
-  h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
+  batch = dh_T.shape[0]
   # Above batch 1, U^T as its own array (the barrier stops XLA folding the transpose into the
   # per-step dot's dimension numbers, which runs slower; measured in BUILD_NOTES.md).
-  u_t = params.recurrent.T.astype(dt)
+  u_t = recurrent_Hx4H.T.astype(dt)
   if not cfg.latency_bound(batch):
     u_t = jax.lax.optimization_barrier(u_t)
-
-  c_prev = jnp.concatenate([carry0.c[None], c[:-1]], axis=0)
   hoisted = cfg.hoists_backward_gates(batch)
 
   def step(back, inputs):
@@ -250,8 +266,23 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
 
   per_step = ((dh_out,) + _backward_coefficients(gates, c, c_prev, cfg) if hoisted
               else (dh_out, gates, c, c_prev))
-  (dh0, dc0), dz = jax.lax.scan(step, (dh_T, dc_T), per_step, reverse=True,
-                                unroll=cfg.unroll_for(batch, training=True, reverse=True))
+  return jax.lax.scan(step, (dh_T, dc_T), per_step, reverse=True,
+                      unroll=cfg.unroll_for(batch, training=True, reverse=True))
+
+
+def _layer_custom_bwd(cfg, residuals, cotangents):
+  params, carry0, x, h, gates, c = residuals
+  (dh_T, dc_T), dh_out = cotangents
+  f32 = carry0.h.dtype
+  dt = _mm_dtype(cfg) or f32
+  steps, batch = h.shape[:2]
+  h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
+  c_prev = jnp.concatenate([carry0.c[None], c[:-1]], axis=0)
+  if cfg.loop == 'pallas':
+    dh0, dc0, dz = pallas_loop.backward(dh_out, *_backward_coefficients(gates, c, c_prev, cfg),
+                                        params.recurrent, dh_T, dc_T)
+  else:
+    (dh0, dc0), dz = _reverse_scan(cfg, params.recurrent, dh_out, gates, c, c_prev, dh_T, dc_T)
   # Weight gradients: one contraction over all time steps and the batch, flattened into one
   # axis (a 2-D contraction runs at about twice the GFLOP/s of the same einsum over two
   # contracting axes on XLA CPU; BUILD_NOTES.md).

@@ -178,3 +178,44 @@ def test_cli_rejects_too_few_reps():
                          '--nopeak'], capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == 'error: --reps must be >= 10, got 3'
+
+
+def test_pallas_loop_matches_reference():
+  """``loop='pallas'`` (Pallas' interpreter on CPU, its Triton kernels on a GPU) computes the
+  reference's forward, carry and train-step gradients, one kernel program per sequence."""
+  sizes, batch = (8, 4), 3
+
+  def run(scan):
+    model = LSTMRegressor(lstm_sizes=sizes, head_sizes=(4,), out_size=2, scan=scan)
+    x = jax.random.normal(jax.random.key(0), (batch, 6, 3))
+    y = jax.random.normal(jax.random.key(1), (batch, 6, 2))
+    carry = tuple(cell_lib.LSTMCarry(0.3 * jax.random.normal(jax.random.key(2 + k), (batch, n)),
+                                     0.3 * jax.random.normal(jax.random.key(5 + k), (batch, n)))
+                  for k, n in enumerate(sizes))
+    params = LSTMRegressor(lstm_sizes=sizes, head_sizes=(4,), out_size=2).init(
+        jax.random.key(9), carry, x)['params']
+    params = jax.tree.map(lambda p: p + 0.2 * jax.random.normal(jax.random.key(11), p.shape),
+                          params)
+
+    def loss(p, c):
+      new_c, pred = model.apply({'params': p}, c, x)
+      return jnp.mean(jnp.square(pred - y)) + sum(jnp.sum(k.h * k.c) for k in new_c)
+
+    forward = jax.jit(lambda p, c: model.apply({'params': p}, c, x))(params, carry)
+    return forward, jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, carry)
+
+  want, got = run(REFERENCE), run(ScanConfig(loop='pallas'))
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, atol=3e-6, rtol=3e-5)
+
+
+def test_pallas_loop_refuses_what_it_cannot_run():
+  with pytest.raises(ValueError, match='backward'):
+    ScanConfig(loop='pallas', backward='autodiff')
+  model = LSTMRegressor(lstm_sizes=(6,), scan=ScanConfig(loop='pallas'))
+  with pytest.raises(ValueError, match='power-of-two hidden size.*got 6'):
+    model.init(jax.random.key(0), model.initialize_carry(1), jnp.ones((1, 4, 2)))
+  model = LSTMRegressor(lstm_sizes=(8,), scan=ScanConfig(loop='pallas', matmul_dtype='bfloat16'))
+  with pytest.raises(ValueError, match='float32'):
+    model.init(jax.random.key(0), model.initialize_carry(1), jnp.ones((1, 4, 2)))

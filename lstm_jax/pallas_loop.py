@@ -1,0 +1,129 @@
+"""The LSTM time loop as one Pallas (Triton) kernel per layer: ``ScanConfig(loop='pallas')``.
+
+On a GPU, ``lax.scan`` launches the step's kernels again at every time step, so at small batch
+a step costs several microseconds of launches for a few thousand multiply-adds. Here one
+kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s ``h`` and
+``c`` in registers through a ``fori_loop`` over time, reading each step's hoisted input
+projection and the recurrent weight (L1/L2-resident) and writing ``h_t``. The recurrent product
+is a broadcast multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step
+has one), so there are no TF32 products: the kernel computes the reference's function.
+
+The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
+in the same form; the weight gradients stay single einsums after it. On CPU both kernels run in
+Pallas' interpreter, which is how the tests check them against the plain scan.
+
+Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
+small enough to stream from cache each step (the per-step temporary is ``H x H`` per gate).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import cell as cell_lib
+
+
+def _gate_fns(recurrent_activation: str, activation: str):
+  if recurrent_activation == 'sigmoid':
+    rec = lambda v: 0.5 * jnp.tanh(0.5 * v) + 0.5  # the library's one-tanh form
+  else:
+    rec = cell_lib.RECURRENT_ACTIVATIONS[recurrent_activation]
+  return (rec, rec, cell_lib.ACTIVATIONS[activation], rec)
+
+
+def check_supported(hidden_size: int, matmul_dtype: str) -> None:
+  if hidden_size & (hidden_size - 1):
+    raise ValueError(f"loop='pallas' needs a power-of-two hidden size (Triton block shapes), "
+                     f'got {hidden_size}; use loop=\'scan\'')
+  if matmul_dtype != 'float32':
+    raise ValueError(f"loop='pallas' computes in float32, got matmul_dtype={matmul_dtype!r}")
+
+
+def _call(kernel, out_shape, hidden_size: int, batch: int, *args):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as pl_triton
+  interpret = jax.default_backend() == 'cpu'
+  params = None if interpret else pl_triton.CompilerParams(
+      num_warps=4 if hidden_size <= 64 else 8, num_stages=1)
+  return pl.pallas_call(kernel, out_shape=out_shape, grid=(batch,), interpret=interpret,
+                        compiler_params=params)(*args)
+
+
+def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str,
+            activation: str, save_residuals: bool):
+  """``xs = x W + b`` for the chunk (time-major) -> ``(h_T, c_T, h_TxBxH[, gates, c_TxBxH])``."""
+  from jax.experimental import pallas as pl
+  steps, batch, four_h = xs_TxBx4H.shape
+  n = four_h // 4
+  acts = _gate_fns(recurrent_activation, activation)
+
+  def kernel(xs_ref, u_ref, h0_ref, c0_ref, hT_ref, cT_ref, hs_ref, *residual_refs):
+    b = pl.program_id(0)
+    row = pl.ds(b, 1)
+
+    def step(t, hc):
+      h, c = hc
+      h_col = h[:, :, None]  # (1, H, 1): h[j] times row j of each gate's weight block
+      gates = []
+      for k, act in enumerate(acts):
+        block = pl.ds(k * n, n)
+        z = xs_ref[t, row, block] + jnp.sum(h_col * u_ref[:, block][None], axis=1)
+        gates.append(act(z))
+      i, f, g, o = gates
+      c = f * c + i * g
+      h = o * acts[2](c)
+      hs_ref[t, row, :] = h
+      if save_residuals:
+        gates_ref, cs_ref = residual_refs
+        for k, gate in enumerate(gates):
+          gates_ref[t, row, pl.ds(k * n, n)] = gate
+        cs_ref[t, row, :] = c
+      return h, c
+
+    h, c = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :]))
+    hT_ref[row, :] = h
+    cT_ref[row, :] = c
+
+  f32 = jnp.float32
+  shape = lambda *s: jax.ShapeDtypeStruct(s, f32)
+  out = [shape(batch, n), shape(batch, n), shape(steps, batch, n)]
+  if save_residuals:
+    out += [shape(steps, batch, four_h), shape(steps, batch, n)]
+  return _call(kernel, tuple(out), n, batch, xs_TxBx4H.astype(f32),
+               recurrent_Hx4H.astype(f32), h0_BxH.astype(f32), c0_BxH.astype(f32))
+
+
+def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T):
+  """The reverse scan of the custom backward, from its hoisted gate-wise factors
+  (``recurrent._backward_coefficients``). Returns ``(dh_0, dc_0, dz_TxBx4H)``."""
+  from jax.experimental import pallas as pl
+  steps, batch, n = dh_out_TxBxH.shape
+
+  def kernel(dho_ref, pd_ref, oc_ref, f_ref, u_ref, dhT_ref, dcT_ref, dh0_ref, dc0_ref,
+             dz_ref):
+    b = pl.program_id(0)
+    row = pl.ds(b, 1)
+
+    def step(s, back):
+      t = steps - 1 - s
+      dh_next, dc_next = back
+      dh = dho_ref[t, row, :] + dh_next
+      dc = dc_next + dh * oc_ref[t, row, :]
+      dh_prev = jnp.zeros_like(dh)
+      for k, d in enumerate((dc, dc, dc, dh)):  # dz = [dc, dc, dc, dh] * (P * D)
+        block = pl.ds(k * n, n)
+        dz = d * pd_ref[t, row, block]
+        dz_ref[t, row, block] = dz
+        # dh_prev[j] += sum_m dz[m] U[j, k n + m]
+        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * u_ref[:, block][None], axis=2)
+      return dh_prev, dc * f_ref[t, row, :]
+
+    dh0, dc0 = jax.lax.fori_loop(0, steps, step, (dhT_ref[row, :], dcT_ref[row, :]))
+    dh0_ref[row, :] = dh0
+    dc0_ref[row, :] = dc0
+
+  f32 = jnp.float32
+  shape = lambda *s: jax.ShapeDtypeStruct(s, f32)
+  out = (shape(batch, n), shape(batch, n), shape(steps, batch, 4 * n))
+  return _call(kernel, out, n, batch, *(a.astype(f32) for a in (
+      dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T)))
