@@ -28,7 +28,8 @@ UNROLL = flags.DEFINE_integer('unroll', 0, 'Our lax.scan unroll (0: the library 
 HOIST = flags.DEFINE_enum('hoist', 'auto', ['auto', 'true', 'false'], 'Our input projection.')
 CELL = flags.DEFINE_string('cell', 'lstm', 'Our recurrent cell (lstm_jax.cells registry).')
 CELL_OPTIONS = flags.DEFINE_string('cell_options', '', "Our cell's options, 'key=value,...'.")
-PLATFORM = flags.DEFINE_string('platform', '', 'JAX_PLATFORMS for the workers (cpu, gpu).')
+PLATFORM = flags.DEFINE_string('platform', '', 'JAX_PLATFORMS for the workers: cpu, cuda (gpu '
+                               'is read as cuda; torch then runs on CUDA too), tpu.')
 PEERS = flags.DEFINE_list('peers', list(bench.PEERS), 'Peers to time: flax,keras,torch.')
 VARIANTS = flags.DEFINE_list('variants', [], 'Extra variants of ours, each key=value[+key=value] '
                              '(unroll, hoist, backward, loop, remat, donate, gates=plain, eigen=multi).')

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 3's GPU study in one call of the device tool: every workload against Flax and PyTorch
-# (cuDNN), ours with GPU-relevant variants, then the fast-path parity tests on the GPU.
+# Issue 3's GPU study in one call of the device tool: our loop's forms ranked in one process,
+# every workload against Flax and PyTorch (cuDNN) with ours' variants, then the fast-path
+# parity tests on the GPU.
 # Usage (repo root, a machine with one GPU and jax/flax/optax/torch installed):
 #   OUT=/some/dir bash experiments/gpu_benchmarks.sh
 # Each section has its own time limit so a slow one cannot starve the rest; JSON lines land
@@ -31,6 +32,9 @@ p = m.init(jax.random.key(0), c, x)['params']
 loss = lambda p: jnp.mean(m.apply({'params': p}, c, x)[1] ** 2)
 g = jax.jit(jax.grad(loss))(p)
 print('smoke ok on', jax.devices()[0].device_kind, 'grad leaves', len(jax.tree.leaves(g)))
+from lstm_jax.recurrent import ScanConfig
+print('default backend', jax.default_backend(), '| loop=auto runs the seed layers on Pallas:',
+      [ScanConfig().uses_pallas(1, n) for n in (64, 16, 8)])
 try:  # the Pallas loop: same gradients as the scan, or the reason it fails here
   from lstm_jax.recurrent import ScanConfig
   mp = LSTMRegressor(scan=ScanConfig(loop='pallas'))
@@ -44,20 +48,20 @@ EOF
 
 bench() {  # time limit (s), then flags; $BENCH_FLAGS (say --steps=32) for a dry run
   local limit=$1; shift
-  timeout "$limit" python3 -m experiments.benchmark --platform="${PLATFORM:-gpu}" \
+  timeout "$limit" python3 -m experiments.benchmark --platform="${PLATFORM:-cuda}" \
     --peers=flax,torch --torch_threads=1 --concurrent_start --peak_n=8192 --out="$J" "$@" \
     ${BENCH_FLAGS:-} 2>&1 | tee -a "$LOG"
 }
-bench 160 --workload=seed --mode=fwd,train --reps=15 --variants=loop=pallas,unroll=4,hoist=false
-bench 80 --workload=wide --mode=fwd,train --reps=10 --peak=false
-bench 70 --workload=long --mode=fwd --reps=10 --variants=loop=pallas,unroll=4 --peak=false
-bench 100 --workload=long --mode=train --reps=10 --peak=false
+# Our loop's forms ranked in one process (scan unrolls, Pallas warp counts).
+timeout 130 python3 -m experiments.gpu_loop_study --out="$OUT/gpu_loop_study.json" 2>&1 \
+  | grep -v "^[IW][0-9]" | tee -a "$LOG"
+bench 90 --workload=seed --mode=fwd,train --reps=10 --variants=loop=scan,loop=scan+unroll=1
+bench 50 --workload=wide --mode=fwd,train --reps=10 --peak=false
+bench 80 --workload=long --mode=fwd,train --reps=10 --peak=false --variants=loop=pallas
 
 # The fast paths compute the reference's function on this device too (full f32 matmuls).
-JAX_DEFAULT_MATMUL_PRECISION=float32 timeout 100 python3 -m pytest -q -p no:cacheprovider \
+JAX_DEFAULT_MATMUL_PRECISION=float32 timeout 60 python3 -m pytest -q -p no:cacheprovider \
   ${PYTEST_FLAGS:--n 8} tests/test_fast_paths.py tests/test_recurrent.py \
   -k "reference or equals_plain or bfloat16 or chain_rule or matches or chunks or hard_sigmoid \
-or check_grads or pallas" 2>&1 | tail -12 | tee -a "$LOG"
-
-bench 45 --workload=wide --mode=fwd,train --reps=10 --dtype=bf16 --peak=false
+or check_grads or pallas or loop_auto or unroll_zero" 2>&1 | tail -12 | tee -a "$LOG"
 nvidia-smi --query-gpu=clocks.sm,memory.used,temperature.gpu --format=csv | tee -a "$LOG"

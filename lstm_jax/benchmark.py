@@ -148,7 +148,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
   ``options`` (all optional): unroll, hoist (true|false), backward, backward_gates, layout,
-  loop (scan|pallas), remat, donate, xla_options (auto|none: ``ScanConfig.compiler_options``, as the library's
+  loop (auto|scan|pallas), remat, donate, xla_options (auto|none: ``ScanConfig.compiler_options``, as the library's
   training and streaming pass them, or XLA's defaults), gates
   (fused|plain: the one-tanh gate activation or one function per gate), cell and
   cell_options (``lstm_jax.cells``; default lstm).
@@ -167,7 +167,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
       matmul_dtype='bfloat16' if dtype == 'bf16' else 'float32',
       remat=str(options.get('remat', 'false')).lower() == 'true',
       backward_gates=options.get('backward_gates', 'auto'),
-      layout=options.get('layout', 'auto'), loop=options.get('loop', 'scan'))
+      layout=options.get('layout', 'auto'), loop=options.get('loop', 'auto'))
   if options.get('gates', 'fused') == 'plain':
     # Ablation of the one-tanh trick, in this worker process only.
     cell_lib.activate_gates = cell_lib.activate_gates_plain
@@ -390,7 +390,8 @@ class Worker:
                KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
                    [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] + sys.path))
     if platform_:
-      env['JAX_PLATFORMS'] = platform_
+      # Under JAX_PLATFORMS=gpu every JAX worker failed on jax 0.11.2 (H200); cuda ran.
+      env['JAX_PLATFORMS'] = 'cuda' if platform_ == 'gpu' else platform_
     if platform_ not in ('', 'cpu'):
       # Several JAX workers share one accelerator: each takes memory as it needs it instead
       # of the default 75% of the device at start.
@@ -454,7 +455,10 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
     try:
       wk.wait_ready()
     except RuntimeError as e:
-      log(f'skipping {wk.sys.label}: {str(e).splitlines()[-1]}')
+      # The error's own line, not JAX's closing note about filtered frames.
+      lines = [l for l in str(e).splitlines() if l.strip() and not l.startswith(
+          ('For simplicity', '----'))]
+      log(f'skipping {wk.sys.label}: {lines[-1] if lines else e}')
       return
     log(f'{wk.sys.label}: compiled in {wk.ready["compile_s"]:.2f} s '
         f'({wk.ready["info"].get("compile_cpu_s", 0.0):.2f} s CPU)')

@@ -10,6 +10,8 @@ samples, (B, n_taps - 1, C). Loading needs only ``jax`` (and ``flatbuffers``, wh
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 from jax import export as jax_export
 import jax.numpy as jnp
@@ -30,7 +32,10 @@ def fir_filter(weights_CxK, bias, history_BxHxC, x_BxTxC):
 
 def export_trained(trained, batch_size: int = 1) -> jax_export.Exported:
   """Exports ``trained`` (a ``TrainedModel``) for ``batch_size`` parallel streams."""
-  model = trained.model
+  # A lax.scan, rolled: the artifact stays portable and symbolic in time (a Pallas kernel is
+  # neither, and the GPU's unroll would need a static length).
+  model = trained.model.clone(scan=dataclasses.replace(
+      trained.model.scan, loop='scan', unroll=trained.model.scan.unroll or 1))
   variables = {'params': trained.params}
   # The exported program takes float32 witnesses, so it scales in float32: a channel far from
   # zero (relative variation below ~1e-5) loses resolution here that TrainedModel.predict keeps.

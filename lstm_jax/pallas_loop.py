@@ -4,9 +4,10 @@ On a GPU, ``lax.scan`` launches the step's kernels again at every time step, so 
 a step costs several microseconds of launches for a few thousand multiply-adds. Here one
 kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s ``h`` and
 ``c`` in registers through a ``fori_loop`` over time, reading each step's hoisted input
-projection and the recurrent weight (L1/L2-resident) and writing ``h_t``. The recurrent product
-is a broadcast multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step
-has one), so there are no TF32 products: the kernel computes the reference's function.
+projection (loaded one step ahead) and the recurrent weight (L1/L2-resident) and writing
+``h_t``. The recurrent product is a broadcast multiply and a sum along the weight's contiguous
+axis, in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step has one), so there are no TF32
+products: the kernel computes the reference's function.
 
 The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
 in the same form; the weight gradients stay single einsums after it. On CPU both kernels run in
@@ -39,12 +40,19 @@ def check_supported(hidden_size: int, matmul_dtype: str) -> None:
     raise ValueError(f"loop='pallas' computes in float32, got matmul_dtype={matmul_dtype!r}")
 
 
+def num_warps(hidden_size: int) -> int:
+  """Warps per program: the step's H x H products spread over 32-lane warps (about 32 values
+  per lane per gate), and no more warps than that, since the row sums then cross warps
+  through shared memory on the step's critical path."""
+  return max(1, min(8, hidden_size * hidden_size // 1024))
+
+
 def _call(kernel, out_shape, hidden_size: int, batch: int, *args):
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as pl_triton
   interpret = jax.default_backend() == 'cpu'
   params = None if interpret else pl_triton.CompilerParams(
-      num_warps=4 if hidden_size <= 64 else 8, num_stages=1)
+      num_warps=num_warps(hidden_size), num_stages=1)
   return pl.pallas_call(kernel, out_shape=out_shape, grid=(batch,), interpret=interpret,
                         compiler_params=params)(*args)
 
@@ -57,17 +65,18 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
   n = four_h // 4
   acts = _gate_fns(recurrent_activation, activation)
 
-  def kernel(xs_ref, u_ref, h0_ref, c0_ref, hT_ref, cT_ref, hs_ref, *residual_refs):
+  def kernel(xs_ref, ut_ref, h0_ref, c0_ref, hT_ref, cT_ref, hs_ref, *residual_refs):
     b = pl.program_id(0)
     row = pl.ds(b, 1)
+    load_x = lambda t: tuple(xs_ref[t, row, pl.ds(k * n, n)] for k in range(4))
 
-    def step(t, hc):
-      h, c = hc
-      h_col = h[:, :, None]  # (1, H, 1): h[j] times row j of each gate's weight block
+    def step(t, state):
+      h, c, x_t = state
+      x_next = load_x(jnp.minimum(t + 1, steps - 1))  # issued early: off the h -> h chain
+      h_row = h[:, None, :]  # (1, 1, H): each gate's U^T block is (H out, H in)
       gates = []
       for k, act in enumerate(acts):
-        block = pl.ds(k * n, n)
-        z = xs_ref[t, row, block] + jnp.sum(h_col * u_ref[:, block][None], axis=1)
+        z = x_t[k] + jnp.sum(h_row * ut_ref[pl.ds(k * n, n), :][None], axis=2)
         gates.append(act(z))
       i, f, g, o = gates
       c = f * c + i * g
@@ -78,9 +87,9 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
         for k, gate in enumerate(gates):
           gates_ref[t, row, pl.ds(k * n, n)] = gate
         cs_ref[t, row, :] = c
-      return h, c
+      return h, c, x_next
 
-    h, c = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :]))
+    h, c, _ = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :], load_x(0)))
     hT_ref[row, :] = h
     cT_ref[row, :] = c
 
@@ -89,8 +98,9 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
   out = [shape(batch, n), shape(batch, n), shape(steps, batch, n)]
   if save_residuals:
     out += [shape(steps, batch, four_h), shape(steps, batch, n)]
+  # U^T: the step's sum then runs along the last (contiguous) axis, within a warp.
   return _call(kernel, tuple(out), n, batch, xs_TxBx4H.astype(f32),
-               recurrent_Hx4H.astype(f32), h0_BxH.astype(f32), c0_BxH.astype(f32))
+               recurrent_Hx4H.T.astype(f32), h0_BxH.astype(f32), c0_BxH.astype(f32))
 
 
 def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T):
@@ -104,21 +114,26 @@ def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, d
     b = pl.program_id(0)
     row = pl.ds(b, 1)
 
-    def step(s, back):
+    def load(t):  # step t's inputs, all independent of the backward chain
+      return (dho_ref[t, row, :], oc_ref[t, row, :], f_ref[t, row, :],
+              tuple(pd_ref[t, row, pl.ds(k * n, n)] for k in range(4)))
+
+    def step(s, state):
       t = steps - 1 - s
-      dh_next, dc_next = back
-      dh = dho_ref[t, row, :] + dh_next
-      dc = dc_next + dh * oc_ref[t, row, :]
+      dh_next, dc_next, (dh_o, oc, f, pd) = state
+      ahead = load(jnp.maximum(t - 1, 0))
+      dh = dh_o + dh_next
+      dc = dc_next + dh * oc
       dh_prev = jnp.zeros_like(dh)
       for k, d in enumerate((dc, dc, dc, dh)):  # dz = [dc, dc, dc, dh] * (P * D)
-        block = pl.ds(k * n, n)
-        dz = d * pd_ref[t, row, block]
-        dz_ref[t, row, block] = dz
-        # dh_prev[j] += sum_m dz[m] U[j, k n + m]
-        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * u_ref[:, block][None], axis=2)
-      return dh_prev, dc * f_ref[t, row, :]
+        dz = d * pd[k]
+        dz_ref[t, row, pl.ds(k * n, n)] = dz
+        # dh_prev[j] += sum_m dz[m] U[j, k n + m]: a sum along the last axis
+        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * u_ref[:, pl.ds(k * n, n)][None], axis=2)
+      return dh_prev, dc * f, ahead
 
-    dh0, dc0 = jax.lax.fori_loop(0, steps, step, (dhT_ref[row, :], dcT_ref[row, :]))
+    dh0, dc0, _ = jax.lax.fori_loop(
+        0, steps, step, (dhT_ref[row, :], dcT_ref[row, :], load(steps - 1)))
     dh0_ref[row, :] = dh0
     dc0_ref[row, :] = dc0
 

@@ -24,6 +24,10 @@ from lstm_jax.cell import LSTMCarry, LSTMParams
 _SLOPES = {'hard_sigmoid': 0.2, 'hard_sigmoid_keras2': 0.2, 'hard_sigmoid_keras3': 1.0 / 6.0}
 
 
+def _on_gpu() -> bool:
+  return jax.default_backend() in ('gpu', 'cuda', 'rocm')
+
+
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
   """Static options of the time loop (hashable, so it can be a jit static argument).
@@ -35,9 +39,9 @@ class ScanConfig:
     hoist_input: compute ``x W + b`` for the whole chunk in one matmul before the scan
       (``True``), or ``[x_t, h] @ [W; U]`` inside it (``False``). ``None`` picks per platform:
       in-loop on CPU, hoisted elsewhere (see BUILD_NOTES.md).
-    unroll: ``lax.scan`` unroll factor; 0 picks: at batch 1 on CPU, 4 for the custom backward's
-      forward (the one that saves residuals) and 2 for its reverse scan; 1 otherwise
-      (BUILD_NOTES.md: unroll speeds up that train step and slows inference; the reverse
+    unroll: ``lax.scan`` unroll factor; 0 picks: 4 on a GPU; at batch 1 on CPU, 4 for the
+      custom backward's forward (the one that saves residuals) and 2 for its reverse scan; 1
+      otherwise (BUILD_NOTES.md: unroll speeds up that train step and slows inference; the reverse
       scan's 2 instead of 4 costs about 2% of the step and saves about 0.5 s of compile).
     backward: ``custom`` (hand-written VJP) or ``autodiff``.
     matmul_dtype: ``float32`` or ``bfloat16`` matmul operands; carry and cell state stay f32.
@@ -56,6 +60,8 @@ class ScanConfig:
       the whole chunk, forward and the custom backward's reverse scan: no per-step launches
       on a GPU; ``lstm_jax.pallas_loop``). ``pallas`` needs the custom backward, f32 matmuls
       and a power-of-two hidden size; on CPU it runs in Pallas' interpreter (tests only).
+      ``auto`` picks ``pallas`` per layer on a GPU where it applies and measured faster
+      (hidden <= 64, batch <= 128), ``scan`` elsewhere (see BUILD_NOTES.md).
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
@@ -66,7 +72,7 @@ class ScanConfig:
   remat: bool = False
   backward_gates: str = 'auto'
   layout: str = 'auto'
-  loop: str = 'scan'
+  loop: str = 'auto'
 
   def __post_init__(self):
     cell_lib.check_activations(self.recurrent_activation, self.activation)
@@ -79,8 +85,8 @@ class ScanConfig:
                        f'{self.backward_gates!r}')
     if self.layout not in ('auto', 'batch', 'feature'):
       raise ValueError(f"layout must be 'auto', 'batch' or 'feature', got {self.layout!r}")
-    if self.loop not in ('scan', 'pallas'):
-      raise ValueError(f"loop must be 'scan' or 'pallas', got {self.loop!r}")
+    if self.loop not in ('auto', 'scan', 'pallas'):
+      raise ValueError(f"loop must be 'auto', 'scan' or 'pallas', got {self.loop!r}")
     if self.loop == 'pallas' and (self.backward != 'custom' or self.remat):
       raise ValueError("loop='pallas' needs backward='custom' and remat=False (its kernels "
                        'have no autodiff rule)')
@@ -102,9 +108,19 @@ class ScanConfig:
   def unroll_for(self, batch_size: int, training: bool, reverse: bool = False) -> int:
     if self.unroll:
       return self.unroll
+    if _on_gpu():
+      return 4  # fewer loop trips: 0.50-0.69x the time of unroll 1 on an H200 (BUILD_NOTES.md)
     if not (training and self.latency_bound(batch_size)):
       return 1
     return 2 if reverse else 4
+
+  def uses_pallas(self, batch_size: int, hidden_size: int) -> bool:
+    """Whether a layer of this size runs on ``lstm_jax.pallas_loop`` (see ``loop``)."""
+    if self.loop != 'auto':
+      return self.loop == 'pallas'
+    return (_on_gpu() and self.backward == 'custom' and not self.remat
+            and self.matmul_dtype == 'float32' and batch_size <= 128
+            and hidden_size <= 64 and not hidden_size & (hidden_size - 1))
 
   def hoists_backward_gates(self, batch_size: int) -> bool:
     if self.backward_gates == 'auto':
@@ -135,7 +151,7 @@ def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig
                   save_residuals: bool):
   """Runs the layer over time (time-major). Returns (carry, h_TxBxH, gates_TxBx4H, c_TxBxH)."""
   batch, hidden = carry.h.shape
-  if cfg.loop == 'pallas':
+  if cfg.uses_pallas(batch, hidden):
     pallas_loop.check_supported(hidden, cfg.matmul_dtype)
     xs = jnp.einsum('tbc,cg->tbg', x_TxBxC, params.kernel,
                     preferred_element_type=carry.h.dtype) + params.bias[None, None]
@@ -278,7 +294,7 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
   steps, batch = h.shape[:2]
   h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
   c_prev = jnp.concatenate([carry0.c[None], c[:-1]], axis=0)
-  if cfg.loop == 'pallas':
+  if cfg.uses_pallas(batch, h.shape[-1]):
     dh0, dc0, dz = pallas_loop.backward(dh_out, *_backward_coefficients(gates, c, c_prev, cfg),
                                         params.recurrent, dh_T, dc_T)
   else:

@@ -178,18 +178,39 @@ def test_bad_options_are_named():
     ScanConfig(layout='time')
 
 
-def test_unroll_zero_picks_per_platform():
-  """0: unroll 4 (forward) and 2 (reverse) only for training at batch 1 on CPU; an explicit
-  value wins."""
+def test_unroll_zero_picks_per_platform(monkeypatch):
+  """0: on CPU, unroll 4 (forward) and 2 (reverse) only for training at batch 1; on a GPU, 4
+  everywhere; an explicit value wins."""
   auto = ScanConfig()
-  on_cpu = jax.default_backend() == 'cpu'
-  assert auto.unroll_for(1, training=True) == (4 if on_cpu else 1)
-  assert auto.unroll_for(1, training=True, reverse=True) == (2 if on_cpu else 1)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  assert auto.unroll_for(1, training=True) == 4
+  assert auto.unroll_for(1, training=True, reverse=True) == 2
   assert auto.unroll_for(8, training=True, reverse=True) == 1
   assert ScanConfig(unroll=3).unroll_for(1, training=True, reverse=True) == 3
   assert auto.unroll_for(1, training=False) == 1
   assert auto.unroll_for(8, training=True) == 1
   assert ScanConfig(unroll=2).unroll_for(1, training=True) == 2
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert {auto.unroll_for(b, training=t, reverse=r)
+          for b in (1, 64) for t in (False, True) for r in (False, True)} == {4}
+  assert ScanConfig(unroll=1).unroll_for(1, training=False) == 1
+
+
+def test_loop_auto_runs_pallas_only_on_a_gpu_where_it_applies(monkeypatch):
+  auto = ScanConfig()
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  assert not auto.uses_pallas(1, 64)
+  assert ScanConfig(loop='pallas').uses_pallas(1, 64)  # explicit: the interpreter, for tests
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert auto.uses_pallas(1, 64) and auto.uses_pallas(128, 8)
+  assert not auto.uses_pallas(1, 128)  # measured slower than the unrolled scan (BUILD_NOTES)
+  assert not auto.uses_pallas(1, 48)  # Triton block shapes are powers of two
+  assert not auto.uses_pallas(129, 64)
+  for other in (ScanConfig(backward='autodiff'), ScanConfig(matmul_dtype='bfloat16'),
+                ScanConfig(loop='scan'), ScanConfig(backward='autodiff', remat=True)):
+    assert not other.uses_pallas(1, 64)
+  with pytest.raises(ValueError, match="loop must be 'auto', 'scan' or 'pallas'"):
+    ScanConfig(loop='triton')
 
 
 def test_backward_gates_auto_hoists_only_when_latency_bound():
