@@ -4,10 +4,9 @@ On a GPU, ``lax.scan`` launches the step's kernels again at every time step, so 
 a step costs several microseconds of launches for a few thousand multiply-adds. Here one
 kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s ``h`` and
 ``c`` in registers through a ``fori_loop`` over time, reading each step's hoisted input
-projection (loaded one step ahead) and the recurrent weight (L1/L2-resident) and writing
-``h_t``. The recurrent product is a broadcast multiply and a sum along the weight's contiguous
-axis, in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step has one), so there are no TF32
-products: the kernel computes the reference's function.
+projection and the recurrent weight (L1/L2-resident) and writing ``h_t``. The recurrent product
+is a broadcast multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step
+has one), so there are no TF32 products: the kernel computes the reference's function.
 
 The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
 in the same form; the weight gradients stay single einsums after it. On CPU both kernels run in
@@ -15,6 +14,13 @@ Pallas' interpreter, which is how the tests check them against the plain scan.
 
 Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
 small enough to stream from cache each step (the per-step temporary is ``H x H`` per gate).
+
+Measured on an H200 (BUILD_NOTES.md, stop 17): at the seed sizes (64/16/8, batch 1) forward
+3.9 us per step against 8.5 for the best ``lax.scan`` (unroll 4), a train step 12.9 against
+20.2; at 128 units (batch 8) it loses (11.5 against 8.9), so ``loop='auto'`` stops at 64.
+A second form, the weight transposed so the sum runs along the contiguous axis and the next
+step's inputs loaded a step ahead, measured 1.8x (seed) and 3x (128 units) slower, and was
+dropped.
 """
 from __future__ import annotations
 
@@ -41,10 +47,8 @@ def check_supported(hidden_size: int, matmul_dtype: str) -> None:
 
 
 def num_warps(hidden_size: int) -> int:
-  """Warps per program: the step's H x H products spread over 32-lane warps (about 32 values
-  per lane per gate), and no more warps than that, since the row sums then cross warps
-  through shared memory on the step's critical path."""
-  return max(1, min(8, hidden_size * hidden_size // 1024))
+  """Warps per program (``experiments.gpu_loop_study`` varies it)."""
+  return 4 if hidden_size <= 64 else 8
 
 
 def _call(kernel, out_shape, hidden_size: int, batch: int, *args):
@@ -65,18 +69,17 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
   n = four_h // 4
   acts = _gate_fns(recurrent_activation, activation)
 
-  def kernel(xs_ref, ut_ref, h0_ref, c0_ref, hT_ref, cT_ref, hs_ref, *residual_refs):
+  def kernel(xs_ref, u_ref, h0_ref, c0_ref, hT_ref, cT_ref, hs_ref, *residual_refs):
     b = pl.program_id(0)
     row = pl.ds(b, 1)
-    load_x = lambda t: tuple(xs_ref[t, row, pl.ds(k * n, n)] for k in range(4))
 
-    def step(t, state):
-      h, c, x_t = state
-      x_next = load_x(jnp.minimum(t + 1, steps - 1))  # issued early: off the h -> h chain
-      h_row = h[:, None, :]  # (1, 1, H): each gate's U^T block is (H out, H in)
+    def step(t, hc):
+      h, c = hc
+      h_col = h[:, :, None]  # (1, H, 1): h[j] times row j of each gate's weight block
       gates = []
       for k, act in enumerate(acts):
-        z = x_t[k] + jnp.sum(h_row * ut_ref[pl.ds(k * n, n), :][None], axis=2)
+        block = pl.ds(k * n, n)
+        z = xs_ref[t, row, block] + jnp.sum(h_col * u_ref[:, block][None], axis=1)
         gates.append(act(z))
       i, f, g, o = gates
       c = f * c + i * g
@@ -87,9 +90,9 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
         for k, gate in enumerate(gates):
           gates_ref[t, row, pl.ds(k * n, n)] = gate
         cs_ref[t, row, :] = c
-      return h, c, x_next
+      return h, c
 
-    h, c, _ = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :], load_x(0)))
+    h, c = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :]))
     hT_ref[row, :] = h
     cT_ref[row, :] = c
 
@@ -98,9 +101,8 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
   out = [shape(batch, n), shape(batch, n), shape(steps, batch, n)]
   if save_residuals:
     out += [shape(steps, batch, four_h), shape(steps, batch, n)]
-  # U^T: the step's sum then runs along the last (contiguous) axis, within a warp.
   return _call(kernel, tuple(out), n, batch, xs_TxBx4H.astype(f32),
-               recurrent_Hx4H.T.astype(f32), h0_BxH.astype(f32), c0_BxH.astype(f32))
+               recurrent_Hx4H.astype(f32), h0_BxH.astype(f32), c0_BxH.astype(f32))
 
 
 def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T):
@@ -114,26 +116,21 @@ def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, d
     b = pl.program_id(0)
     row = pl.ds(b, 1)
 
-    def load(t):  # step t's inputs, all independent of the backward chain
-      return (dho_ref[t, row, :], oc_ref[t, row, :], f_ref[t, row, :],
-              tuple(pd_ref[t, row, pl.ds(k * n, n)] for k in range(4)))
-
-    def step(s, state):
+    def step(s, back):
       t = steps - 1 - s
-      dh_next, dc_next, (dh_o, oc, f, pd) = state
-      ahead = load(jnp.maximum(t - 1, 0))
-      dh = dh_o + dh_next
-      dc = dc_next + dh * oc
+      dh_next, dc_next = back
+      dh = dho_ref[t, row, :] + dh_next
+      dc = dc_next + dh * oc_ref[t, row, :]
       dh_prev = jnp.zeros_like(dh)
       for k, d in enumerate((dc, dc, dc, dh)):  # dz = [dc, dc, dc, dh] * (P * D)
-        dz = d * pd[k]
-        dz_ref[t, row, pl.ds(k * n, n)] = dz
-        # dh_prev[j] += sum_m dz[m] U[j, k n + m]: a sum along the last axis
-        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * u_ref[:, pl.ds(k * n, n)][None], axis=2)
-      return dh_prev, dc * f, ahead
+        block = pl.ds(k * n, n)
+        dz = d * pd_ref[t, row, block]
+        dz_ref[t, row, block] = dz
+        # dh_prev[j] += sum_m dz[m] U[j, k n + m]
+        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * u_ref[:, block][None], axis=2)
+      return dh_prev, dc * f_ref[t, row, :]
 
-    dh0, dc0, _ = jax.lax.fori_loop(
-        0, steps, step, (dhT_ref[row, :], dcT_ref[row, :], load(steps - 1)))
+    dh0, dc0 = jax.lax.fori_loop(0, steps, step, (dhT_ref[row, :], dcT_ref[row, :]))
     dh0_ref[row, :] = dh0
     dc0_ref[row, :] = dc0
 
