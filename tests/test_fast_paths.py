@@ -24,11 +24,13 @@ REFERENCE = ScanConfig(hoist_input=False, unroll=1, backward='autodiff')
 FAST = [ScanConfig(hoist_input=h, unroll=u, backward_gates=g)
         for h, u, g in itertools.product([False, True], [1, 3], ['hoisted', 'in_loop'])]
 FAST += [ScanConfig(hoist_input=True, unroll=3, backward='autodiff'),
-         ScanConfig(backward='autodiff', remat=True)]
+         ScanConfig(backward='autodiff', remat=True),
+         # One Pallas kernel program per sequence (the interpreter on CPU, Triton on a GPU).
+         ScanConfig(loop='pallas')]
 
 
 def _model(scan, rec_act='sigmoid'):
-  return LSTMRegressor(lstm_sizes=(5, 3), head_sizes=(4,), out_size=2,
+  return LSTMRegressor(lstm_sizes=(8, 4), head_sizes=(4,), out_size=2,
                        scan=dataclasses.replace(scan, recurrent_activation=rec_act))
 
 
@@ -38,7 +40,7 @@ def _problem(rec_act='sigmoid'):
   y = jax.random.normal(jax.random.key(1), (2, 7, 2))
   carry = tuple(cell_lib.LSTMCarry(0.3 * jax.random.normal(jax.random.key(2 + k), (2, n)),
                                    0.3 * jax.random.normal(jax.random.key(5 + k), (2, n)))
-                for k, n in enumerate((5, 3)))
+                for k, n in enumerate((8, 4)))
   params = model.init(jax.random.key(9), carry, x)['params']
   # Non-zero biases, so every gate's derivative is exercised away from its symmetric point.
   params = jax.tree.map(lambda p: p + 0.2 * jax.random.normal(jax.random.key(11), p.shape),
@@ -178,36 +180,6 @@ def test_cli_rejects_too_few_reps():
                          '--nopeak'], capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == 'error: --reps must be >= 10, got 3'
-
-
-def test_pallas_loop_matches_reference():
-  """``loop='pallas'`` (Pallas' interpreter on CPU, its Triton kernels on a GPU) computes the
-  reference's forward, carry and train-step gradients, one kernel program per sequence."""
-  sizes, batch = (8, 4), 3
-
-  def run(scan):
-    model = LSTMRegressor(lstm_sizes=sizes, head_sizes=(4,), out_size=2, scan=scan)
-    x = jax.random.normal(jax.random.key(0), (batch, 6, 3))
-    y = jax.random.normal(jax.random.key(1), (batch, 6, 2))
-    carry = tuple(cell_lib.LSTMCarry(0.3 * jax.random.normal(jax.random.key(2 + k), (batch, n)),
-                                     0.3 * jax.random.normal(jax.random.key(5 + k), (batch, n)))
-                  for k, n in enumerate(sizes))
-    params = LSTMRegressor(lstm_sizes=sizes, head_sizes=(4,), out_size=2).init(
-        jax.random.key(9), carry, x)['params']
-    params = jax.tree.map(lambda p: p + 0.2 * jax.random.normal(jax.random.key(11), p.shape),
-                          params)
-
-    def loss(p, c):
-      new_c, pred = model.apply({'params': p}, c, x)
-      return jnp.mean(jnp.square(pred - y)) + sum(jnp.sum(k.h * k.c) for k in new_c)
-
-    forward = jax.jit(lambda p, c: model.apply({'params': p}, c, x))(params, carry)
-    return forward, jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, carry)
-
-  want, got = run(REFERENCE), run(ScanConfig(loop='pallas'))
-  assert jax.tree.structure(got) == jax.tree.structure(want)
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(g, w, atol=3e-6, rtol=3e-5)
 
 
 def test_pallas_loop_refuses_what_it_cannot_run():
