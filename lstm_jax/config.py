@@ -54,6 +54,7 @@ class Config:
   remat: bool = False
   backward_gates: str = 'auto'  # custom backward's gate factors: auto | hoisted | in_loop
   layout: str = 'auto'  # the LSTM inference scan's layout: auto | batch | feature
+  loop: str = 'auto'  # auto | scan | pallas (one Triton kernel per layer; auto: small GPU layers)
   # Streams and chunks: ``n_streams`` parallel continuous streams cut in ``chunk_len`` chunks;
   # the gradient is truncated every ``bptt_len`` samples inside a chunk. One update per chunk.
   n_streams: int = 32
@@ -110,7 +111,7 @@ class Config:
                                 hoist_input=self.hoist_input, unroll=self.unroll,
                                 backward=self.backward, matmul_dtype=self.matmul_dtype,
                                 remat=self.remat, backward_gates=self.backward_gates,
-                                layout=self.layout)
+                                layout=self.layout, loop=self.loop)
 
   def replace(self, **kw) -> 'Config':
     return dataclasses.replace(self, **kw)
