@@ -61,7 +61,9 @@ class ScanConfig:
       on a GPU; ``lstm_jax.pallas_loop``). ``pallas`` needs the custom backward, f32 matmuls
       and a power-of-two hidden size; on CPU it runs in Pallas' interpreter (tests only).
       ``auto`` picks ``pallas`` per layer on a GPU where it applies and measured faster
-      (hidden <= 64, batch <= 128), ``scan`` elsewhere (see BUILD_NOTES.md).
+      (hidden <= 64; measured at batch 1, and allowed up to batch 128 because one program per
+      sequence takes the same time until programs outnumber the multiprocessors), ``scan``
+      elsewhere (see BUILD_NOTES.md).
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
