@@ -9,8 +9,8 @@ is a broadcast multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a 
 has one), so there are no TF32 products: the kernel computes the reference's function.
 
 The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
-in the same form; the weight gradients stay single einsums after it. On CPU both kernels run in
-Pallas' interpreter, which is how the tests check them against the plain scan.
+in the same form; the weight gradients stay single einsums after it. Off a GPU both kernels run
+in Pallas' interpreter, which is how the tests check them against the plain scan on CPU.
 
 Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
 small enough to stream from cache each step (the per-step temporary is ``H x H`` per gate).
@@ -51,14 +51,22 @@ def num_warps(hidden_size: int) -> int:
   return 4 if hidden_size <= 64 else 8
 
 
-def _call(kernel, out_shape, hidden_size: int, batch: int, *args):
+def on_gpu() -> bool:
+  """Triton runs the kernels here; anywhere else they run in Pallas' interpreter."""
+  return jax.default_backend() in ('gpu', 'cuda', 'rocm')
+
+
+def _call(kernel, out_shapes, hidden_size: int, batch: int, *args):
+  """One program per sequence over f32 operands; ``out_shapes``: the f32 outputs' shapes."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as pl_triton
-  interpret = jax.default_backend() == 'cpu'
-  params = None if interpret else pl_triton.CompilerParams(
-      num_warps=num_warps(hidden_size), num_stages=1)
-  return pl.pallas_call(kernel, out_shape=out_shape, grid=(batch,), interpret=interpret,
-                        compiler_params=params)(*args)
+  f32 = jnp.float32
+  gpu = on_gpu()
+  params = (pl_triton.CompilerParams(num_warps=num_warps(hidden_size), num_stages=1) if gpu
+            else None)
+  return pl.pallas_call(
+      kernel, out_shape=tuple(jax.ShapeDtypeStruct(s, f32) for s in out_shapes),
+      grid=(batch,), interpret=not gpu, compiler_params=params)(*(a.astype(f32) for a in args))
 
 
 def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str,
@@ -96,13 +104,10 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
     hT_ref[row, :] = h
     cT_ref[row, :] = c
 
-  f32 = jnp.float32
-  shape = lambda *s: jax.ShapeDtypeStruct(s, f32)
-  out = [shape(batch, n), shape(batch, n), shape(steps, batch, n)]
+  out = [(batch, n), (batch, n), (steps, batch, n)]
   if save_residuals:
-    out += [shape(steps, batch, four_h), shape(steps, batch, n)]
-  return _call(kernel, tuple(out), n, batch, xs_TxBx4H.astype(f32),
-               recurrent_Hx4H.astype(f32), h0_BxH.astype(f32), c0_BxH.astype(f32))
+    out += [(steps, batch, four_h), (steps, batch, n)]
+  return _call(kernel, out, n, batch, xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH)
 
 
 def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T):
@@ -134,8 +139,5 @@ def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, d
     dh0_ref[row, :] = dh0
     dc0_ref[row, :] = dc0
 
-  f32 = jnp.float32
-  shape = lambda *s: jax.ShapeDtypeStruct(s, f32)
-  out = (shape(batch, n), shape(batch, n), shape(steps, batch, 4 * n))
-  return _call(kernel, out, n, batch, *(a.astype(f32) for a in (
-      dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T)))
+  return _call(kernel, [(batch, n), (batch, n), (steps, batch, 4 * n)], n, batch,
+               dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T)

@@ -24,10 +24,6 @@ from lstm_jax.cell import LSTMCarry, LSTMParams
 _SLOPES = {'hard_sigmoid': 0.2, 'hard_sigmoid_keras2': 0.2, 'hard_sigmoid_keras3': 1.0 / 6.0}
 
 
-def _on_gpu() -> bool:
-  return jax.default_backend() in ('gpu', 'cuda', 'rocm')
-
-
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
   """Static options of the time loop (hashable, so it can be a jit static argument).
@@ -110,7 +106,7 @@ class ScanConfig:
   def unroll_for(self, batch_size: int, training: bool, reverse: bool = False) -> int:
     if self.unroll:
       return self.unroll
-    if _on_gpu():
+    if pallas_loop.on_gpu():
       return 4  # fewer loop trips: 0.50-0.69x the time of unroll 1 on an H200 (BUILD_NOTES.md)
     if not (training and self.latency_bound(batch_size)):
       return 1
@@ -120,7 +116,7 @@ class ScanConfig:
     """Whether a layer of this size runs on ``lstm_jax.pallas_loop`` (see ``loop``)."""
     if self.loop != 'auto':
       return self.loop == 'pallas'
-    return (_on_gpu() and self.backward == 'custom' and not self.remat
+    return (pallas_loop.on_gpu() and self.backward == 'custom' and not self.remat
             and self.matmul_dtype == 'float32' and batch_size <= 128
             and hidden_size <= 64 and not hidden_size & (hidden_size - 1))
 
