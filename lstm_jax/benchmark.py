@@ -148,10 +148,11 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
   ``options`` (all optional): unroll, hoist (true|false), backward, backward_gates, layout,
-  loop (auto|scan|pallas), remat, donate, xla_options (auto|none: ``ScanConfig.compiler_options``, as the library's
-  training and streaming pass them, or XLA's defaults), gates
-  (fused|plain: the one-tanh gate activation or one function per gate), cell and
-  cell_options (``lstm_jax.cells``; default lstm).
+  loop (auto|scan|pallas), gate_form (auto|packed|split), remat, donate, xla_options
+  (auto|none: ``ScanConfig.compiler_options``, as the library's training and streaming pass
+  them, or XLA's defaults), gates (fused|plain: the one-tanh gate activation or one function
+  per gate; plain implies gate_form=packed), cell and cell_options (``lstm_jax.cells``;
+  default lstm).
   """
   import jax
   import jax.numpy as jnp
@@ -167,7 +168,10 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
       matmul_dtype='bfloat16' if dtype == 'bf16' else 'float32',
       remat=str(options.get('remat', 'false')).lower() == 'true',
       backward_gates=options.get('backward_gates', 'auto'),
-      layout=options.get('layout', 'auto'), loop=options.get('loop', 'auto'))
+      layout=options.get('layout', 'auto'), loop=options.get('loop', 'auto'),
+      # The plain-gates ablation patches activate_gates, which only the packed form calls.
+      gate_form=options.get('gate_form',
+                            'packed' if options.get('gates', 'fused') == 'plain' else 'auto'))
   if options.get('gates', 'fused') == 'plain':
     # Ablation of the one-tanh trick, in this worker process only.
     cell_lib.activate_gates = cell_lib.activate_gates_plain

@@ -60,6 +60,14 @@ class ScanConfig:
       (hidden <= 64; measured at batch 1, and allowed up to batch 128 because one program per
       sequence takes the same time until programs outnumber the multiprocessors), ``scan``
       elsewhere (see BUILD_NOTES.md).
+    gate_form: how the inference scan (the forward that saves no residuals) activates the
+      gates: ``packed`` (one pass over all 4H pre-activations, then the cell update) or
+      ``split`` (each gate activated inside the update that uses it, so XLA fuses activation
+      and update: one kernel fewer per step). The training forward always saves the packed
+      gates. ``auto`` picks ``split`` with the custom backward (so that only inference takes
+      it) at batch 1 on CPU for 16 units and more, where it measured faster (see
+      BUILD_NOTES.md). Both forms compute the same function; on the CPU measured they gave
+      the same bits.
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
@@ -71,6 +79,7 @@ class ScanConfig:
   backward_gates: str = 'auto'
   layout: str = 'auto'
   loop: str = 'auto'
+  gate_form: str = 'auto'
 
   def __post_init__(self):
     cell_lib.check_activations(self.recurrent_activation, self.activation)
@@ -83,6 +92,8 @@ class ScanConfig:
                        f'{self.backward_gates!r}')
     if self.layout not in ('auto', 'batch', 'feature'):
       raise ValueError(f"layout must be 'auto', 'batch' or 'feature', got {self.layout!r}")
+    if self.gate_form not in ('auto', 'packed', 'split'):
+      raise ValueError(f"gate_form must be 'auto', 'packed' or 'split', got {self.gate_form!r}")
     if self.loop not in ('auto', 'scan', 'pallas'):
       raise ValueError(f"loop must be 'auto', 'scan' or 'pallas', got {self.loop!r}")
     if self.loop == 'pallas' and (self.backward != 'custom' or self.remat):
@@ -119,6 +130,16 @@ class ScanConfig:
     return (pallas_loop.on_gpu() and self.backward == 'custom' and not self.remat
             and self.matmul_dtype == 'float32' and batch_size <= 128
             and hidden_size <= 64 and not hidden_size & (hidden_size - 1))
+
+  def splits_gates(self, batch_size: int, hidden_size: int) -> bool:
+    """Whether the inference scan activates each gate inside the cell update (see
+    ``gate_form``)."""
+    if self.gate_form != 'auto':
+      return self.gate_form == 'split'
+    # One kernel fewer per step: 4-13% faster at batch 1 for 16-128 units, slower at 8 and 12,
+    # no gain at batch 8-64 (BUILD_NOTES.md, stop 18).
+    return (self.backward == 'custom' and not self.remat and self.latency_bound(batch_size)
+            and hidden_size >= 16)
 
   def hoists_backward_gates(self, batch_size: int) -> bool:
     if self.backward_gates == 'auto':
@@ -178,6 +199,10 @@ def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig
     return jnp.dot(a, w, preferred_element_type=f32)
 
   bias = params.bias[:, None] if feature_major else params.bias[None, :]
+  # The training forward saves the packed gates; inference may activate them where used.
+  activate = (cell_lib.activate_gates_split
+              if not save_residuals and cfg.splits_gates(batch, hidden)
+              else cell_lib.activate_gates)
   if cfg.hoisted():
     spec = 'tcb,cg->tgb' if feature_major else 'tbc,cg->tbg'
     xs = jnp.einsum(spec, x_TxBxC.astype(dt), params.kernel.astype(dt),
@@ -195,8 +220,8 @@ def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig
       return matmul(xh, weights) + bias
 
   def step(c: LSTMCarry, x_t):
-    gates = cell_lib.activate_gates(preact(c.h, x_t), cfg.recurrent_activation, cfg.activation,
-                                    axis=feature_axis)
+    gates = activate(preact(c.h, x_t), cfg.recurrent_activation, cfg.activation,
+                     axis=feature_axis)
     c = cell_lib.lstm_update(c, gates, cfg.activation, axis=feature_axis)
     out = (c.h, gates, c.c) if save_residuals else c.h
     return c, out

@@ -26,7 +26,10 @@ FAST = [ScanConfig(hoist_input=h, unroll=u, backward_gates=g)
 FAST += [ScanConfig(hoist_input=True, unroll=3, backward='autodiff'),
          ScanConfig(backward='autodiff', remat=True),
          # One Pallas kernel program per sequence (the interpreter on CPU, Triton on a GPU).
-         ScanConfig(loop='pallas')]
+         ScanConfig(loop='pallas'),
+         # Each gate activated inside the cell update, differentiated by JAX (with the custom
+         # backward only the inference scan takes this form).
+         ScanConfig(gate_form='split', backward='autodiff')]
 
 
 def _model(scan, rec_act='sigmoid'):
@@ -92,6 +95,7 @@ def test_train_step_gradients_match_reference(reference, scan):
 def test_fused_gate_activation_equals_plain():
   z = jnp.linspace(-12.0, 12.0, 4 * 7 * 3).reshape(3, 28)
   np.testing.assert_allclose(cell_lib.activate_gates(z), _plain_gates(z), atol=2e-7)
+  np.testing.assert_allclose(cell_lib.activate_gates_split(z), _plain_gates(z), atol=2e-7)
   # Feature-major: gates packed along axis -2.
   np.testing.assert_allclose(cell_lib.activate_gates(z.T, axis=-2), _plain_gates(z.T, axis=-2),
                              atol=2e-7)
