@@ -55,6 +55,7 @@ class Config:
   backward_gates: str = 'auto'  # custom backward's gate factors: auto | hoisted | in_loop
   layout: str = 'auto'  # the LSTM inference scan's layout: auto | batch | feature
   loop: str = 'auto'  # auto | scan | pallas (one Triton kernel per layer; auto: small GPU layers)
+  gate_form: str = 'auto'  # inference step's gate activation: auto | packed | split
   # Streams and chunks: ``n_streams`` parallel continuous streams cut in ``chunk_len`` chunks;
   # the gradient is truncated every ``bptt_len`` samples inside a chunk. One update per chunk.
   n_streams: int = 32
@@ -111,7 +112,8 @@ class Config:
                                 hoist_input=self.hoist_input, unroll=self.unroll,
                                 backward=self.backward, matmul_dtype=self.matmul_dtype,
                                 remat=self.remat, backward_gates=self.backward_gates,
-                                layout=self.layout, loop=self.loop)
+                                layout=self.layout, loop=self.loop,
+                                gate_form=self.gate_form)
 
   def replace(self, **kw) -> 'Config':
     return dataclasses.replace(self, **kw)
