@@ -47,7 +47,10 @@ PEAK_N = flags.DEFINE_integer('peak_n', 2048, 'Size of the peak matmul (8192 fil
 CONCURRENT_START = flags.DEFINE_boolean(
     'concurrent_start', False, 'Start and compile all workers at once (a many-core host); '
     'timing stays one call at a time.')
-REPS = flags.DEFINE_integer('reps', 15, 'Timed calls per system (>= 10).')
+REPS = flags.DEFINE_integer('reps', 15, 'Timed calls per system and process (>= 10).')
+PROCESSES = flags.DEFINE_integer(
+    'processes', 1, 'Worker processes per system, their calls pooled (one program can run '
+    'faster in one process than in another on a shared CPU).')
 OUT = flags.DEFINE_string('out', 'results/bench_runs.jsonl', 'JSON lines are appended here.')
 BATCH = flags.DEFINE_integer('batch', None, 'Overrides the workload batch.')
 STEPS = flags.DEFINE_integer('steps', None, 'Overrides the time steps per chunk.')
@@ -98,6 +101,8 @@ def main(argv):
       return
     if REPS.value < 10:
       raise ValueError(f'--reps must be >= 10, got {REPS.value}')
+    if PROCESSES.value < 1:
+      raise ValueError(f'--processes must be >= 1, got {PROCESSES.value}')
     sizes = {k: f.value for k, f in (('batch', BATCH), ('steps', STEPS), ('inputs', INPUTS))
              if f.value is not None}
     for k, f in (('lstm_sizes', LSTM_SIZES), ('head_sizes', HEAD_SIZES)):
@@ -115,7 +120,8 @@ def main(argv):
       if mode not in ('fwd', 'train'):
         raise ValueError(f'--mode: expected fwd or train, got {mode!r}')
       records = bench.measure(_systems(w), w, mode, DTYPE.value, REPS.value, PLATFORM.value,
-                              concurrent_start=CONCURRENT_START.value)
+                              concurrent_start=CONCURRENT_START.value,
+                              processes=PROCESSES.value)
       for r in records:
         r['workload_name'] = WORKLOAD.value
       bench.write_jsonl(OUT.value, records)

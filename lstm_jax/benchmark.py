@@ -386,8 +386,9 @@ class Worker:
   """A persistent worker subprocess speaking one JSON line per request."""
 
   def __init__(self, sys_: System, w: Workload, mode: str, dtype: str, platform_: str,
-               warmup: int):
+               warmup: int, replica: int = 0):
     self.sys = sys_
+    self.replica = replica  # which of a system's worker processes (measure's ``processes``)
     spec = {'system': sys_.system, 'workload': dataclasses.asdict(w), 'mode': mode,
             'dtype': dtype, 'options': dict(sys_.options, platform=platform_), 'warmup': warmup}
     env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') + ' ' + sys_.xla_flags).strip(),
@@ -445,14 +446,21 @@ def peer_available(name: str) -> bool:
 
 def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platform_: str = '',
             warmup: int = 2, log: Callable[[str], None] = print,
-            concurrent_start: bool = False) -> list:
+            concurrent_start: bool = False, processes: int = 1) -> list:
   """Times every system ``reps`` times, alternating them; returns one record per system.
 
   Workers start one after another (compiling alone, so compile times are not inflated by a
   neighbour), or all at once with ``concurrent_start`` (for a many-core host, where the
   start-ups would otherwise dominate a run), then idle on stdin while the others run.
   Timing is always one call at a time.
+
+  ``processes`` > 1 starts that many workers per system and gives each ``reps`` calls; a
+  system's figures pool its workers' calls. On a shared CPU one program's median moved by up
+  to 23% from one process to another (BUILD_NOTES.md, stop 18), a bias that alternation
+  within a run cannot remove; the record keeps each worker's median (``process_us_per_step``).
   """
+  if processes < 1:
+    raise ValueError(f'processes must be >= 1, got {processes}')
   workers = []
 
   def admit(wk: Worker):
@@ -464,31 +472,36 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
           ('For simplicity', '----'))]
       log(f'skipping {wk.sys.label}: {lines[-1] if lines else e}')
       return
-    log(f'{wk.sys.label}: compiled in {wk.ready["compile_s"]:.2f} s '
+    log(f'{wk.sys.label}{f" (process {wk.replica + 1})" if processes > 1 else ""}: '
+        f'compiled in {wk.ready["compile_s"]:.2f} s '
         f'({wk.ready["info"].get("compile_cpu_s", 0.0):.2f} s CPU)')
     workers.append(wk)
 
   try:
+    specs = [(s, k) for s in systems for k in range(processes)]
     if concurrent_start:
-      for wk in [Worker(s, w, mode, dtype, platform_, warmup) for s in systems]:
+      for wk in [Worker(s, w, mode, dtype, platform_, warmup, k) for s, k in specs]:
         admit(wk)
     else:
-      for s in systems:
-        admit(Worker(s, w, mode, dtype, platform_, warmup))
-    times = {wk.sys.label: [] for wk in workers}
-    cpu = {wk.sys.label: [] for wk in workers}
+      for s, k in specs:
+        admit(Worker(s, w, mode, dtype, platform_, warmup, k))
+    per_worker = {id(wk): ([], []) for wk in workers}  # wall and CPU seconds of each call
     for r in range(reps):
       order = workers[r % len(workers):] + workers[:r % len(workers)] if workers else []
       for wk in order:
         t, c = wk.time_once()
-        times[wk.sys.label].append(t)
-        cpu[wk.sys.label].append(c)
+        per_worker[id(wk)][0].append(t)
+        per_worker[id(wk)][1].append(c)
   finally:
     for wk in workers:
       wk.close()
   records = []
-  for wk in workers:
-    ts = sorted(times[wk.sys.label])
+  for label in dict.fromkeys(wk.sys.label for wk in workers):
+    group = [wk for wk in workers if wk.sys.label == label]
+    wk = group[0]
+    wall_s = [t for g in group for t in per_worker[id(g)][0]]
+    cpu_s = [c for g in group for c in per_worker[id(g)][1]]
+    ts = sorted(wall_s)
     med = statistics.median(ts)
     q1, q3 = ts[len(ts) // 4], ts[(3 * len(ts)) // 4]
     info = wk.ready['info']
@@ -500,11 +513,14 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
         'iqr_s': q3 - q1, 'spread_pct': 100.0 * (q3 - q1) / med,
         'us_per_step': 1e6 * med / w.steps, 'steps_per_s': w.steps / med,
         'samples_per_s': w.batch * w.steps / med, 'gflop_per_s': flops / med / 1e9,
-        'cpu_us_per_step': 1e6 * statistics.median(cpu[wk.sys.label]) / w.steps,
-        'compile_s': wk.ready['compile_s'], 'device_kind': info.get('device_kind', 'cpu'),
-        'cpu': cpu_name(), 'info': info, 'times_s': times[wk.sys.label],
-        'cpu_times_s': cpu[wk.sys.label], 'load_avg': os.getloadavg(),
-        'unix_time': time.time(),
+        'cpu_us_per_step': 1e6 * statistics.median(cpu_s) / w.steps,
+        'compile_s': statistics.median(g.ready['compile_s'] for g in group),
+        'device_kind': info.get('device_kind', 'cpu'),
+        'cpu': cpu_name(), 'info': info, 'times_s': wall_s,
+        'cpu_times_s': cpu_s, 'load_avg': os.getloadavg(),
+        'unix_time': time.time(), 'processes': len(group),
+        'process_us_per_step': [1e6 * statistics.median(per_worker[id(g)][0]) / w.steps
+                                for g in group],
     })
   return records
 
@@ -539,6 +555,10 @@ def format_table(records: list, peak_gflops: Optional[float] = None) -> str:
       lines.append(f'ours reaches {ours["gflop_per_s"]:.2f} GFLOP/s = '
                    f'{100 * ours["gflop_per_s"] / peak_gflops:.1f}% of the measured matmul peak '
                    f'({peak_gflops:.1f} GFLOP/s)')
+  if any(len(r.get('process_us_per_step', ())) > 1 for r in records):
+    lines.append('us/step median of each worker process: ' + '; '.join(
+        f'{r["system"]} ' + ', '.join(f'{v:.2f}' for v in r['process_us_per_step'])
+        for r in records))
   return '\n'.join(lines)
 
 

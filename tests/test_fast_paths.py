@@ -145,6 +145,17 @@ def test_benchmark_times_our_public_model():
   assert built.compile_s > 0 and built.info['scan']['unroll'] == 2
 
 
+def test_measure_pools_several_processes_per_system():
+  w = bench.Workload(1, 8, 2, (4,), (), 1)
+  rec, = bench.measure([bench.System('ours', 'ours', {})], w, 'fwd', 'f32', reps=3,
+                       processes=2, log=lambda _: None)
+  assert rec['processes'] == 2 and len(rec['process_us_per_step']) == 2
+  assert len(rec['times_s']) == 6  # reps calls in each process, pooled
+  assert rec['median_s'] == float(np.median(rec['times_s']))
+  with pytest.raises(ValueError, match='processes must be >= 1'):
+    bench.measure([], w, 'fwd', 'f32', reps=3, processes=0)
+
+
 def _n_params(tree):
   return sum(int(np.prod(np.shape(v))) for v in jax.tree.leaves(tree))
 
