@@ -407,6 +407,8 @@ class Worker:
          'benchmark.worker_main(sys.argv[1])', json.dumps(spec)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
     self.ready: Optional[dict] = None
+    self.wall_s: list = []  # every timed call's wall-clock and process CPU seconds
+    self.cpu_s: list = []
 
   def _read(self) -> dict:
     line = self.proc.stdout.readline()
@@ -421,12 +423,13 @@ class Worker:
     self.ready = self._read()
     return self.ready
 
-  def time_once(self) -> tuple:
-    """Wall-clock and process CPU seconds of one call."""
+  def time_once(self) -> None:
+    """One timed call; its wall-clock and process CPU seconds go to ``wall_s``/``cpu_s``."""
     self.proc.stdin.write('run\n')
     self.proc.stdin.flush()
     reply = self._read()
-    return reply['t'], reply['cpu']
+    self.wall_s.append(reply['t'])
+    self.cpu_s.append(reply['cpu'])
 
   def close(self):
     if self.proc.poll() is None:
@@ -478,20 +481,15 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
     workers.append(wk)
 
   try:
-    specs = [(s, k) for s in systems for k in range(processes)]
-    if concurrent_start:
-      for wk in [Worker(s, w, mode, dtype, platform_, warmup, k) for s, k in specs]:
-        admit(wk)
-    else:
-      for s, k in specs:
-        admit(Worker(s, w, mode, dtype, platform_, warmup, k))
-    per_worker = {id(wk): ([], []) for wk in workers}  # wall and CPU seconds of each call
+    started = (Worker(s, w, mode, dtype, platform_, warmup, k)
+               for s in systems for k in range(processes))
+    # list(): every process starts before the first is waited for.
+    for wk in (list(started) if concurrent_start else started):
+      admit(wk)
     for r in range(reps):
       order = workers[r % len(workers):] + workers[:r % len(workers)] if workers else []
       for wk in order:
-        t, c = wk.time_once()
-        per_worker[id(wk)][0].append(t)
-        per_worker[id(wk)][1].append(c)
+        wk.time_once()
   finally:
     for wk in workers:
       wk.close()
@@ -499,8 +497,8 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
   for label in dict.fromkeys(wk.sys.label for wk in workers):
     group = [wk for wk in workers if wk.sys.label == label]
     wk = group[0]
-    wall_s = [t for g in group for t in per_worker[id(g)][0]]
-    cpu_s = [c for g in group for c in per_worker[id(g)][1]]
+    wall_s = [t for g in group for t in g.wall_s]
+    cpu_s = [c for g in group for c in g.cpu_s]
     ts = sorted(wall_s)
     med = statistics.median(ts)
     q1, q3 = ts[len(ts) // 4], ts[(3 * len(ts)) // 4]
@@ -519,8 +517,7 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
         'cpu': cpu_name(), 'info': info, 'times_s': wall_s,
         'cpu_times_s': cpu_s, 'load_avg': os.getloadavg(),
         'unix_time': time.time(), 'processes': len(group),
-        'process_us_per_step': [1e6 * statistics.median(per_worker[id(g)][0]) / w.steps
-                                for g in group],
+        'process_us_per_step': [1e6 * statistics.median(g.wall_s) / w.steps for g in group],
     })
   return records
 

@@ -111,9 +111,9 @@ def activate_gates(z_Bx4H, recurrent_activation: str = 'sigmoid', activation: st
 
 def activate_gates_split(z_Bx4H, recurrent_activation: str = 'sigmoid',
                          activation: str = 'tanh', axis: int = -1):
-  """``activate_gates``, each gate on its own slice: XLA then fuses each gate's activation into
-  the update that uses it, where the one pass over 4H is a kernel of its own whose result
-  feeds both the c and the h update. The same numbers: sigmoid(z) = 0.5 tanh(z / 2) + 0.5."""
+  """``activate_gates``, each gate on its own slice. XLA then fuses each gate's activation into
+  the c or h update that uses it; the packed form's one pass over 4H stays a kernel of its
+  own, since its result feeds both updates. The same sigmoid(z) = 0.5 tanh(z / 2) + 0.5."""
   rec = (_sigmoid_through_tanh if recurrent_activation == 'sigmoid' else recurrent_activation)
   return activate_gates_plain(z_Bx4H, rec, activation, axis)
 
