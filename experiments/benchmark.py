@@ -32,7 +32,8 @@ PLATFORM = flags.DEFINE_string('platform', '', 'JAX_PLATFORMS for the workers: c
                                'is read as cuda; torch then runs on CUDA too), tpu.')
 PEERS = flags.DEFINE_list('peers', list(bench.PEERS), 'Peers to time: flax,keras,torch.')
 VARIANTS = flags.DEFINE_list('variants', [], 'Extra variants of ours, each key=value[+key=value] '
-                             '(unroll, hoist, backward, loop, remat, donate, gates=plain, eigen=multi).')
+                             '(unroll, hoist, backward, loop, remat, donate, gates=plain, eigen=multi, '
+                             'devices=N).')
 TORCH_THREADS = flags.DEFINE_list('torch_threads', ['1', '2'], 'One torch worker per count.')
 EIGEN = flags.DEFINE_enum('eigen', 'auto', ['auto', 'single', 'multi'],
                           'XLA CPU Eigen threading for every JAX system alike; auto: single '

@@ -152,12 +152,15 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   (auto|none: ``ScanConfig.compiler_options``, as the library's training and streaming pass
   them, or XLA's defaults), gates (fused|plain: the one-tanh gate activation or one function
   per gate; plain implies gate_form=packed), cell and cell_options (``lstm_jax.cells``;
-  default lstm).
+  default lstm), devices (auto|N: the batch sharded over N devices; auto: as
+  ``StreamingPredictor`` shards inference, ``parallel.inference_shards``, and one device for
+  training; on CPU the worker shows JAX one device per core, ``worker_devices``).
   """
   import jax
   import jax.numpy as jnp
   import optax
   from lstm_jax import cell as cell_lib
+  from lstm_jax import parallel
   from lstm_jax import recurrent
   from lstm_jax.model import LSTMRegressor
 
@@ -182,6 +185,13 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   x, y = (jnp.asarray(a) for a in _data(w))
   carry = model.initialize_carry(w.batch)
   params = model.init(jax.random.key(0), carry, x)['params']
+  devices = options.get('devices', 'auto')
+  if devices == 'auto' and mode == 'fwd':
+    placement = parallel.Placement.for_inference(w.batch, w.lstm_sizes)
+  else:
+    placement = parallel.Placement.for_streams(1 if devices == 'auto' else int(devices), w.batch)
+  params = placement.replicated(params)
+  carry, x, y = placement.streams((carry, x, y), 0)
   apply_fn = lambda p, c, xx: model.apply({'params': p}, c, xx)
   donate = str(options.get('donate', 'true')).lower() == 'true'
   # The XLA options the library uses (train.make_train_step, inference.StreamingPredictor).
@@ -189,8 +199,27 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
                  if options.get('xla_options', 'auto') == 'auto' else None)
   built = _jax_runner(apply_fn, params, carry, x, y, mode, optax.adam(LR), donate,
                       compiler_options=xla_options)
-  built.info.update(scan=dataclasses.asdict(scan), hoisted=scan.hoisted())
+  built.info.update(scan=dataclasses.asdict(scan), hoisted=scan.hoisted(),
+                    devices=placement.n_devices)
   return built
+
+
+def worker_devices(system: str, w: Workload, mode: str, options: dict) -> int:
+  """How many CPU devices a worker shows JAX before its backend starts (1: JAX's default).
+
+  Ours with ``devices=auto`` gets as many as ``parallel.inference_shards`` shards its inference
+  over with one device per core (the rule ``StreamingPredictor`` follows); an explicit
+  ``devices=N`` gets N. Peers and training keep JAX's one CPU device.
+  """
+  if system != 'ours' or options.get('platform', '') not in ('', 'cpu'):
+    return 1
+  devices = options.get('devices', 'auto')
+  if devices != 'auto':
+    return int(devices)
+  if mode != 'fwd':
+    return 1
+  from lstm_jax import parallel
+  return parallel.inference_shards(w.batch, w.lstm_sizes, os.cpu_count() or 1, 'cpu')
 
 
 # --------------------------------------------------------------------------- peers
@@ -352,6 +381,10 @@ def worker_main(spec_json: str) -> None:
   out = sys.stdout
   sys.stdout = sys.stderr  # libraries' chatter must not corrupt the protocol
   w = Workload(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec['workload'].items()})
+  n_cpu = worker_devices(spec['system'], w, spec['mode'], spec.get('options', {}))
+  if n_cpu > 1:
+    from lstm_jax import parallel
+    parallel.set_cpu_devices(n_cpu)
   built = BUILDERS[spec['system']](w, spec['mode'], spec['dtype'], spec.get('options', {}))
   for _ in range(spec.get('warmup', 2)):
     built.call()

@@ -15,6 +15,7 @@ import numpy as np
 from lstm_jax import baselines
 from lstm_jax import cells as cells_lib
 from lstm_jax import data as data_lib
+from lstm_jax import parallel
 from lstm_jax.config import Config
 from lstm_jax.model import LSTMRegressor
 
@@ -112,6 +113,10 @@ class StreamingPredictor:
   equals it bit for bit (tests/test_streaming.py) when ``chunk_len`` is a multiple of 16 (with
   another length, XLA's vector remainder loop makes rows differ by ~1 ulp); no look-ahead is
   ever used.
+
+  Several streams are sharded over this process's devices where that measured faster
+  (``parallel.inference_shards``; on a multi-core CPU after ``parallel.set_cpu_devices``); each
+  stream's output is the same as on one device.
   """
 
   def __init__(self, trained: TrainedModel, batch_size: int, chunk_len: int):
@@ -120,8 +125,9 @@ class StreamingPredictor:
     if self.chunk_len < 1:
       raise data_lib.DataError(f'chunk_len must be >= 1, got {chunk_len}')
     self._model = trained.model
-    self._variables = {'params': trained.params}
     self.batch_size = int(batch_size)
+    self.placement = parallel.Placement.for_inference(self.batch_size, self._model.lstm_sizes)
+    self._variables = self.placement.replicated({'params': trained.params})
     options = self._model.scan.compiler_options(self.batch_size)
     self._step = jax.jit(self._model.apply, compiler_options=options)
     self._carry_only = jax.jit(lambda v, c, x: self._model.apply(v, c, x)[0],
@@ -131,7 +137,7 @@ class StreamingPredictor:
   def reset(self) -> None:
     """Forget the past: the next block starts from a zero carry (and an FIR history of
     zeros, the witnesses' means)."""
-    self.carry = self._model.initialize_carry(self.batch_size)
+    self.carry = self.placement.streams(self._model.initialize_carry(self.batch_size), 0)
     linear = self.trained.linear
     self.fir_history = (None if linear is None else
                         np.zeros((self.batch_size, linear.n_taps - 1, self.trained.n_inputs),
@@ -158,12 +164,13 @@ class StreamingPredictor:
       piece = x[:, start:start + self.chunk_len]
       n = piece.shape[1]
       if n == self.chunk_len:
-        self.carry, y = self._step(self._variables, self.carry, piece)
+        self.carry, y = self._step(self._variables, self.carry, self.placement.streams(piece, 0))
       else:
         padded = np.zeros((x.shape[0], self.chunk_len, n_in), np.float32)
         padded[:, :n] = piece
-        _, y = self._step(self._variables, self.carry, padded)
-        self.carry = self._carry_only(self._variables, self.carry, piece)
+        _, y = self._step(self._variables, self.carry, self.placement.streams(padded, 0))
+        self.carry = self._carry_only(self._variables, self.carry,
+                                      self.placement.streams(piece, 0))
       outs.append(np.asarray(y[:, :n, 0]))
     y = np.concatenate(outs, axis=1) if outs else np.zeros((x.shape[0], 0), np.float32)
     y = self.trained.target_norm.invert(y[..., None])[..., 0]

@@ -4,10 +4,16 @@ The parallel-streams axis of the batch is sharded over the mesh axis ``'streams'
 parameters and the optimizer state are replicated. The jitted train step is unchanged: XLA
 inserts the gradient all-reduce because the loss is a mean over a sharded axis. On one device
 the placement is a no-op and the program is the same.
+
+On a multi-core CPU, JAX shows one CPU device unless told otherwise (``set_cpu_devices``). With
+one device per core, streaming inference over several streams runs one independent time loop
+per core (``inference_shards``) instead of one loop whose every step's matmul is split across
+threads and joined again.
 """
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Optional, Sequence
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -35,6 +41,32 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
                              num_processes=num_processes, process_id=process_id)
 
 
+def set_cpu_devices(n: int = 0) -> None:
+  """Shows JAX ``n`` CPU devices (0: one per core); call right after ``import jax``, before
+  any JAX computation (JAX cannot change the count of an initialized backend)."""
+  n = n or os.cpu_count() or 1
+  try:
+    jax.config.update('jax_num_cpu_devices', int(n))
+  except RuntimeError as e:
+    raise RuntimeError(f'set_cpu_devices({n}) came after JAX started its CPU backend; call it '
+                       'first thing after import jax') from e
+
+
+def inference_shards(batch_size: int, lstm_sizes: Sequence[int], n_devices: int,
+                     platform: str) -> int:
+  """How many devices to shard an inference batch over (1: no sharding).
+
+  The most devices, up to ``n_devices``, that split the batch evenly. On CPU only while the
+  largest LSTM layer has at most 128 units: per-core loops were 1.1-1.8x faster at 2-32 streams
+  of 64 and 128 units, but 0.74-1.03x at 256 units, where one loop's large matmul already
+  keeps both cores busy (BUILD_NOTES.md, stop 19). Training stays on one device unless asked:
+  sharding the long and wide train steps was 0.73-0.85x on CPU.
+  """
+  if platform == 'cpu' and max(lstm_sizes, default=0) > 128:
+    return 1
+  return max(d for d in range(1, max(1, min(n_devices, batch_size)) + 1) if batch_size % d == 0)
+
+
 class Placement:
   """Where training arrays live: ``mesh=None`` means the default single device."""
 
@@ -56,6 +88,13 @@ class Placement:
       raise data_lib.DataError(f'n_streams ({n_streams}) must be a multiple of the number of '
                                f'devices ({len(devices)}) to shard the streams evenly')
     return cls(Mesh(np.asarray(devices), (AXIS,)))
+
+  @classmethod
+  def for_inference(cls, batch_size: int, lstm_sizes: Sequence[int]) -> 'Placement':
+    """The streams of an inference batch over this process's devices (``inference_shards``)."""
+    devices = jax.local_devices()
+    n = inference_shards(batch_size, lstm_sizes, len(devices), devices[0].platform)
+    return cls(None if n == 1 else Mesh(np.asarray(devices[:n]), (AXIS,)))
 
   @property
   def n_devices(self) -> int:

@@ -5,6 +5,7 @@ differentiating a plain ``lax.scan`` of the cell) with each gate through its own
 """
 import dataclasses
 import itertools
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import pytest
 
 from lstm_jax import benchmark as bench
 from lstm_jax import cell as cell_lib
+from lstm_jax import parallel
 from lstm_jax import recurrent
 from lstm_jax.model import LSTMRegressor
 from lstm_jax.recurrent import ScanConfig
@@ -154,6 +156,25 @@ def test_measure_pools_several_processes_per_system():
   assert rec['median_s'] == float(np.median(rec['times_s']))
   with pytest.raises(ValueError, match='processes must be >= 1'):
     bench.measure([], w, 'fwd', 'f32', reps=3, processes=0)
+
+
+def test_worker_devices_follow_the_inference_rule():
+  long, seed = bench.WORKLOADS['long'], bench.WORKLOADS['seed']
+  cores = os.cpu_count() or 1
+  assert bench.worker_devices('ours', long, 'fwd', {}) == parallel.inference_shards(
+      8, (128, 128), cores, 'cpu')
+  assert bench.worker_devices('ours', seed, 'fwd', {}) == 1   # batch 1: nothing to shard
+  assert bench.worker_devices('ours', long, 'train', {}) == 1
+  assert bench.worker_devices('ours', long, 'train', {'devices': '2'}) == 2
+  assert bench.worker_devices('flax', long, 'fwd', {}) == 1
+  assert bench.worker_devices('ours', long, 'fwd', {'platform': 'cuda'}) == 1
+
+
+def test_measure_shards_our_inference_over_cpu_devices():
+  w = bench.Workload(4, 8, 2, (4,), (), 1)
+  rec, = bench.measure([bench.System('ours', 'ours', {})], w, 'fwd', 'f32', reps=2,
+                       log=lambda _: None)
+  assert rec['info']['devices'] == parallel.inference_shards(4, (4,), os.cpu_count() or 1, 'cpu')
 
 
 def _n_params(tree):

@@ -1,4 +1,5 @@
-"""Data parallelism: 4 CPU devices, and 2 processes with jax.distributed, match one device."""
+"""Data parallelism: 4 CPU devices, and 2 processes with jax.distributed, match one device;
+streaming inference sharded over CPU devices matches one device."""
 import os
 import socket
 import subprocess
@@ -8,6 +9,8 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
+
+from lstm_jax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--mock_fs=128', '--n_train_records=2', '--train_record_seconds=8', '--eval_seconds=4',
@@ -80,3 +83,66 @@ def test_two_processes_match_one(tmp_path, one_device):
   outs = [finish(p) for p in procs]
   assert 'process 0 of 2' in outs[0] and 'process 1 of 2' in outs[1]
   assert_params_close(load_params(tmp_path / 'multi'), one_device())
+
+
+@pytest.mark.parametrize('batch, sizes, n_devices, platform, shards', [
+    (8, (128, 128), 2, 'cpu', 2),   # the long workload's inference: one loop per core
+    (8, (256,), 2, 'cpu', 1),       # a 256-unit matmul already keeps both cores busy
+    (8, (256,), 2, 'gpu', 2),
+    (3, (64,), 2, 'cpu', 1),        # streams must split evenly
+    (6, (64,), 4, 'cpu', 3),        # the most devices that split them evenly
+    (1, (64, 16, 8), 2, 'cpu', 1),
+    (8, (64,), 1, 'cpu', 1),
+])
+def test_inference_shards(batch, sizes, n_devices, platform, shards):
+  assert parallel.inference_shards(batch, sizes, n_devices, platform) == shards
+
+
+def test_set_cpu_devices_after_start_says_when_to_call_it():
+  jax.devices()  # the backend is running in this process
+  with pytest.raises(RuntimeError, match='first thing after import jax'):
+    parallel.set_cpu_devices(2)
+
+
+SHARDED_STREAMS = r'''
+import sys
+import numpy as np
+from lstm_jax import parallel
+parallel.set_cpu_devices(2)
+from lstm_jax.inference import TrainedModel
+stream = TrainedModel.load(sys.argv[1]).stream(4, chunk_len=64)
+x = np.load(sys.argv[2])
+y = np.concatenate([stream.push(x[:, :100]), stream.push(x[:, 100:])], axis=1)
+assert stream.placement.n_devices == 2, stream.placement.n_devices
+assert len(stream.carry[0].h.sharding.device_set) == 2
+np.save(sys.argv[3], y)
+'''
+
+
+def test_streams_sharded_over_cpu_devices_match_one_device(tmp_path):
+  """StreamingPredictor over 2 CPU devices (a subprocess: the device count is fixed at JAX's
+  start) gives every stream what one device gives, across pushes and a partial chunk."""
+  import lstm_jax
+  from lstm_jax import data as data_lib
+  from lstm_jax.inference import TrainedModel
+  config = lstm_jax.Config(lstm_sizes=(12, 6), head_sizes=(16,), eval_chunk_len=64)
+  model = lstm_jax.build_model(config)
+  params = model.init(jax.random.key(0), model.initialize_carry(1),
+                      np.zeros((1, 4, 2), np.float32))['params']
+  norm_in = data_lib.Normalizer(np.array([0.1, -0.2], np.float32),
+                                np.array([0.7, 1.3], np.float32))
+  norm_out = data_lib.Normalizer(np.array([0.5], np.float32), np.array([2.0], np.float32))
+  trained = TrainedModel(config, params, norm_in, norm_out, 2)
+  trained.save(str(tmp_path / 'model'))
+  x = np.random.default_rng(0).normal(size=(4, 230, 2)).astype(np.float32)
+  np.save(tmp_path / 'x.npy', x)
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run([sys.executable, '-c', SHARDED_STREAMS, str(tmp_path / 'model'),
+                         str(tmp_path / 'x.npy'), str(tmp_path / 'y.npy')],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  stream = trained.stream(4, chunk_len=64)
+  assert stream.placement.n_devices == 1  # this process has one CPU device
+  one = np.concatenate([stream.push(x[:, :100]), stream.push(x[:, 100:])], axis=1)
+  np.testing.assert_allclose(np.load(tmp_path / 'y.npy'), one, rtol=1e-5, atol=1e-6)
