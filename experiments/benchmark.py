@@ -38,6 +38,10 @@ TORCH_THREADS = flags.DEFINE_list('torch_threads', ['1', '2'], 'One torch worker
 EIGEN = flags.DEFINE_enum('eigen', 'auto', ['auto', 'single', 'multi'],
                           'XLA CPU Eigen threading for every JAX system alike; auto: single '
                           'thread at batch 1 on CPU.')
+SMALL_LOOPS = flags.DEFINE_boolean(
+    'small_loops', True, 'XLA CPU compiles small while loops as one function '
+    '(lstm_jax.recurrent.use_small_loop_kernels, as every lstm_jax main does), for every JAX '
+    'system alike; false: XLA\'s default, one runtime kernel per op per step.')
 LATENCY = flags.DEFINE_boolean('latency', False, 'Instead of throughput: online-cleaning latency '
                                 'per block (p50/p99), for the default model or --model_dir.')
 MODEL_DIR = flags.DEFINE_string('model_dir', '', 'With --latency: a trained model/ directory.')
@@ -130,7 +134,7 @@ def main(argv):
             f'{bench.cpu_name()} ({records[0]["device_kind"]})')
       print(bench.format_table(records, peak))
 
-  sys.exit(cli.run_user_main(run))
+  sys.exit(cli.run_user_main(run, small_loops=SMALL_LOOPS.value))
 
 
 if __name__ == '__main__':

@@ -388,7 +388,7 @@ def worker_main(spec_json: str) -> None:
   built = BUILDERS[spec['system']](w, spec['mode'], spec['dtype'], spec.get('options', {}))
   for _ in range(spec.get('warmup', 2)):
     built.call()
-  info = dict(built.info)
+  info = dict(built.info, xla_flags_env=os.environ.get('XLA_FLAGS', ''))
   if spec['system'] != 'torch':
     import jax
     info['device_kind'] = jax.devices()[0].device_kind

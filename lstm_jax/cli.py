@@ -10,6 +10,7 @@ from absl import flags
 from absl import logging
 
 from lstm_jax import data as data_lib
+from lstm_jax import recurrent
 from lstm_jax.config import Config, get_config
 
 
@@ -66,11 +67,18 @@ def config_from_flags(preset: str, flag_values=flags.FLAGS) -> Config:
 USER_ERRORS = (data_lib.DataError, FileNotFoundError, ValueError)
 
 
-def run_user_main(fn: Callable[[], object]) -> int:
+def run_user_main(fn: Callable[[], object], small_loops: bool = True) -> int:
   """Runs ``fn`` (its result is ignored); returns the exit code.
 
-  A user's mistake ends in one line on stderr and exit code 2, a diverged training in exit 3.
+  First, before any JAX computation, XLA CPU is told to compile small time loops as one function
+  (``recurrent.use_small_loop_kernels``; ``small_loops=False`` leaves XLA's default). A user's
+  mistake ends in one line on stderr and exit code 2, a diverged training in exit 3.
   """
+  if small_loops:
+    try:
+      recurrent.use_small_loop_kernels()
+    except RuntimeError as e:  # JAX already running: XLA's default loops, still correct
+      logging.warning('%s', e)
   try:
     fn()
     return 0

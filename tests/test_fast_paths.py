@@ -227,3 +227,71 @@ def test_pallas_loop_refuses_what_it_cannot_run():
   model = LSTMRegressor(lstm_sizes=(8,), scan=ScanConfig(loop='pallas', matmul_dtype='bfloat16'))
   with pytest.raises(ValueError, match='float32'):
     model.init(jax.random.key(0), model.initialize_carry(1), jnp.ones((1, 4, 2)))
+
+
+# --------------------------------------------------------------------------- small-loop kernels
+
+SMALL = 'xla_cpu_small_while_loop_byte_threshold=10000000'
+
+
+@pytest.mark.parametrize('before, after', [
+    ('', f'--xla_backend_extra_options={SMALL}'),
+    ('--xla_cpu_multi_thread_eigen=false',
+     f'--xla_cpu_multi_thread_eigen=false --xla_backend_extra_options={SMALL}'),
+    ('--xla_backend_extra_options=xla_llvm_dot_tiling_factor=4',
+     f'--xla_backend_extra_options=xla_llvm_dot_tiling_factor=4,{SMALL}'),
+    ('--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=5',  # the user's own
+     '--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=5'),
+])
+def test_small_loop_flags(before, after):
+  assert recurrent.small_loop_flags(before) == after
+
+
+def test_small_loop_kernels_after_start_says_when_to_call_it(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '')
+  jax.devices()  # the backend is running in this process
+  with pytest.raises(RuntimeError, match='before any JAX computation'):
+    recurrent.use_small_loop_kernels()
+
+
+SMALL_LOOP_RUN = r'''
+import sys
+import numpy as np
+from lstm_jax import recurrent
+recurrent.use_small_loop_kernels()
+import jax, jax.numpy as jnp
+from lstm_jax.model import LSTMRegressor
+model = LSTMRegressor(lstm_sizes=(64, 16, 8), head_sizes=(16,), out_size=1)
+x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 256, 2)), jnp.float32)
+carry = model.initialize_carry(1)
+params = model.init(jax.random.key(0), carry, x)['params']
+fwd = jax.jit(lambda p, c, xx: model.apply({'params': p}, c, xx)[1])
+grad = jax.jit(jax.grad(lambda p, c, xx: jnp.mean(model.apply({'params': p}, c, xx)[1] ** 2)))
+for f in (fwd, grad):
+  text = f.lower(params, carry, x).compile().as_text()
+  assert 'xla_cpu_small_call="true"' in text, 'no loop was compiled as one function'
+out = [fwd(params, carry, x)] + jax.tree.leaves(grad(params, carry, x))
+np.savez(sys.argv[1], *[np.asarray(a) for a in out])
+'''
+
+
+def test_small_loop_kernels_compute_the_same(tmp_path):
+  """The seed-sized model with every time loop compiled as one function (a subprocess: XLA reads
+  the option at start) gives this process's outputs and gradients."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  path = str(tmp_path / 'small.npz')
+  proc = subprocess.run([sys.executable, '-c', SMALL_LOOP_RUN, path], capture_output=True,
+                        text=True, timeout=300, env=env,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  model = LSTMRegressor(lstm_sizes=(64, 16, 8), head_sizes=(16,), out_size=1)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 256, 2)), jnp.float32)
+  carry = model.initialize_carry(1)
+  params = model.init(jax.random.key(0), carry, x)['params']
+  here = [model.apply({'params': params}, carry, x)[1]] + jax.tree.leaves(jax.grad(
+      lambda p: jnp.mean(model.apply({'params': p}, carry, x)[1] ** 2))(params))
+  small = np.load(path)
+  assert len(small.files) == len(here)
+  for i, a in enumerate(here):
+    np.testing.assert_allclose(small[f'arr_{i}'], a, rtol=1e-5, atol=1e-7)
