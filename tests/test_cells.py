@@ -244,7 +244,8 @@ def test_cell_flags_reach_the_model(capsys):
   model = lstm_jax.build_model(config)
   assert model.get_cell() == cells.get_cell('gru', {'reset_after': False})
   assert lstm_jax.build_model(lstm_jax.Config()).get_cell() == cells.get_cell('lstm')
-  code = cli.run_user_main(lambda: lstm_jax.build_model(config.replace(cell='lstmm')))
+  code = cli.run_user_main(lambda: lstm_jax.build_model(config.replace(cell='lstmm')),
+                           small_loops=False)
   err = capsys.readouterr().err
   assert code == 2 and err.count('\n') == 1 and "unknown cell 'lstmm'" in err
 

@@ -258,7 +258,8 @@ SMALL_LOOP_RUN = r'''
 import sys
 import numpy as np
 from lstm_jax import recurrent
-recurrent.use_small_loop_kernels()
+if sys.argv[2] == 'small':
+  recurrent.use_small_loop_kernels()
 import jax, jax.numpy as jnp
 from lstm_jax.model import LSTMRegressor
 model = LSTMRegressor(lstm_sizes=(64, 16, 8), head_sizes=(16,), out_size=1)
@@ -269,29 +270,25 @@ fwd = jax.jit(lambda p, c, xx: model.apply({'params': p}, c, xx)[1])
 grad = jax.jit(jax.grad(lambda p, c, xx: jnp.mean(model.apply({'params': p}, c, xx)[1] ** 2)))
 for f in (fwd, grad):
   text = f.lower(params, carry, x).compile().as_text()
-  assert 'xla_cpu_small_call="true"' in text, 'no loop was compiled as one function'
+  assert ('xla_cpu_small_call="true"' in text) == (sys.argv[2] == 'small'), sys.argv[2]
 out = [fwd(params, carry, x)] + jax.tree.leaves(grad(params, carry, x))
 np.savez(sys.argv[1], *[np.asarray(a) for a in out])
 '''
 
 
 def test_small_loop_kernels_compute_the_same(tmp_path):
-  """The seed-sized model with every time loop compiled as one function (a subprocess: XLA reads
-  the option at start) gives this process's outputs and gradients."""
+  """The seed-sized model with every time loop compiled as one function gives XLA's default
+  program's outputs and gradients (subprocesses: XLA reads the option at start)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
-  path = str(tmp_path / 'small.npz')
-  proc = subprocess.run([sys.executable, '-c', SMALL_LOOP_RUN, path], capture_output=True,
-                        text=True, timeout=300, env=env,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  model = LSTMRegressor(lstm_sizes=(64, 16, 8), head_sizes=(16,), out_size=1)
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 256, 2)), jnp.float32)
-  carry = model.initialize_carry(1)
-  params = model.init(jax.random.key(0), carry, x)['params']
-  here = [model.apply({'params': params}, carry, x)[1]] + jax.tree.leaves(jax.grad(
-      lambda p: jnp.mean(model.apply({'params': p}, carry, x)[1] ** 2))(params))
-  small = np.load(path)
-  assert len(small.files) == len(here)
-  for i, a in enumerate(here):
-    np.testing.assert_allclose(small[f'arr_{i}'], a, rtol=1e-5, atol=1e-7)
+  out = {}
+  for kind in ('small', 'default'):
+    path = str(tmp_path / f'{kind}.npz')
+    proc = subprocess.run([sys.executable, '-c', SMALL_LOOP_RUN, path, kind], capture_output=True,
+                          text=True, timeout=300, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out[kind] = np.load(path)
+  assert len(out['small'].files) == len(out['default'].files) == 1 + 3 * 3 + 2 * 2
+  for name in out['default'].files:
+    np.testing.assert_allclose(out['small'][name], out['default'][name], rtol=1e-5, atol=1e-7)

@@ -28,7 +28,7 @@ TINY = Config(lstm_sizes=(4,), head_sizes=(4,), n_streams=2, chunk_len=64, bptt_
 
 def one_line_error(capsys, fn):
   """Runs ``fn`` the way the CLIs do; returns the single error line (and checks the code)."""
-  code = cli.run_user_main(fn)
+  code = cli.run_user_main(fn, small_loops=False)
   err = capsys.readouterr().err
   lines = [l for l in err.splitlines() if l.strip()]
   assert code != 0 and len(lines) == 1 and lines[0].startswith('error: '), err
