@@ -179,10 +179,12 @@ def test_bad_options_are_named():
 
 
 def test_unroll_zero_picks_per_platform(monkeypatch):
-  """0: on CPU, unroll 4 (forward) and 2 (reverse) only for training at batch 1; on a GPU, 4
+  """0: on CPU, unroll 4 (forward) and 2 (reverse) only for training at batch 1 without small
+  loops; on a GPU, 4
   everywhere; an explicit value wins."""
   auto = ScanConfig()
   monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false')
   assert auto.unroll_for(1, training=True) == 4
   assert auto.unroll_for(1, training=True, reverse=True) == 2
   assert auto.unroll_for(8, training=True, reverse=True) == 1
@@ -190,6 +192,12 @@ def test_unroll_zero_picks_per_platform(monkeypatch):
   assert auto.unroll_for(1, training=False) == 1
   assert auto.unroll_for(8, training=True) == 1
   assert ScanConfig(unroll=2).unroll_for(1, training=True) == 2
+  # Small loops compiled as one function: unrolling only lengthens the function.
+  monkeypatch.setenv('XLA_FLAGS', recurrent.small_loop_flags(''))
+  assert auto.unroll_for(1, training=True) == auto.unroll_for(1, True, reverse=True) == 1
+  assert ScanConfig(unroll=4).unroll_for(1, training=True) == 4
+  monkeypatch.setenv('XLA_FLAGS', recurrent.small_loop_flags('', byte_threshold=1024))
+  assert auto.unroll_for(1, training=True) == 4  # too small a threshold for these loops
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert {auto.unroll_for(b, training=t, reverse=r)
           for b in (1, 64) for t in (False, True) for r in (False, True)} == {4}
