@@ -180,8 +180,7 @@ def test_bad_options_are_named():
 
 def test_unroll_zero_picks_per_platform(monkeypatch):
   """0: on CPU, unroll 4 (forward) and 2 (reverse) only for training at batch 1 without small
-  loops; on a GPU, 4
-  everywhere; an explicit value wins."""
+  loops; on a GPU, 4 everywhere; an explicit value wins."""
   auto = ScanConfig()
   monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false')
