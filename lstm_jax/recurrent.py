@@ -61,12 +61,16 @@ def use_small_loop_kernels(byte_threshold: int = SMALL_LOOP_BYTES) -> None:
   option from ``XLA_FLAGS`` once, so call this before any JAX computation; the ``experiments/``
   mains do (``cli.run_user_main``). Flax and every other JAX program in the process gain too.
   """
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
   flags = os.environ.get('XLA_FLAGS', '')
   new = small_loop_flags(flags, byte_threshold)
   if new == flags:
     return
-  if xla_bridge.backends_are_initialized():
+  try:  # JAX has no public "has the backend started?"; without it, set the flag regardless
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    started = xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):
+    started = False
+  if started:
     raise RuntimeError('use_small_loop_kernels() came after JAX started its backend, which has '
                        'read XLA_FLAGS already; call it before any JAX computation')
   os.environ['XLA_FLAGS'] = new
