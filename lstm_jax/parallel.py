@@ -57,9 +57,10 @@ def inference_shards(batch_size: int, lstm_sizes: Sequence[int], n_devices: int,
   """How many devices to shard an inference batch over (1: no sharding).
 
   The most devices, up to ``n_devices``, that split the batch evenly. On CPU only while the
-  largest LSTM layer has at most 128 units: per-core loops were 1.1-1.8x faster at 2-32 streams
-  of 64 and 128 units, but 0.74-1.03x at 256 units, where one loop's large matmul already
-  keeps both cores busy (BUILD_NOTES.md, stop 19). Training stays on one device unless asked:
+  largest LSTM layer has at most 128 units: per-core loops were 1.07-1.85x faster at 2-32
+  streams of 64 and 128 units, while at 256 units they ranged from 0.74x (8 streams) and 0.91x
+  (the wide forward) to 1.29x, where one loop's large matmul already keeps both cores busy
+  (BUILD_NOTES.md, stop 19). Training stays on one device unless asked:
   sharding the long and wide train steps was 0.73-0.85x on CPU.
   """
   if platform == 'cpu' and max(lstm_sizes, default=0) > 128:
@@ -68,7 +69,8 @@ def inference_shards(batch_size: int, lstm_sizes: Sequence[int], n_devices: int,
 
 
 class Placement:
-  """Where training arrays live: ``mesh=None`` means the default single device."""
+  """Where training (or streamed inference) arrays live: ``mesh=None`` means the default
+  single device."""
 
   def __init__(self, mesh: Optional[Mesh]):
     self.mesh = mesh
