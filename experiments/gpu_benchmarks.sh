@@ -48,18 +48,26 @@ EOF
 bench() {  # time limit (s), then flags; $BENCH_FLAGS (say --steps=32) for a dry run
   local limit=$1; shift
   timeout "$limit" python3 -m experiments.benchmark --platform="${PLATFORM:-cuda}" \
-    --peers=flax,torch --torch_threads=1 --concurrent_start --peak_n=8192 --out="$J" "$@" \
+    --peers=flax,torch --torch_threads=1 --concurrent_start --peak_n=8192 --nosmall_loops \
+    --out="$J" "$@" \
     ${BENCH_FLAGS:-} 2>&1 | tee -a "$LOG"
 }
 # Our loop's forms ranked in one process (scan unrolls, Pallas warp counts).
-timeout 130 python3 -m experiments.gpu_loop_study --out="$OUT/gpu_loop_study.json" 2>&1 \
+timeout ${STUDY_S:-120} python3 -m experiments.gpu_loop_study --out="$OUT/gpu_loop_study.json" 2>&1 \
   | grep -v "^[IW][0-9]" | tee -a "$LOG"
 bench 90 --workload=seed --mode=fwd,train --reps=10 --variants=loop=scan,loop=scan+unroll=1
 bench 50 --workload=wide --mode=fwd,train --reps=10 --peak=false
 bench 80 --workload=long --mode=fwd,train --reps=10 --peak=false --variants=loop=pallas
 
+# The default training job's update rate on this device: loop=auto (Pallas here) against the scan.
+for loop in auto scan; do
+  timeout 90 python3 -m experiments.noise_regression --loop=$loop --num_steps=${NR_STEPS:-800} \
+    --workdir="/tmp/nr_$loop" 2>&1 | grep -v "^[IW][0-9]" | tail -4 | tee -a "$LOG"
+  cp "/tmp/nr_$loop/metrics.json" "$OUT/nr_${loop}_metrics.json" 2>/dev/null
+done
+
 # The fast paths compute the reference's function on this device too (full f32 matmuls).
-JAX_DEFAULT_MATMUL_PRECISION=float32 timeout 60 python3 -m pytest -q -p no:cacheprovider \
+JAX_DEFAULT_MATMUL_PRECISION=float32 timeout 100 python3 -m pytest -q -p no:cacheprovider \
   ${PYTEST_FLAGS:--n 8} tests/test_fast_paths.py tests/test_recurrent.py \
   -k "reference or equals_plain or bfloat16 or chain_rule or matches or chunks or hard_sigmoid \
 or check_grads or pallas or loop_auto or unroll_zero" 2>&1 | tail -12 | tee -a "$LOG"
