@@ -2,6 +2,7 @@ r"""GPU study of the time loop's forms, in one process: lax.scan unrolls against
 at several warp counts, for the seed and long models (forward; train step for the main forms).
 
   python -m experiments.gpu_loop_study --out=results/gpu_loop_study.json
+  python -m experiments.gpu_loop_study --study=kernel_forms --out=results/gpu_kernel_forms.json
 
 Each form is compiled apart (timed), warmed up, then called ``--reps`` times with
 ``block_until_ready``; the median is reported in microseconds per time step. The benchmark
@@ -25,6 +26,10 @@ from lstm_jax.recurrent import ScanConfig
 OUT = flags.DEFINE_string('out', 'results/gpu_loop_study.json', 'JSON results.')
 REPS = flags.DEFINE_integer('reps', 20, 'Timed calls per form.')
 MAX_STEPS = flags.DEFINE_integer('max_steps', 0, 'Caps the time steps (a dry run on CPU).')
+STUDY = flags.DEFINE_enum('study', 'loops', ['loops', 'kernel_forms'],
+                          'loops: scan unrolls against the Pallas loop and its warp counts; '
+                          'kernel_forms: the Pallas kernel forms (pallas_loop.KernelForm), with '
+                          'each form checked against the default form on this device first.')
 
 MODELS = {'seed': (1, 2048, 2, (64, 16, 8), (128, 16, 8)), 'long': (8, 16384, 8, (128, 128), ())}
 
@@ -43,10 +48,12 @@ def _time(fn, args, reps):
   return statistics.median(times), compile_s
 
 
-def _form(name, batch, steps, inputs, lstm, head, mode, scan, warps, reps):
-  saved = pallas_loop.num_warps
+def _form(name, batch, steps, inputs, lstm, head, mode, scan, warps, reps, kernel_form=None):
+  saved = pallas_loop.num_warps, pallas_loop.FORM
   if warps:
     pallas_loop.num_warps = lambda hidden: warps
+  if kernel_form is not None:
+    pallas_loop.FORM = kernel_form
   try:
     model = LSTMRegressor(lstm_sizes=lstm, head_sizes=head, scan=scan)
     rng = np.random.default_rng(0)
@@ -68,14 +75,65 @@ def _form(name, batch, steps, inputs, lstm, head, mode, scan, warps, reps):
       args = (params, opt.init(params), carry, x, y)
     med, compile_s = _time(fn, args, reps)
     return {'model': name, 'mode': mode, 'loop': scan.loop, 'unroll': scan.unroll,
-            'num_warps': warps or 'rule', 'us_per_step': 1e6 * med / steps,
+            'num_warps': warps or 'rule', 'kernel_form': (kernel_form or pallas_loop.FORM)._asdict(),
+            'us_per_step': 1e6 * med / steps,
             'compile_s': compile_s, 'device_kind': jax.devices()[0].device_kind}
   finally:
-    pallas_loop.num_warps = saved
+    pallas_loop.num_warps, pallas_loop.FORM = saved
+
+
+def _check_kernel_forms(kernel_forms):
+  """Each form's forward (with residuals) and reverse kernels against the default form's, on
+  this device, at the seed's first-layer size: the largest absolute difference of any output."""
+  out = []
+  for kf in kernel_forms:
+    keys = iter(jax.random.split(jax.random.key(7), 12))
+    rand = lambda *shape: jax.random.normal(next(keys), shape)
+    steps, batch, n = 256, 2, 64
+    u = 0.2 * rand(n, 4 * n)
+    fwd_args = (rand(steps, batch, 4 * n), u, rand(batch, n), rand(batch, n))
+    bwd_args = (rand(steps, batch, n), rand(steps, batch, 4 * n), rand(steps, batch, n),
+                rand(steps, batch, n), u, rand(batch, n), rand(batch, n))
+    run = lambda form: (
+        pallas_loop.forward(*fwd_args, 'sigmoid', 'tanh', True, form=form)
+        + pallas_loop.backward(*bwd_args, form=form))
+    diff = max(float(jnp.max(jnp.abs(a - b)))
+               for a, b in zip(run(kf), run(pallas_loop.KernelForm())))
+    out.append({'check': 'kernel_form_vs_default', 'kernel_form': kf._asdict(),
+                'max_abs_diff': diff})
+  return out
+
+
+def _kernel_form_study():
+  kernel_forms = [pallas_loop.KernelForm(w, p) for w in (False, True) for p in (False, True)]
+  results = _check_kernel_forms(kernel_forms)
+  for r in results:
+    print(json.dumps(r), flush=True)
+  pallas = ScanConfig(loop='pallas')
+  forms = [('seed', mode, pallas, 0, kf) for mode in ('fwd', 'train') for kf in kernel_forms]
+  forms += [('seed', 'fwd', pallas, 8, kf) for kf in kernel_forms[1:]]
+  forms += [('long', 'fwd', pallas, 0, kf) for kf in kernel_forms]
+  forms += [('long', 'fwd', ScanConfig(loop='scan', unroll=4), 0, None)]
+  return results, forms
 
 
 def main(argv):
   del argv
+  if STUDY.value == 'kernel_forms':
+    results, forms = _kernel_form_study()
+    for name, mode, scan, warps, kf in forms:
+      batch, steps, *sizes = MODELS[name]
+      steps = min(steps, MAX_STEPS.value or steps)
+      try:
+        r = _form(name, batch, steps, *sizes, mode, scan, warps, REPS.value, kf)
+      except Exception as e:  # pylint: disable=broad-except
+        r = {'model': name, 'mode': mode, 'num_warps': warps, 'error': f'{type(e).__name__}: '
+             f'{str(e)[-400:]}', 'kernel_form': kf._asdict() if kf else None}
+      results.append(r)
+      print(json.dumps(r), flush=True)
+      with open(OUT.value, 'w') as f:
+        json.dump(results, f, indent=1)
+    return
   forms = []
   for unroll in (1, 4, 8):
     forms += [('seed', 'fwd', ScanConfig(loop='scan', unroll=unroll), 0),

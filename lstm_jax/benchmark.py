@@ -144,6 +144,11 @@ def _jax_runner(apply_fn, params, carry, x, y, mode, optimizer, donate=True,
   return Built(call, compile_s, info)
 
 
+# ``pallas_form`` option values: (resident_weights, prefetch) of ``pallas_loop.KernelForm``.
+PALLAS_FORMS = {'default': (False, False), 'resident': (True, False), 'prefetch': (False, True),
+                'both': (True, True)}
+
+
 def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
@@ -151,7 +156,9 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   loop (auto|scan|pallas), gate_form (auto|packed|split), remat, donate, xla_options
   (auto|none: ``ScanConfig.compiler_options``, as the library's training and streaming pass
   them, or XLA's defaults), gates (fused|plain: the one-tanh gate activation or one function
-  per gate; plain implies gate_form=packed), cell and cell_options (``lstm_jax.cells``;
+  per gate; plain implies gate_form=packed), pallas_form (default|resident|prefetch|both:
+  ``pallas_loop.KernelForm``, resident weights and/or prefetched inputs, for the layers that run
+  on the Pallas loop), cell and cell_options (``lstm_jax.cells``;
   default lstm), devices (auto|N: the batch sharded over N devices; auto: as
   ``StreamingPredictor`` shards inference, ``parallel.inference_shards``, and one device for
   training; on CPU the worker shows JAX one device per core, ``worker_devices``).
@@ -160,6 +167,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   import jax.numpy as jnp
   import optax
   from lstm_jax import cell as cell_lib
+  from lstm_jax import pallas_loop
   from lstm_jax import parallel
   from lstm_jax import recurrent
   from lstm_jax.model import LSTMRegressor
@@ -178,6 +186,11 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   if options.get('gates', 'fused') == 'plain':
     # Ablation of the one-tanh trick, in this worker process only.
     cell_lib.activate_gates = cell_lib.activate_gates_plain
+  if 'pallas_form' in options:  # this worker's kernel form, as the gates ablation above
+    if options['pallas_form'] not in PALLAS_FORMS:
+      raise ValueError(f'pallas_form must be one of {sorted(PALLAS_FORMS)}, got '
+                       f'{options["pallas_form"]!r}')
+    pallas_loop.FORM = pallas_loop.KernelForm(*PALLAS_FORMS[options['pallas_form']])
   model = LSTMRegressor(lstm_sizes=w.lstm_sizes, head_sizes=w.head_sizes, out_size=w.out_size,
                         head_activation='leaky_relu', output_activation='linear', scan=scan,
                         cell=options.get('cell', 'lstm'),

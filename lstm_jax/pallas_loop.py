@@ -24,6 +24,8 @@ dropped.
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -44,6 +46,22 @@ def check_supported(hidden_size: int, matmul_dtype: str) -> None:
                      f'got {hidden_size}; use loop=\'scan\'')
   if matmul_dtype != 'float32':
     raise ValueError(f"loop='pallas' computes in float32, got matmul_dtype={matmul_dtype!r}")
+
+
+class KernelForm(NamedTuple):
+  """How a kernel's step gets its operands; every form computes the same function.
+
+  ``resident_weights``: the recurrent weight's four gate blocks are loaded once, before the time
+  loop, and stay in registers (instead of a load from cache at every step).
+  ``prefetch``: each step issues the loads of the next step's per-step inputs (hoisted
+  projection, or the backward's factors) and carries them, so their latency overlaps the step's
+  arithmetic instead of heading its critical path.
+  """
+  resident_weights: bool = False
+  prefetch: bool = False
+
+
+FORM = KernelForm()  # the form the library runs (``experiments.gpu_loop_study`` varies it)
 
 
 def num_warps(hidden_size: int) -> int:
@@ -69,25 +87,59 @@ def _call(kernel, out_shapes, hidden_size: int, batch: int, *args):
       grid=(batch,), interpret=not gpu, compiler_params=params)(*(a.astype(f32) for a in args))
 
 
+def _weight_blocks(u_ref, n: int, form: KernelForm):
+  """Returns ``block(k)``: gate ``k``'s ``(1, H, H)`` weight block, read once or at each use."""
+  from jax.experimental import pallas as pl
+  if form.resident_weights:
+    blocks = [u_ref[:, pl.ds(k * n, n)][None] for k in range(4)]
+    return lambda k: blocks[k]
+  return lambda k: u_ref[:, pl.ds(k * n, n)][None]
+
+
+def _step_inputs(refs_and_blocks, row, steps: int, form: KernelForm, reverse: bool = False):
+  """``(first, load, advance)`` for per-step inputs: ``load(t)`` reads step ``t``'s blocks.
+
+  Without prefetch ``first`` is ``()`` and ``advance(t, carried)`` returns ``(now, ())``, the
+  blocks read at step ``t``. With prefetch ``first`` holds the first step's blocks and
+  ``advance`` returns them while it issues the next step's loads (clamped at the chunk's end).
+  """
+
+  def load(t):
+    return tuple(ref[t, row, block] for ref, block in refs_and_blocks)
+
+  if not form.prefetch:
+    return (), lambda t, carried: (load(t), ())
+  first = load(steps - 1 if reverse else 0)
+
+  def advance(t, carried):
+    nxt = jnp.maximum(t - 1, 0) if reverse else jnp.minimum(t + 1, steps - 1)
+    return carried, load(nxt)
+  return first, advance
+
+
 def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str,
-            activation: str, save_residuals: bool):
+            activation: str, save_residuals: bool, form: Optional[KernelForm] = None):
   """``xs = x W + b`` for the chunk (time-major) -> ``(h_T, c_T, h_TxBxH[, gates, c_TxBxH])``."""
   from jax.experimental import pallas as pl
   steps, batch, four_h = xs_TxBx4H.shape
   n = four_h // 4
   acts = _gate_fns(recurrent_activation, activation)
+  form = FORM if form is None else form
 
   def kernel(xs_ref, u_ref, h0_ref, c0_ref, hT_ref, cT_ref, hs_ref, *residual_refs):
     b = pl.program_id(0)
     row = pl.ds(b, 1)
+    weight = _weight_blocks(u_ref, n, form)
+    first, advance = _step_inputs([(xs_ref, pl.ds(k * n, n)) for k in range(4)], row, steps,
+                                  form)
 
-    def step(t, hc):
-      h, c = hc
+    def step(t, state):
+      h, c, carried = state
+      xs_t, carried = advance(t, carried)
       h_col = h[:, :, None]  # (1, H, 1): h[j] times row j of each gate's weight block
       gates = []
       for k, act in enumerate(acts):
-        block = pl.ds(k * n, n)
-        z = xs_ref[t, row, block] + jnp.sum(h_col * u_ref[:, block][None], axis=1)
+        z = xs_t[k] + jnp.sum(h_col * weight(k), axis=1)
         gates.append(act(z))
       i, f, g, o = gates
       c = f * c + i * g
@@ -98,9 +150,9 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
         for k, gate in enumerate(gates):
           gates_ref[t, row, pl.ds(k * n, n)] = gate
         cs_ref[t, row, :] = c
-      return h, c
+      return h, c, carried
 
-    h, c = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :]))
+    h, c, _ = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :], first))
     hT_ref[row, :] = h
     cT_ref[row, :] = c
 
@@ -110,32 +162,39 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
   return _call(kernel, out, n, batch, xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH)
 
 
-def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T):
+def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T,
+             form: Optional[KernelForm] = None):
   """The reverse scan of the custom backward, from its hoisted gate-wise factors
   (``recurrent._backward_coefficients``). Returns ``(dh_0, dc_0, dz_TxBx4H)``."""
   from jax.experimental import pallas as pl
   steps, batch, n = dh_out_TxBxH.shape
+  form = FORM if form is None else form
 
   def kernel(dho_ref, pd_ref, oc_ref, f_ref, u_ref, dhT_ref, dcT_ref, dh0_ref, dc0_ref,
              dz_ref):
     b = pl.program_id(0)
     row = pl.ds(b, 1)
+    weight = _weight_blocks(u_ref, n, form)
+    whole = pl.ds(0, n)
+    first, advance = _step_inputs(
+        [(dho_ref, whole), (oc_ref, whole), (f_ref, whole)]
+        + [(pd_ref, pl.ds(k * n, n)) for k in range(4)], row, steps, form, reverse=True)
 
     def step(s, back):
       t = steps - 1 - s
-      dh_next, dc_next = back
-      dh = dho_ref[t, row, :] + dh_next
-      dc = dc_next + dh * oc_ref[t, row, :]
+      dh_next, dc_next, carried = back
+      (dh_o, oc, f, *pd), carried = advance(t, carried)
+      dh = dh_o + dh_next
+      dc = dc_next + dh * oc
       dh_prev = jnp.zeros_like(dh)
       for k, d in enumerate((dc, dc, dc, dh)):  # dz = [dc, dc, dc, dh] * (P * D)
-        block = pl.ds(k * n, n)
-        dz = d * pd_ref[t, row, block]
-        dz_ref[t, row, block] = dz
+        dz = d * pd[k]
+        dz_ref[t, row, pl.ds(k * n, n)] = dz
         # dh_prev[j] += sum_m dz[m] U[j, k n + m]
-        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * u_ref[:, block][None], axis=2)
-      return dh_prev, dc * f_ref[t, row, :]
+        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * weight(k), axis=2)
+      return dh_prev, dc * f, carried
 
-    dh0, dc0 = jax.lax.fori_loop(0, steps, step, (dhT_ref[row, :], dcT_ref[row, :]))
+    dh0, dc0, _ = jax.lax.fori_loop(0, steps, step, (dhT_ref[row, :], dcT_ref[row, :], first))
     dh0_ref[row, :] = dh0
     dc0_ref[row, :] = dc0
 

@@ -16,6 +16,7 @@ import pytest
 
 from lstm_jax import benchmark as bench
 from lstm_jax import cell as cell_lib
+from lstm_jax import pallas_loop
 from lstm_jax import parallel
 from lstm_jax import recurrent
 from lstm_jax.model import LSTMRegressor
@@ -227,6 +228,28 @@ def test_pallas_loop_refuses_what_it_cannot_run():
   model = LSTMRegressor(lstm_sizes=(8,), scan=ScanConfig(loop='pallas', matmul_dtype='bfloat16'))
   with pytest.raises(ValueError, match='float32'):
     model.init(jax.random.key(0), model.initialize_carry(1), jnp.ones((1, 4, 2)))
+
+
+@pytest.mark.parametrize('form', [pallas_loop.KernelForm(True, False),
+                                  pallas_loop.KernelForm(False, True),
+                                  pallas_loop.KernelForm(True, True)], ids=str)
+def test_pallas_kernel_forms_compute_the_same(form):
+  """Weights held in registers and inputs loaded a step ahead change only when operands are
+  read: forward (with residuals) and reverse kernels give the default form's outputs."""
+  keys = iter(jax.random.split(jax.random.key(3), 12))
+  rand = lambda *shape: jax.random.normal(next(keys), shape)
+  steps, batch, n = 6, 2, 8
+  xs, u, h0, c0 = rand(steps, batch, 4 * n), 0.3 * rand(n, 4 * n), rand(batch, n), rand(batch, n)
+  base = pallas_loop.KernelForm()
+  want = pallas_loop.forward(xs, u, h0, c0, 'sigmoid', 'tanh', True, form=base)
+  got = pallas_loop.forward(xs, u, h0, c0, 'sigmoid', 'tanh', True, form=form)
+  back = (rand(steps, batch, n), rand(steps, batch, 4 * n), rand(steps, batch, n),
+          rand(steps, batch, n), u, rand(batch, n), rand(batch, n))
+  want += pallas_loop.backward(*back, form=base)
+  got += pallas_loop.backward(*back, form=form)
+  assert len(got) == 8
+  for w, g in zip(want, got):
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- small-loop kernels
