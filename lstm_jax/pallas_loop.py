@@ -61,7 +61,7 @@ class KernelForm(NamedTuple):
   prefetch: bool = False
 
 
-FORM = KernelForm()  # the form the library runs (``experiments.gpu_loop_study`` varies it)
+FORM = KernelForm(resident_weights=True)  # what the library runs (BUILD_NOTES.md, stop 20)
 
 
 def num_warps(hidden_size: int) -> int:
