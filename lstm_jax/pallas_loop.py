@@ -4,8 +4,8 @@ On a GPU, ``lax.scan`` launches the step's kernels again at every time step, so 
 a step costs several microseconds of launches for a few thousand multiply-adds. Here one
 kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s ``h`` and
 ``c`` in registers through a ``fori_loop`` over time, reading each step's hoisted input
-projection and the recurrent weight (L1/L2-resident) and writing ``h_t``. The recurrent product
-is a broadcast multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step
+projection and writing ``h_t``; the recurrent weight is loaded once and stays in registers
+(``KernelForm``). The recurrent product is a broadcast multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step
 has one), so there are no TF32 products: the kernel computes the reference's function.
 
 The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
@@ -13,14 +13,18 @@ in the same form; the weight gradients stay single einsums after it. Off a GPU b
 in Pallas' interpreter, which is how the tests check them against the plain scan on CPU.
 
 Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
-small enough to stream from cache each step (the per-step temporary is ``H x H`` per gate).
+small enough for one program's registers (past that the compiler spills it to local memory;
+the per-step temporary is ``H x H`` per gate).
 
-Measured on an H200 (BUILD_NOTES.md, stop 17): at the seed sizes (64/16/8, batch 1) forward
-3.9 us per step against 8.5 for the best ``lax.scan`` (unroll 4), a train step 12.9 against
-20.2; at 128 units (batch 8) it loses (11.5 against 8.9), so ``loop='auto'`` stops at 64.
-A second form, the weight transposed so the sum runs along the contiguous axis and the next
-step's inputs loaded a step ahead, measured 1.8x (seed) and 3x (128 units) slower, and was
-dropped.
+Measured on an H200 (BUILD_NOTES.md, stops 17 and 20). Stop 17, the weight read from cache at
+every step: at the seed sizes (64/16/8, batch 1) forward 3.9 us per step against 8.5 for the
+best ``lax.scan`` (unroll 4), a train step 12.9 against 20.2. Stop 20, the weight's gate blocks
+held in registers for the whole chunk (``KernelForm.resident_weights``, the default): seed
+forward 1.8 us, train step 6.8-6.9; at 128 units (batch 8) forward 6.3 against 9.0 for the
+scan, but a train step 34.8 against 21.9, so ``loop='auto'`` runs 128 units on this loop for
+inference only. Prefetching each step's inputs a step ahead (``KernelForm.prefetch``) changed
+nothing measurable. A form with the weight transposed (the sum along the contiguous axis) ran
+1.8x (seed) and 3x (128 units) slower at stop 17 and was dropped.
 """
 from __future__ import annotations
 

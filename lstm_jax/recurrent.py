@@ -111,9 +111,9 @@ class ScanConfig:
       on a GPU; ``lstm_jax.pallas_loop``). ``pallas`` needs the custom backward, f32 matmuls
       and a power-of-two hidden size; on CPU it runs in Pallas' interpreter (tests only).
       ``auto`` picks ``pallas`` per layer on a GPU where it applies and measured faster
-      (hidden <= 64; measured at batch 1, and allowed up to batch 128 because one program per
-      sequence takes the same time until programs outnumber the multiprocessors), ``scan``
-      elsewhere (see BUILD_NOTES.md).
+      (hidden <= 64, and <= 128 for inference; measured at batch 1 and 8, and allowed up to
+      batch 128 because one program per sequence takes the same time until programs outnumber
+      the multiprocessors), ``scan`` elsewhere (see BUILD_NOTES.md).
     gate_form: how the inference scan (the forward that saves no residuals) activates the
       gates: ``packed`` (one pass over all 4H pre-activations, then the cell update) or
       ``split`` (each gate activated inside the update that uses it, so XLA fuses activation
@@ -177,13 +177,17 @@ class ScanConfig:
       return 1
     return 2 if reverse else 4
 
-  def uses_pallas(self, batch_size: int, hidden_size: int) -> bool:
-    """Whether a layer of this size runs on ``lstm_jax.pallas_loop`` (see ``loop``)."""
+  def uses_pallas(self, batch_size: int, hidden_size: int, training: bool = True) -> bool:
+    """Whether a layer of this size runs on ``lstm_jax.pallas_loop`` (see ``loop``).
+    ``training``: the forward that saves residuals and its backward (else inference)."""
     if self.loop != 'auto':
       return self.loop == 'pallas'
+    # With the weight held in registers (stop 20, H200), 128 units at batch 8 ran inference
+    # 1.44x faster than the unrolled scan, but a train step 1.59x slower.
+    largest = 64 if training else 128
     return (pallas_loop.on_gpu() and self.backward == 'custom' and not self.remat
             and self.matmul_dtype == 'float32' and batch_size <= 128
-            and hidden_size <= 64 and not hidden_size & (hidden_size - 1))
+            and hidden_size <= largest and not hidden_size & (hidden_size - 1))
 
   def splits_gates(self, batch_size: int, hidden_size: int) -> bool:
     """Whether the inference scan activates each gate inside the cell update (see
@@ -224,7 +228,7 @@ def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig
                   save_residuals: bool):
   """Runs the layer over time (time-major). Returns (carry, h_TxBxH, gates_TxBx4H, c_TxBxH)."""
   batch, hidden = carry.h.shape
-  if cfg.uses_pallas(batch, hidden):
+  if cfg.uses_pallas(batch, hidden, training=save_residuals):
     pallas_loop.check_supported(hidden, cfg.matmul_dtype)
     xs = jnp.einsum('tbc,cg->tbg', x_TxBxC, params.kernel,
                     preferred_element_type=carry.h.dtype) + params.bias[None, None]

@@ -235,7 +235,8 @@ def test_pallas_loop_refuses_what_it_cannot_run():
                                   pallas_loop.KernelForm(True, True)], ids=str)
 def test_pallas_kernel_forms_compute_the_same(form):
   """Weights held in registers and inputs loaded a step ahead change only when operands are
-  read: forward (with residuals) and reverse kernels give the default form's outputs."""
+  read: forward (with residuals) and reverse kernels give the plain form's outputs (weights
+  read at each use, no prefetch)."""
   keys = iter(jax.random.split(jax.random.key(3), 12))
   rand = lambda *shape: jax.random.normal(next(keys), shape)
   steps, batch, n = 6, 2, 8
