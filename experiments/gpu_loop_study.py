@@ -75,9 +75,9 @@ def _form(name, batch, steps, inputs, lstm, head, mode, scan, warps, reps, kerne
       args = (params, opt.init(params), carry, x, y)
     med, compile_s = _time(fn, args, reps)
     return {'model': name, 'mode': mode, 'loop': scan.loop, 'unroll': scan.unroll,
-            'num_warps': warps or 'rule', 'kernel_form': (kernel_form or pallas_loop.FORM)._asdict(),
-            'us_per_step': 1e6 * med / steps,
-            'compile_s': compile_s, 'device_kind': jax.devices()[0].device_kind}
+            'num_warps': warps or 'rule',
+            'kernel_form': (kernel_form or pallas_loop.FORM)._asdict(),
+            'us_per_step': 1e6 * med / steps, 'compile_s': compile_s, 'device_kind': jax.devices()[0].device_kind}
   finally:
     pallas_loop.num_warps, pallas_loop.FORM = saved
 
@@ -117,43 +117,33 @@ def _kernel_form_study():
   return results, forms
 
 
-def main(argv):
-  del argv
-  if STUDY.value == 'kernel_forms':
-    results, forms = _kernel_form_study()
-    for name, mode, scan, warps, kf in forms:
-      batch, steps, *sizes = MODELS[name]
-      steps = min(steps, MAX_STEPS.value or steps)
-      try:
-        r = _form(name, batch, steps, *sizes, mode, scan, warps, REPS.value, kf)
-      except Exception as e:  # pylint: disable=broad-except
-        r = {'model': name, 'mode': mode, 'num_warps': warps, 'error': f'{type(e).__name__}: '
-             f'{str(e)[-400:]}', 'kernel_form': kf._asdict() if kf else None}
-      results.append(r)
-      print(json.dumps(r), flush=True)
-      with open(OUT.value, 'w') as f:
-        json.dump(results, f, indent=1)
-    return
+def _loop_study():
   forms = []
   for unroll in (1, 4, 8):
-    forms += [('seed', 'fwd', ScanConfig(loop='scan', unroll=unroll), 0),
-              ('long', 'fwd', ScanConfig(loop='scan', unroll=unroll), 0)]
+    forms += [('seed', 'fwd', ScanConfig(loop='scan', unroll=unroll), 0, None),
+              ('long', 'fwd', ScanConfig(loop='scan', unroll=unroll), 0, None)]
   for warps in (0, 1, 2, 4, 8):
-    forms.append(('seed', 'fwd', ScanConfig(loop='pallas'), warps))
+    forms.append(('seed', 'fwd', ScanConfig(loop='pallas'), warps, None))
   for warps in (0, 4, 16):
-    forms.append(('long', 'fwd', ScanConfig(loop='pallas'), warps))
-  forms += [('seed', 'train', ScanConfig(loop='scan', unroll=4), 0),
-            ('seed', 'train', ScanConfig(loop='pallas'), 0),
-            ('long', 'train', ScanConfig(loop='scan', unroll=4), 0),
-            ('long', 'train', ScanConfig(loop='pallas'), 0)]
-  results = []
-  for name, mode, scan, warps in forms:
+    forms.append(('long', 'fwd', ScanConfig(loop='pallas'), warps, None))
+  forms += [('seed', 'train', ScanConfig(loop='scan', unroll=4), 0, None),
+            ('seed', 'train', ScanConfig(loop='pallas'), 0, None),
+            ('long', 'train', ScanConfig(loop='scan', unroll=4), 0, None),
+            ('long', 'train', ScanConfig(loop='pallas'), 0, None)]
+  return [], forms
+
+
+def main(argv):
+  del argv
+  results, forms = _kernel_form_study() if STUDY.value == 'kernel_forms' else _loop_study()
+  for name, mode, scan, warps, kf in forms:
     try:
       batch, steps, *sizes = MODELS[name]
       steps = min(steps, MAX_STEPS.value or steps)
-      r = _form(name, batch, steps, *sizes, mode, scan, warps, REPS.value)
+      r = _form(name, batch, steps, *sizes, mode, scan, warps, REPS.value, kf)
     except Exception as e:  # pylint: disable=broad-except
       r = {'model': name, 'mode': mode, 'loop': scan.loop, 'num_warps': warps,
+           'kernel_form': kf._asdict() if kf else None,
            'error': f'{type(e).__name__}: {str(e)[-400:]}'}
     results.append(r)
     print(json.dumps(r), flush=True)

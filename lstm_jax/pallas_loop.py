@@ -5,16 +5,17 @@ a step costs several microseconds of launches for a few thousand multiply-adds. 
 kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s ``h`` and
 ``c`` in registers through a ``fori_loop`` over time, reading each step's hoisted input
 projection and writing ``h_t``; the recurrent weight is loaded once and stays in registers
-(``KernelForm``). The recurrent product is a broadcast multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step
-has one), so there are no TF32 products: the kernel computes the reference's function.
+(``KernelForm``). The recurrent product is a broadcast multiply and a row sum in f32 (Triton's
+``dot`` needs 16 rows; a batch-1 step has one), so there are no TF32 products: the kernel
+computes the reference's function.
 
 The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
 in the same form; the weight gradients stay single einsums after it. Off a GPU both kernels run
 in Pallas' interpreter, which is how the tests check them against the plain scan on CPU.
 
 Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
-small enough for one program's registers (past that the compiler spills it to local memory;
-the per-step temporary is ``H x H`` per gate).
+small enough for one program's registers (a larger one is left to the compiler to spill; not
+profiled). The per-step temporary is ``H x H`` per gate.
 
 Measured on an H200 (BUILD_NOTES.md, stops 17 and 20). Stop 17, the weight read from cache at
 every step: at the seed sizes (64/16/8, batch 1) forward 3.9 us per step against 8.5 for the
@@ -101,7 +102,7 @@ def _weight_blocks(u_ref, n: int, form: KernelForm):
 
 
 def _step_inputs(refs_and_blocks, row, steps: int, form: KernelForm, reverse: bool = False):
-  """``(first, load, advance)`` for per-step inputs: ``load(t)`` reads step ``t``'s blocks.
+  """``(first, advance)`` for per-step inputs, each a ``(ref, block)`` read at ``[t, row, block]``.
 
   Without prefetch ``first`` is ``()`` and ``advance(t, carried)`` returns ``(now, ())``, the
   blocks read at step ``t``. With prefetch ``first`` holds the first step's blocks and
