@@ -200,7 +200,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   params = model.init(jax.random.key(0), carry, x)['params']
   devices = options.get('devices', 'auto')
   if devices == 'auto' and mode == 'fwd':
-    placement = parallel.Placement.for_inference(w.batch, w.lstm_sizes)
+    placement = parallel.Placement.for_inference(w.batch, w.lstm_sizes, scan, model.cell)
   else:
     placement = parallel.Placement.for_streams(1 if devices == 'auto' else int(devices), w.batch)
   params = placement.replicated(params)
@@ -232,7 +232,10 @@ def worker_devices(system: str, w: Workload, mode: str, options: dict) -> int:
   if mode != 'fwd':
     return 1
   from lstm_jax import parallel
-  return parallel.inference_shards(w.batch, w.lstm_sizes, os.cpu_count() or 1, 'cpu')
+  # JAX must not start here, so the Pallas rule is read from the option: on CPU only an
+  # explicit loop=pallas runs a layer on the kernel loop.
+  return parallel.inference_shards(w.batch, w.lstm_sizes, os.cpu_count() or 1, 'cpu',
+                                   kernel_loop=options.get('loop') == 'pallas')
 
 
 # --------------------------------------------------------------------------- peers

@@ -126,7 +126,8 @@ class StreamingPredictor:
       raise data_lib.DataError(f'chunk_len must be >= 1, got {chunk_len}')
     self._model = trained.model
     self.batch_size = int(batch_size)
-    self.placement = parallel.Placement.for_inference(self.batch_size, self._model.lstm_sizes)
+    self.placement = parallel.Placement.for_inference(self.batch_size, self._model.lstm_sizes,
+                                                      self._model.scan, self._model.cell)
     self._variables = self.placement.replicated({'params': trained.params})
     options = self._model.scan.compiler_options(self.batch_size)
     self._step = jax.jit(self._model.apply, compiler_options=options)

@@ -53,8 +53,12 @@ def set_cpu_devices(n: int = 0) -> None:
 
 
 def inference_shards(batch_size: int, lstm_sizes: Sequence[int], n_devices: int,
-                     platform: str) -> int:
+                     platform: str, kernel_loop: bool = False) -> int:
   """How many devices to shard an inference batch over (1: no sharding).
+
+  ``kernel_loop``: a layer runs on the Pallas loop (``ScanConfig.uses_pallas``). Its kernel has
+  no sharding rule, so jit would gather the streams onto every device for it; one device runs
+  up to 128 streams as parallel programs instead, so nothing is sharded.
 
   The most devices, up to ``n_devices``, that split the batch evenly. On CPU only while the
   largest LSTM layer has at most 128 units: per-core loops were 1.07-1.85x faster at 2-32
@@ -63,7 +67,7 @@ def inference_shards(batch_size: int, lstm_sizes: Sequence[int], n_devices: int,
   (BUILD_NOTES.md, stop 19). Training stays on one device unless asked:
   sharding the long and wide train steps was 0.73-0.85x on CPU.
   """
-  if platform == 'cpu' and max(lstm_sizes, default=0) > 128:
+  if kernel_loop or (platform == 'cpu' and max(lstm_sizes, default=0) > 128):
     return 1
   return max(d for d in range(1, max(1, min(n_devices, batch_size)) + 1) if batch_size % d == 0)
 
@@ -92,10 +96,15 @@ class Placement:
     return cls(Mesh(np.asarray(devices), (AXIS,)))
 
   @classmethod
-  def for_inference(cls, batch_size: int, lstm_sizes: Sequence[int]) -> 'Placement':
-    """The streams of an inference batch over this process's devices (``inference_shards``)."""
+  def for_inference(cls, batch_size: int, lstm_sizes: Sequence[int], scan=None,
+                    cell: str = 'lstm') -> 'Placement':
+    """The streams of an inference batch over this process's devices (``inference_shards``).
+    ``scan``, ``cell``: the model's ``ScanConfig`` and cell name, which say whether a layer
+    runs on the Pallas loop (only the LSTM cell's layers can)."""
     devices = jax.local_devices()
-    n = inference_shards(batch_size, lstm_sizes, len(devices), devices[0].platform)
+    kernel_loop = (scan is not None and cell == 'lstm' and
+                   any(scan.uses_pallas(batch_size, n, training=False) for n in lstm_sizes))
+    n = inference_shards(batch_size, lstm_sizes, len(devices), devices[0].platform, kernel_loop)
     return cls(None if n == 1 else Mesh(np.asarray(devices[:n]), (AXIS,)))
 
   @property

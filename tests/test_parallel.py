@@ -98,6 +98,22 @@ def test_inference_shards(batch, sizes, n_devices, platform, shards):
   assert parallel.inference_shards(batch, sizes, n_devices, platform) == shards
 
 
+def test_inference_keeps_streams_on_one_device_for_the_kernel_loop(monkeypatch):
+  """The Pallas loop has no sharding rule: jit would gather sharded streams for it."""
+  from lstm_jax.recurrent import ScanConfig
+  assert parallel.inference_shards(8, (64,), 2, 'gpu', kernel_loop=True) == 1
+  asked = []
+  monkeypatch.setattr(parallel, 'inference_shards', lambda *args: asked.append(args[-1]) or 1)
+  parallel.Placement.for_inference(8, (64,), ScanConfig(loop='pallas'))
+  parallel.Placement.for_inference(8, (64,), ScanConfig(loop='pallas'), cell='gru')
+  parallel.Placement.for_inference(8, (64,), ScanConfig())  # CPU: the scan
+  parallel.Placement.for_inference(8, (64,))
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  parallel.Placement.for_inference(8, (64, 128), ScanConfig())  # auto: both on the kernel
+  parallel.Placement.for_inference(8, (256,), ScanConfig())     # too large for it
+  assert asked == [True, False, False, False, True, False]
+
+
 def test_set_cpu_devices_after_start_says_when_to_call_it():
   jax.devices()  # the backend is running in this process
   with pytest.raises(RuntimeError, match='first thing after import jax'):
