@@ -144,8 +144,9 @@ def _jax_runner(apply_fn, params, carry, x, y, mode, optimizer, donate=True,
   return Built(call, compile_s, info)
 
 
-# ``pallas_form`` option values: (resident_weights, prefetch) of ``pallas_loop.KernelForm``.
-PALLAS_FORMS = {'default': (False, False), 'resident': (True, False), 'prefetch': (False, True),
+# ``pallas_form`` option values: (resident_weights, prefetch) of ``pallas_loop.KernelForm``
+# (plain: stop 17's kernel; the library's default is resident).
+PALLAS_FORMS = {'plain': (False, False), 'resident': (True, False), 'prefetch': (False, True),
                 'both': (True, True)}
 
 
@@ -156,7 +157,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   loop (auto|scan|pallas), gate_form (auto|packed|split), remat, donate, xla_options
   (auto|none: ``ScanConfig.compiler_options``, as the library's training and streaming pass
   them, or XLA's defaults), gates (fused|plain: the one-tanh gate activation or one function
-  per gate; plain implies gate_form=packed), pallas_form (default|resident|prefetch|both:
+  per gate; plain implies gate_form=packed), pallas_form (plain|resident|prefetch|both:
   ``pallas_loop.KernelForm``, resident weights and/or prefetched inputs, for the layers that run
   on the Pallas loop), cell and cell_options (``lstm_jax.cells``;
   default lstm), devices (auto|N: the batch sharded over N devices; auto: as
