@@ -205,3 +205,17 @@ def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, d
 
   return _call(kernel, [(batch, n), (batch, n), (steps, batch, 4 * n)], n, batch,
                dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T)
+
+
+def outputs_on_random_inputs(forms, steps: int, batch: int, hidden_size: int, seed: int = 0):
+  """Every output of the forward (with residuals) and the reverse kernel, per form, on one set
+  of random inputs: what the parity test and the GPU study compare across ``KernelForm``s."""
+  keys = iter(jax.random.split(jax.random.key(seed), 12))
+  rand = lambda *shape: jax.random.normal(next(keys), shape)
+  n = hidden_size
+  xs, u = rand(steps, batch, 4 * n), 0.3 * rand(n, 4 * n)
+  fwd = (xs, u, rand(batch, n), rand(batch, n))
+  bwd = (rand(steps, batch, n), rand(steps, batch, 4 * n), rand(steps, batch, n),
+         rand(steps, batch, n), u, rand(batch, n), rand(batch, n))
+  return [forward(*fwd, 'sigmoid', 'tanh', True, form=f) + backward(*bwd, form=f)
+          for f in forms]

@@ -238,17 +238,8 @@ def test_pallas_kernel_forms_compute_the_same(form):
   """Weights held in registers and inputs loaded a step ahead change only when operands are
   read: forward (with residuals) and reverse kernels give the plain form's outputs (weights
   read at each use, no prefetch)."""
-  keys = iter(jax.random.split(jax.random.key(3), 12))
-  rand = lambda *shape: jax.random.normal(next(keys), shape)
-  steps, batch, n = 6, 2, 8
-  xs, u, h0, c0 = rand(steps, batch, 4 * n), 0.3 * rand(n, 4 * n), rand(batch, n), rand(batch, n)
-  base = pallas_loop.KernelForm()
-  want = pallas_loop.forward(xs, u, h0, c0, 'sigmoid', 'tanh', True, form=base)
-  got = pallas_loop.forward(xs, u, h0, c0, 'sigmoid', 'tanh', True, form=form)
-  back = (rand(steps, batch, n), rand(steps, batch, 4 * n), rand(steps, batch, n),
-          rand(steps, batch, n), u, rand(batch, n), rand(batch, n))
-  want += pallas_loop.backward(*back, form=base)
-  got += pallas_loop.backward(*back, form=form)
+  want, got = pallas_loop.outputs_on_random_inputs([pallas_loop.KernelForm(), form], steps=6,
+                                                   batch=2, hidden_size=8, seed=3)
   assert len(got) == 8
   for w, g in zip(want, got):
     np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
