@@ -56,6 +56,10 @@ REPS = flags.DEFINE_integer('reps', 15, 'Timed calls per system and process (>= 
 PROCESSES = flags.DEFINE_integer(
     'processes', 1, 'Worker processes per system, their calls pooled (one program can run '
     'faster in one process than in another on a shared CPU).')
+WARM_CALLS = flags.DEFINE_integer(
+    'warm_calls', 1, 'Untimed calls each worker makes right before each timed call, so that a '
+    'timed call runs as in a loop of back-to-back calls (training), not after idling while '
+    'the other workers ran (0: the setting of every table before stop 21).')
 OUT = flags.DEFINE_string('out', 'results/bench_runs.jsonl', 'JSON lines are appended here.')
 BATCH = flags.DEFINE_integer('batch', None, 'Overrides the workload batch.')
 STEPS = flags.DEFINE_integer('steps', None, 'Overrides the time steps per chunk.')
@@ -108,6 +112,8 @@ def main(argv):
       raise ValueError(f'--reps must be >= 10, got {REPS.value}')
     if PROCESSES.value < 1:
       raise ValueError(f'--processes must be >= 1, got {PROCESSES.value}')
+    if WARM_CALLS.value < 0:
+      raise ValueError(f'--warm_calls must be >= 0, got {WARM_CALLS.value}')
     sizes = {k: f.value for k, f in (('batch', BATCH), ('steps', STEPS), ('inputs', INPUTS))
              if f.value is not None}
     for k, f in (('lstm_sizes', LSTM_SIZES), ('head_sizes', HEAD_SIZES)):
@@ -126,7 +132,7 @@ def main(argv):
         raise ValueError(f'--mode: expected fwd or train, got {mode!r}')
       records = bench.measure(_systems(w), w, mode, DTYPE.value, REPS.value, PLATFORM.value,
                               concurrent_start=CONCURRENT_START.value,
-                              processes=PROCESSES.value)
+                              processes=PROCESSES.value, warm_calls=WARM_CALLS.value)
       for r in records:
         r['workload_name'] = WORKLOAD.value
       bench.write_jsonl(OUT.value, records)

@@ -403,7 +403,8 @@ def worker_main(spec_json: str) -> None:
     from lstm_jax import parallel
     parallel.set_cpu_devices(n_cpu)
   built = BUILDERS[spec['system']](w, spec['mode'], spec['dtype'], spec.get('options', {}))
-  for _ in range(spec.get('warmup', 2)):
+  calls = spec.get('warmup', 2)
+  for _ in range(calls):
     built.call()
   info = dict(built.info, xla_flags_env=os.environ.get('XLA_FLAGS', ''))
   if spec['system'] != 'torch':
@@ -415,10 +416,13 @@ def worker_main(spec_json: str) -> None:
   for line in sys.stdin:
     if line.strip() != 'run':
       break
+    for _ in range(spec.get('warm_calls', 0)):  # untimed, right before the timed call
+      built.call()
     t0, cpu0 = time.perf_counter(), time.process_time()
     built.call()
     wall = time.perf_counter() - t0
-    out.write(json.dumps({'t': wall, 'cpu': time.process_time() - cpu0}) + '\n')
+    calls += 1 + spec.get('warm_calls', 0)
+    out.write(json.dumps({'t': wall, 'cpu': time.process_time() - cpu0, 'calls': calls}) + '\n')
     out.flush()
 
 
@@ -436,11 +440,12 @@ class Worker:
   """A persistent worker subprocess speaking one JSON line per request."""
 
   def __init__(self, sys_: System, w: Workload, mode: str, dtype: str, platform_: str,
-               warmup: int, replica: int = 0):
+               warmup: int, replica: int = 0, warm_calls: int = 0):
     self.sys = sys_
     self.replica = replica  # which of a system's worker processes (measure's ``processes``)
     spec = {'system': sys_.system, 'workload': dataclasses.asdict(w), 'mode': mode,
-            'dtype': dtype, 'options': dict(sys_.options, platform=platform_), 'warmup': warmup}
+            'dtype': dtype, 'options': dict(sys_.options, platform=platform_), 'warmup': warmup,
+            'warm_calls': warm_calls}
     env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') + ' ' + sys_.xla_flags).strip(),
                KERAS_BACKEND='jax', PYTHONPATH=os.pathsep.join(
                    [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] + sys.path))
@@ -459,6 +464,7 @@ class Worker:
     self.ready: Optional[dict] = None
     self.wall_s: list = []  # every timed call's wall-clock and process CPU seconds
     self.cpu_s: list = []
+    self.calls = 0  # every call the worker has made, warm-up and untimed ones included
 
   def _read(self) -> dict:
     line = self.proc.stdout.readline()
@@ -480,6 +486,7 @@ class Worker:
     reply = self._read()
     self.wall_s.append(reply['t'])
     self.cpu_s.append(reply['cpu'])
+    self.calls = reply['calls']
 
   def close(self):
     if self.proc.poll() is None:
@@ -499,7 +506,7 @@ def peer_available(name: str) -> bool:
 
 def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platform_: str = '',
             warmup: int = 2, log: Callable[[str], None] = print,
-            concurrent_start: bool = False, processes: int = 1) -> list:
+            concurrent_start: bool = False, processes: int = 1, warm_calls: int = 0) -> list:
   """Times every system ``reps`` times, alternating them; returns one record per system.
 
   Workers start one after another (compiling alone, so compile times are not inflated by a
@@ -511,9 +518,17 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
   system's figures pool its workers' calls. On a shared CPU one program's median moved by up
   to 23% from one process to another (BUILD_NOTES.md, stop 18), a bias that alternation
   within a run cannot remove; the record keeps each worker's median (``process_us_per_step``).
+
+  ``warm_calls``: untimed calls a worker makes right before each timed one, in the same turn,
+  so that the timed call runs as in a training loop's back-to-back calls. With 0 it starts
+  after its process idled while the others ran: on the 2-core VM, our seed train step took
+  about 9% longer so (Flax: within noise), and 1.4x longer after a 0.1 s sleep in one process
+  (BUILD_NOTES.md, stop 21).
   """
   if processes < 1:
     raise ValueError(f'processes must be >= 1, got {processes}')
+  if warm_calls < 0:
+    raise ValueError(f'warm_calls must be >= 0, got {warm_calls}')
   workers = []
 
   def admit(wk: Worker):
@@ -531,7 +546,7 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
     workers.append(wk)
 
   try:
-    started = (Worker(s, w, mode, dtype, platform_, warmup, k)
+    started = (Worker(s, w, mode, dtype, platform_, warmup, k, warm_calls)
                for s in systems for k in range(processes))
     # list(): every process starts before the first is waited for.
     for wk in (list(started) if concurrent_start else started):
@@ -566,8 +581,9 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
         'device_kind': info.get('device_kind', 'cpu'),
         'cpu': cpu_name(), 'info': info, 'times_s': wall_s,
         'cpu_times_s': cpu_s, 'load_avg': os.getloadavg(),
-        'unix_time': time.time(), 'processes': len(group),
+        'unix_time': time.time(), 'processes': len(group), 'warm_calls': warm_calls,
         'process_us_per_step': [1e6 * statistics.median(g.wall_s) / w.steps for g in group],
+        'process_calls': [g.calls for g in group],
     })
   return records
 

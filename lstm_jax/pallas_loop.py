@@ -13,6 +13,9 @@ The backward kernel is the custom backward's reverse scan (``recurrent._layer_cu
 in the same form; the weight gradients stay single einsums after it. Off a GPU both kernels run
 in Pallas' interpreter, which is how the tests check them against the plain scan on CPU.
 
+With several devices, each call splits by streams where jit splits them (``_split_by_streams``):
+each device runs the programs of its own streams instead of all of them.
+
 Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
 small enough for one program's registers (a larger one is left to the compiler to spill; not
 profiled). The per-step temporary is ``H x H`` per gate.
@@ -33,6 +36,8 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lstm_jax import cell as cell_lib
 
@@ -92,6 +97,50 @@ def _call(kernel, out_shapes, hidden_size: int, batch: int, *args):
       grid=(batch,), interpret=not gpu, compiler_params=params)(*(a.astype(f32) for a in args))
 
 
+# Operands -> results of each kernel call, by axis: t time, b streams (the batch), k hidden, g the
+# four gates. Programs are independent per stream, so only b may be split across devices.
+_AXES = {
+    'forward': 't b g, k g, b k, b k -> b k, b k, t b k',
+    'forward_saving': 't b g, k g, b k, b k -> b k, b k, t b k, t b g, t b k',
+    'backward': 't b k, t b g, t b k, t b k, k g, b k, b k -> b k, b k, t b g',
+}
+
+
+def _split_by_streams(call, axes: str):
+  """``call`` for jit to run on each device's shard of the streams, where it shards them.
+
+  A ``pallas_call`` has no sharding rule, so jit would gather every stream onto every device
+  and run all of them there (the same result, with no gain from the devices). This gives the
+  call one (``custom_partitioning``): ``b`` keeps the sharding of the first operand's streams
+  axis, and every other axis is whole on each device.
+  """
+  operands, results = (side.split(', ') for side in axes.split(' -> '))
+  factors = list(dict.fromkeys(axes.replace(',', ' ').replace('->', ' ').split()))
+  split = custom_partitioning(call)
+
+  def shardings(mesh, streams, dims_list):
+    return tuple(NamedSharding(mesh, P(*[streams if d == 'b' else None for d in dims.split()]))
+                 for dims in dims_list)
+
+  def partition(mesh, arg_shapes, result_shape):
+    first = arg_shapes[0].sharding  # its axis 1 is the streams (every kernel's operand 0)
+    if not isinstance(first, NamedSharding):
+      return (mesh, call, tuple(r.sharding for r in result_shape),
+              tuple(a.sharding for a in arg_shapes))
+    streams = first.spec[1] if len(first.spec) > 1 else None
+    return (first.mesh, call, shardings(first.mesh, streams, results),
+            shardings(first.mesh, streams, operands))
+
+  split.def_partition(partition, sharding_rule=axes,
+                      need_replication_factors=tuple(f for f in factors if f != 'b'))
+  return split
+
+
+def _on_devices(call, axes: str):
+  """``call``, split by streams where there are several devices (one device: unchanged)."""
+  return _split_by_streams(call, axes) if jax.device_count() > 1 else call
+
+
 def _weight_blocks(u_ref, n: int, form: KernelForm):
   """Returns ``block(k)``: gate ``k``'s ``(1, H, H)`` weight block, read once or at each use."""
   from jax.experimental import pallas as pl
@@ -126,7 +175,7 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
             activation: str, save_residuals: bool, form: Optional[KernelForm] = None):
   """``xs = x W + b`` for the chunk (time-major) -> ``(h_T, c_T, h_TxBxH[, gates, c_TxBxH])``."""
   from jax.experimental import pallas as pl
-  steps, batch, four_h = xs_TxBx4H.shape
+  steps, _, four_h = xs_TxBx4H.shape
   n = four_h // 4
   acts = _gate_fns(recurrent_activation, activation)
   form = FORM if form is None else form
@@ -161,10 +210,15 @@ def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str
     hT_ref[row, :] = h
     cT_ref[row, :] = c
 
-  out = [(batch, n), (batch, n), (steps, batch, n)]
-  if save_residuals:
-    out += [(steps, batch, four_h), (steps, batch, n)]
-  return _call(kernel, out, n, batch, xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH)
+  def call(xs, u, h0, c0):
+    b = xs.shape[1]  # the streams on this device
+    out = [(b, n), (b, n), (steps, b, n)]
+    if save_residuals:
+      out += [(steps, b, four_h), (steps, b, n)]
+    return _call(kernel, out, n, b, xs, u, h0, c0)
+
+  axes = _AXES['forward_saving' if save_residuals else 'forward']
+  return _on_devices(call, axes)(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH)
 
 
 def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T,
@@ -172,7 +226,7 @@ def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, d
   """The reverse scan of the custom backward, from its hoisted gate-wise factors
   (``recurrent._backward_coefficients``). Returns ``(dh_0, dc_0, dz_TxBx4H)``."""
   from jax.experimental import pallas as pl
-  steps, batch, n = dh_out_TxBxH.shape
+  steps, _, n = dh_out_TxBxH.shape
   form = FORM if form is None else form
 
   def kernel(dho_ref, pd_ref, oc_ref, f_ref, u_ref, dhT_ref, dcT_ref, dh0_ref, dc0_ref,
@@ -203,8 +257,12 @@ def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, d
     dh0_ref[row, :] = dh0
     dc0_ref[row, :] = dc0
 
-  return _call(kernel, [(batch, n), (batch, n), (steps, batch, 4 * n)], n, batch,
-               dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T)
+  def call(*args):
+    b = args[0].shape[1]  # the streams on this device
+    return _call(kernel, [(b, n), (b, n), (steps, b, 4 * n)], n, b, *args)
+
+  return _on_devices(call, _AXES['backward'])(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH,
+                                              recurrent_Hx4H, dh_T, dc_T)
 
 
 def outputs_on_random_inputs(forms, steps: int, batch: int, hidden_size: int, seed: int = 0):

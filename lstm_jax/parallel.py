@@ -56,9 +56,10 @@ def inference_shards(batch_size: int, lstm_sizes: Sequence[int], n_devices: int,
                      platform: str, kernel_loop: bool = False) -> int:
   """How many devices to shard an inference batch over (1: no sharding).
 
-  ``kernel_loop``: a layer runs on the Pallas loop (``ScanConfig.uses_pallas``). Its kernel has
-  no sharding rule, so jit would gather the streams onto every device for it; one device runs
-  up to 128 streams as parallel programs instead, so nothing is sharded.
+  ``kernel_loop``: a layer runs on the Pallas loop (``ScanConfig.uses_pallas``). One GPU runs
+  up to 128 streams as parallel programs of its kernel, so nothing is sharded; the kernel does
+  split by streams over devices (``pallas_loop``, for training on several), but that split was
+  never timed for inference.
 
   The most devices, up to ``n_devices``, that split the batch evenly. On CPU only while the
   largest LSTM layer has at most 128 units: per-core loops were 1.07-1.85x faster at 2-32

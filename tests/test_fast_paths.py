@@ -151,12 +151,16 @@ def test_benchmark_times_our_public_model():
 def test_measure_pools_several_processes_per_system():
   w = bench.Workload(1, 8, 2, (4,), (), 1)
   rec, = bench.measure([bench.System('ours', 'ours', {})], w, 'fwd', 'f32', reps=3,
-                       processes=2, log=lambda _: None)
+                       processes=2, log=lambda _: None, warmup=2, warm_calls=1)
   assert rec['processes'] == 2 and len(rec['process_us_per_step']) == 2
   assert len(rec['times_s']) == 6  # reps calls in each process, pooled
   assert rec['median_s'] == float(np.median(rec['times_s']))
+  # Each timed call follows one untimed call of its own: 2 warm-up + 3 x (1 + 1) per process.
+  assert rec['warm_calls'] == 1 and rec['process_calls'] == [8, 8]
   with pytest.raises(ValueError, match='processes must be >= 1'):
     bench.measure([], w, 'fwd', 'f32', reps=3, processes=0)
+  with pytest.raises(ValueError, match='warm_calls must be >= 0'):
+    bench.measure([], w, 'fwd', 'f32', reps=3, warm_calls=-1)
 
 
 def test_worker_devices_follow_the_inference_rule():

@@ -99,7 +99,8 @@ def test_inference_shards(batch, sizes, n_devices, platform, shards):
 
 
 def test_inference_keeps_streams_on_one_device_for_the_kernel_loop(monkeypatch):
-  """The Pallas loop has no sharding rule: jit would gather sharded streams for it."""
+  """One GPU runs up to 128 streams of the Pallas loop as parallel programs; its split over
+  several devices was never timed."""
   from lstm_jax.recurrent import ScanConfig
   assert parallel.inference_shards(8, (64,), 2, 'gpu', kernel_loop=True) == 1
   asked = []
@@ -118,6 +119,61 @@ def test_set_cpu_devices_after_start_says_when_to_call_it():
   jax.devices()  # the backend is running in this process
   with pytest.raises(RuntimeError, match='first thing after import jax'):
     parallel.set_cpu_devices(2)
+
+
+SPLIT_GRADIENTS = r'''
+import sys
+import jax
+jax.config.update('jax_num_cpu_devices', 2)
+import numpy as np
+from lstm_jax import parallel
+sys.path.insert(0, sys.argv[2])
+from test_parallel import layer_gradients
+out = {}
+for loop in ('scan', 'pallas'):
+  step, args = layer_gradients(loop)
+  placement = parallel.Placement.for_streams(2, 4)
+  params, (carry, x) = placement.replicated(args[0]), placement.streams(args[1:], 0)
+  hlo = step.lower(params, carry, x).compile().as_text()
+  assert 'all-gather' not in hlo, loop  # each device works on its own streams
+  assert 'all-reduce' in hlo, loop      # and the weight gradients are summed
+  for k, leaf in enumerate(jax.tree.leaves(step(params, carry, x))):
+    out[f'{loop}_{k}'] = np.asarray(leaf)
+np.savez(sys.argv[1], **out)
+'''
+
+
+def layer_gradients(loop: str):
+  """A jitted loss-and-gradients of one LSTM layer over 4 streams, and its arguments."""
+  import jax.numpy as jnp
+  from lstm_jax import cell as cell_lib, recurrent
+  cfg = recurrent.ScanConfig(loop=loop)  # pallas: in the interpreter off a GPU
+  key = jax.random.key(0)
+  params = cell_lib.init_lstm_params(key, 3, 4)
+  carry = cell_lib.LSTMCarry(*(0.1 * jax.random.normal(jax.random.fold_in(key, i), (4, 4))
+                               for i in (1, 2)))
+  x = jax.random.normal(jax.random.fold_in(key, 3), (4, 8, 3))
+
+  def loss(p, c, xx):
+    c, h = recurrent.lstm_layer(p, c, xx, cfg)
+    return jnp.sum(h * jnp.sin(h)) + jnp.sum(c.h * c.c)
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))), (params, carry, x)
+
+
+def test_gradients_with_streams_split_over_devices_gather_nothing(tmp_path):
+  """Training with the streams split over 2 CPU devices: the scan and the Pallas kernel (whose
+  call has no sharding rule of its own) each run on their device's streams, the weight
+  gradients are all-reduced, and every gradient equals one device's."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', SPLIT_GRADIENTS, str(tmp_path / 'g.npz'),
+                         os.path.dirname(os.path.abspath(__file__))],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  split = np.load(tmp_path / 'g.npz')
+  for loop in ('scan', 'pallas'):
+    step, args = layer_gradients(loop)
+    for k, leaf in enumerate(jax.tree.leaves(step(*args))):
+      np.testing.assert_allclose(split[f'{loop}_{k}'], leaf, rtol=1e-5, atol=1e-6)
 
 
 SHARDED_STREAMS = r'''
