@@ -28,6 +28,7 @@ def main(argv):
 
   def run():
     config = cli.config_from_flags(PRESET.value)
+    cli.show_cpu_devices_for(config)
     train.train_and_evaluate(config, WORKDIR.value or None)
 
   sys.exit(cli.run_user_main(run))
