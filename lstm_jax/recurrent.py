@@ -380,29 +380,24 @@ def _layer_custom_bwd(cfg, residuals, cotangents):
                                         params.recurrent, dh_T, dc_T)
   else:
     (dh0, dc0), dz = _reverse_scan(cfg, params.recurrent, dh_out, gates, c, c_prev, dh_T, dc_T)
-  if jax.device_count() > 1:
-    # The streams may be split over devices (parallel.Placement), which a flattened T x B axis
-    # cannot keep: jit would gather dz, x and h_prev onto every device and repeat the whole
-    # contraction there. Over t and b as two axes, each device sums its own streams and the
-    # (K, 4H) results are all-reduced.
-    def weight_grad(a_TxBxK):
-      return jnp.einsum('tbk,tbg->kg', a_TxBxK.astype(dt), dz.astype(dt),
-                        preferred_element_type=f32)
+  # Weight gradients: one contraction over all time steps and the batch. On one device T x B is
+  # flattened into one axis (a 2-D contraction runs at about twice the GFLOP/s of the same
+  # einsum over two contracting axes on XLA CPU; BUILD_NOTES.md). With several, the streams
+  # may be split over them (parallel.Placement), which a flattened axis cannot keep: jit would
+  # gather dz, x and h_prev onto every device and repeat the contraction there. Over t and b as
+  # two axes, each device sums its own streams and the (K, 4H) results are all-reduced.
+  lead = (steps * batch,) if jax.device_count() == 1 else (steps, batch)
 
-    dx = jnp.einsum('tbg,cg->tbc', dz.astype(dt), params.kernel.astype(dt),
-                    preferred_element_type=f32).astype(x.dtype)
-  else:
-    # One contraction over all time steps and the batch, flattened into one axis (a 2-D
-    # contraction runs at about twice the GFLOP/s of the same einsum over two contracting
-    # axes on XLA CPU; BUILD_NOTES.md).
-    dz_NxG = dz.reshape(steps * batch, -1).astype(dt)
+  def rows(a_TxBxK):
+    return a_TxBxK.reshape(*lead, a_TxBxK.shape[-1]).astype(dt)
 
-    def weight_grad(a_TxBxK):
-      a_NxK = a_TxBxK.reshape(steps * batch, -1).astype(dt)
-      return jnp.einsum('nk,ng->kg', a_NxK, dz_NxG, preferred_element_type=f32)
+  dz_rows = rows(dz)
 
-    dx = jnp.einsum('ng,cg->nc', dz_NxG, params.kernel.astype(dt),
-                    preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
+  def weight_grad(a_TxBxK):
+    return jnp.einsum('...k,...g->kg', rows(a_TxBxK), dz_rows, preferred_element_type=f32)
+
+  dx = jnp.einsum('...g,cg->...c', dz_rows, params.kernel.astype(dt),
+                  preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
   d_kernel, d_recurrent = weight_grad(x), weight_grad(h_prev)
   d_bias = jnp.sum(dz, axis=(0, 1))
   d_params = LSTMParams(d_kernel.astype(params.kernel.dtype),

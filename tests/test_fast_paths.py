@@ -172,7 +172,7 @@ def test_worker_devices_follow_the_inference_rule():
   assert bench.worker_devices('ours', long, 'train', {}) == 1
   assert bench.worker_devices('ours', long, 'train', {'devices': '2'}) == 2
   assert bench.worker_devices('flax', long, 'fwd', {}) == 1
-  assert bench.worker_devices('ours', long, 'fwd', {'loop': 'pallas'}) == 1  # no sharding rule
+  assert bench.worker_devices('ours', long, 'fwd', {'loop': 'pallas'}) == 1  # as inference_shards
   assert bench.worker_devices('ours', long, 'fwd', {'platform': 'cuda'}) == 1
 
 
