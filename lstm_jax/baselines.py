@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.signal
 
 from lstm_jax import data as data_lib
 
@@ -42,6 +43,31 @@ def lagged(x_TxC: np.ndarray, n_taps: int, history=None) -> np.ndarray:
   return windows[:, :, ::-1].reshape(t, c * n_taps)
 
 
+def _lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
+              segment: int = 1 << 14, group: int = 16) -> np.ndarray:
+  """``out[c, e, j] = sum_s x[s, c] later[s + j, e]`` for lags ``0 <= j < n_taps`` (zeros
+  past the end), exact.
+
+  The record is cut into segments; each segment of ``x`` meets the same stretch of ``later``
+  extended by ``n_taps - 1`` samples, so no product is lost at a seam. Cross-spectra are summed
+  over segments and turned into lags once at the end: C x D short inverse FFTs, not one
+  record-long FFT per channel pair.
+  """
+  t, n_ch = x_TxC.shape
+  segment = max(segment, n_taps)
+  n_fft = 1 << int(np.ceil(np.log2(segment + n_taps - 1)))
+  spectra = np.zeros((n_fft // 2 + 1, n_ch, later_TxD.shape[1]), np.complex128)
+  starts = range(0, t, segment)
+  for g in range(0, len(starts), group):  # `group` segments a time: one batched matmul
+    fx = np.stack([np.fft.rfft(x_TxC[lo:lo + segment], n_fft, axis=0)
+                   for lo in starts[g:g + group]], axis=-1)  # (F, C, G)
+    fl = np.stack([np.fft.rfft(later_TxD[lo:lo + segment + n_taps - 1], n_fft, axis=0)
+                   for lo in starts[g:g + group]], axis=1)  # (F, G, D)
+    # sum_s a[s] b[s + j] is irfft(conj(A) B)[j]; no wrap for j < n_taps with this n_fft.
+    spectra += np.matmul(np.conj(fx), fl)
+  return np.fft.irfft(np.transpose(spectra, (1, 2, 0)), n_fft, axis=-1)[..., :n_taps]
+
+
 @dataclasses.dataclass
 class WienerFIR:
   """Causal multi-input FIR: ``y[t] = b + sum_c sum_k w[c, k] x_c[t - k]``, least squares."""
@@ -53,44 +79,73 @@ class WienerFIR:
 
   @classmethod
   def fit(cls, records: Sequence[data_lib.Recording], n_taps: int = 128,
-          ridge: float = 1e-6) -> 'WienerFIR':
+          ridge: float = 1e-6, input_norm: Optional[data_lib.Normalizer] = None
+          ) -> 'WienerFIR':
     """Solves the Wiener-Hopf equations ``(R + ridge tr(R)/d I) w = p`` over all records.
 
     ``p[c, k] = sum_t x_c[t - k] y[t]`` (exact, zeros before each record's start) and ``R`` is
     the block-Toeplitz matrix of the witnesses' auto- and cross-correlations at lags up to
-    ``n_taps - 1``, all from FFTs: the lagged design matrix is never formed (its edge terms, a
-    fraction ``n_taps / T`` of each sum, are dropped). The bias is the target's mean: the
-    witnesses are standardized, so their means are zero.
+    ``n_taps - 1``, all from segment-wise FFTs (``_lag_sums``): the lagged design matrix is
+    never formed (its edge terms, a fraction ``n_taps / T`` of each sum, are dropped). The bias is the target's mean: the
+    witnesses are standardized, so their means are zero. ``input_norm`` (default: fitted here)
+    is given where the filter must share another's, so that ``plus`` can add them.
+    """
+    fir, _ = cls.fit_beside(records, None, n_taps, ridge, input_norm)
+    return fir
+
+  @classmethod
+  def fit_beside(cls, records: Sequence[data_lib.Recording], predictions, n_taps: int = 128,
+                 ridge: float = 1e-6, input_norm: Optional[data_lib.Normalizer] = None
+                 ) -> tuple['WienerFIR', float]:
+    """The FIR and a gain ``g`` that fit ``y ~ g p + FIR(x)`` together, least squares, where
+    ``p`` is another model's prediction (``predictions``: one array per record; None: no
+    ``p``, ``g = 0``; a constant ``p``: ``g = 1``, the FIR fitted on ``y - p``). The ridge (as in
+    ``fit``) acts on the FIR's weights only.
     """
     if n_taps < 1:
       raise ValueError(f'n_taps must be >= 1, got {n_taps}')
-    norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]), 'standardize',
-                                   'witness channel')
-    y_mean = float(np.mean(np.concatenate([r.target for r in records]), dtype=np.float64))
+    norm = input_norm if input_norm is not None else data_lib.Normalizer.fit(
+        np.concatenate([r.witnesses for r in records]), 'standardize', 'witness channel')
+
+    def centred(arrays):
+      mean = float(np.mean(np.concatenate(arrays), dtype=np.float64))
+      return [np.asarray(a, np.float64) - mean for a in arrays], mean
+
+    ys, y_mean = centred([r.target for r in records])
+    series = [ys]
+    if predictions is not None:
+      ps, p_mean = centred(predictions)
+      if sum(float(np.dot(p, p)) for p in ps) <= 1e-12 * sum(float(np.dot(y, y)) for y in ys):
+        # A constant prediction leaves its gain undetermined: keep it as it is (gain 1).
+        left = [dataclasses.replace(r, target=r.target - p) for r, p in zip(records, predictions)]
+        return cls.fit_beside(left, None, n_taps, ridge, norm)[0], 1.0
+      series.append(ps)
     n_ch = records[0].witnesses.shape[1]
     corr = np.zeros((n_ch, n_ch, 2 * n_taps - 1))  # corr[c, e, L-1+j] = sum_s x_c[s] x_e[s+j]
-    cross = np.zeros((n_ch, n_taps))  # cross[c, k] = sum_t x_c[t-k] y[t]
-    for rec in records:
+    cross = np.zeros((len(series), n_ch, n_taps))  # cross[i, c, k] = sum_t x_c[t-k] series_i[t]
+    for r, rec in enumerate(records):
       x = norm.apply(rec.witnesses).astype(np.float64)
-      y = rec.target.astype(np.float64) - y_mean
-      n_fft = 1 << int(np.ceil(np.log2(len(x) + n_taps)))
-      fx = np.fft.rfft(x, n_fft, axis=0)  # (F, C)
-      fy = np.fft.rfft(y, n_fft)
-      # sum_s a[s] b[s + j] is irfft(conj(A) B)[j] (negative j wrap to the end).
-      lags = np.r_[n_fft - n_taps + 1:n_fft, 0:n_taps]
-      for c in range(n_ch):  # one channel at a time: memory n_fft x C, not n_fft x C x C
-        xc = np.fft.irfft(np.conj(fx[:, c:c + 1]) * fx, n_fft, axis=0)  # (n_fft, C)
-        corr[c] += xc[lags].T
-      cross += np.fft.irfft(np.conj(fx) * fy[:, None], n_fft, axis=0)[:n_taps].T
+      later = np.concatenate([x] + [values[r][:, None] for values in series], axis=1)
+      sums = _lag_sums(x, later, n_taps)  # (C, C + S, n_taps): lags 0..n_taps-1
+      corr[:, :, n_taps - 1:] += sums[:, :n_ch]
+      corr[:, :, :n_taps - 1] += np.transpose(sums[:, :n_ch, :0:-1], (1, 0, 2))  # negative lags
+      cross += np.transpose(sums[:, n_ch:], (1, 0, 2))
     d = n_ch * n_taps
     k = np.arange(n_taps)
     # R[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, lag k - m].
     gram = corr[:, :, (n_taps - 1) + k[:, None] - k[None, :]]  # (C, C, K, K)
     gram = gram.transpose(0, 2, 1, 3).reshape(d, d)
     gram = 0.5 * (gram + gram.T)
-    reg = ridge * np.trace(gram) / d
-    w = np.linalg.solve(gram + reg * np.eye(d), cross.reshape(d))
-    return cls(n_taps, w, y_mean, norm)
+    gram += ridge * np.trace(gram) / d * np.eye(d)
+    if predictions is None:
+      return cls(n_taps, np.linalg.solve(gram, cross[0].reshape(d)), y_mean, norm), 0.0
+    # The normal equations of [lagged x, p]: p's row and column border the witnesses' block.
+    p_dot = lambda a: sum(float(np.dot(p, b)) for p, b in zip(ps, a))
+    system = np.block([[gram, cross[1].reshape(d, 1)],
+                       [cross[1].reshape(1, d), np.array([[p_dot(ps)]])]])
+    solution = np.linalg.solve(system, np.r_[cross[0].reshape(d), p_dot(ys)])
+    gain = float(solution[d])
+    return cls(n_taps, solution[:d], y_mean - gain * p_mean, norm), gain
 
   def predict(self, witnesses_TxC, block: int = 1 << 15) -> np.ndarray:
     """(T,) in target units for one record; zeros (the witnesses' means) before its start."""
@@ -98,12 +153,39 @@ class WienerFIR:
 
   def apply_scaled(self, x_TxC, history=None, block: int = 1 << 15) -> np.ndarray:
     """The filter on standardized witnesses ``x`` whose ``n_taps - 1`` predecessors are
-    ``history`` (standardized too; None: zeros). Streaming passes each block's tail on."""
-    out = []
-    for lo in range(0, len(x_TxC), block):
-      hist = x_TxC[max(0, lo - self.n_taps + 1):lo] if lo else history
-      out.append(lagged(x_TxC[lo:lo + block], self.n_taps, hist) @ self.weights + self.bias)
-    return np.concatenate(out) if out else np.zeros(0)
+    ``history`` (standardized too; None: zeros). Streaming passes each block's tail on.
+    Each channel is one FFT convolution over ``block`` samples at a time (memory: the block,
+    never a lagged design matrix)."""
+    x = np.asarray(x_TxC, np.float64)
+    t, n_ch = x.shape
+    weights = np.asarray(self.weights, np.float64).reshape(n_ch, self.n_taps)
+    pad = np.zeros((self.n_taps - 1, n_ch))
+    if history is not None and self.n_taps > 1 and len(history):
+      h = np.asarray(history, np.float64)[-(self.n_taps - 1):]
+      pad[len(pad) - len(h):] = h
+    padded = np.concatenate([pad, x])
+    out = np.full(t, float(self.bias))
+    for lo in range(0, t, block):
+      hi = min(t, lo + block)
+      piece = padded[lo:hi + self.n_taps - 1]  # the block and the n_taps - 1 samples before it
+      for c in range(n_ch):  # 'valid': out[t] = sum_k x[t - k] w[k]
+        out[lo:hi] += scipy.signal.oaconvolve(piece[:, c], weights[c], mode='valid')
+    return out
+
+  def plus(self, other: 'WienerFIR') -> 'WienerFIR':
+    """One filter whose output is the sum of both outputs (the shorter one's weights padded
+    with zero lags); both must standardize the witnesses alike."""
+    if self.input_norm.to_dict() != other.input_norm.to_dict():
+      raise ValueError('the two filters standardize the witnesses differently; fit one with '
+                       'input_norm=the other\'s input_norm')
+    n_taps = max(self.n_taps, other.n_taps)
+
+    def padded(fir):
+      w = np.asarray(fir.weights, np.float64).reshape(-1, fir.n_taps)  # (C, n_taps)
+      return np.pad(w, ((0, 0), (0, n_taps - fir.n_taps))).reshape(-1)
+
+    return WienerFIR(n_taps, padded(self) + padded(other), self.bias + other.bias,
+                     self.input_norm, self.name)
 
   def to_dict(self) -> dict:
     return {'n_taps': self.n_taps, 'weights': np.asarray(self.weights).tolist(),

@@ -39,7 +39,8 @@ def fit_and_predict(method: str, config: Config, split: train_lib.Split, *, fir_
     info = {'loss': config.loss, 'steps': config.num_steps, 'lstm_sizes': list(config.lstm_sizes),
             'compile_s': stats['compile_s'],
             'kept_step': (stats['validation'] or {}).get('kept_step'),  # None: the last
-            'linear_path': stats['linear']}  # None: off; else the FIR beside it, and if kept
+            'linear_path': stats['linear'],  # None: off; else the FIR beside it, and if kept
+            'residual_fir': stats.get('residual_fir')}  # None: off; else its gains, and if kept
     model = trained
   elif method == 'wiener':
     model = baselines.WienerFIR.fit(split.train, fir_taps)

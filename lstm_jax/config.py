@@ -42,6 +42,12 @@ class Config:
   # target variance. Off by default: +4.6 dB held out on a linear resonance, but -1.9 to -3.9 dB
   # on a resonance plus a bilinear term (3 seeds; BUILD_NOTES.md). 0: no linear path.
   linear_taps: int = 0
+  # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness on what
+  # the trained model leaves of the training targets, added to the prediction (with a linear
+  # path, the two filters become one) where it also lowers the validation stretch's residual.
+  # It takes up linear structure the recurrent model only approximated; where there is none it
+  # is dropped and the prediction is unchanged (BUILD_NOTES.md, "Stop 22"). 0: none.
+  residual_taps: int = 128
   # Recurrent cell (lstm_jax.cells registry: lstm, gru, min_lstm, ...) and its options as
   # 'key=value,...' text, e.g. --cell=gru --cell_options=reset_after=false.
   cell: str = 'lstm'
@@ -138,7 +144,7 @@ def seed_keras() -> Config:
       n_streams=1, chunk_len=2048, bptt_len=2048, reset_carry_each_epoch=False,
       num_steps=300,  # 30 epochs of 10 chunks
       learning_rate=3.9e-5, schedule='inverse_time', decay=0.05, warmup_steps=0, clip_norm=0.0,
-      loss='mse', linear_taps=0,
+      loss='mse', linear_taps=0, residual_taps=0,
   )
 
 

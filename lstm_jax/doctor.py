@@ -57,7 +57,7 @@ MEMORIZATION_RESIDUAL_RATIO = 1.5
 # Most likely root causes first: what is printed first is what to fix first.
 ORDER = ('lr_budget', 'updates', 'output_activation', 'scaling', 'data_size', 'state_reset',
          'stream_alignment', 'weights_moved', 'prediction_collapse', 'memorization',
-         'validation_rose')
+         'validation_rose', 'linear_left')
 SEVERITIES = ('warning', 'info')
 
 
@@ -402,11 +402,35 @@ def check_validation(validation: Optional[dict]) -> list[dict]:
       'num_steps or a lower learning_rate.')]
 
 
+LINEAR_LEFT_DB = 1.0  # validation residual the residual FIR removed that is worth a word
+LINEAR_WINS_GAIN = 0.5  # below this gain on the recurrent model, the filter does most of it
+
+
+def check_residual_fir(residual: Optional[dict]) -> list[dict]:
+  """The residual FIR (``train.fit_residual_path``) took up much of what the model left."""
+  if not residual or not residual['kept'] or residual['validation_residual_nr_db'] < LINEAR_LEFT_DB:
+    return []
+  removed = (f"a Wiener FIR of {residual['n_taps']} taps per witness removed "
+             f"{residual['validation_residual_nr_db']:.1f} dB of the validation residual")
+  if residual['gain'] < LINEAR_WINS_GAIN:
+    return [finding(
+        'linear_left', 'info',
+        f"residual FIR: {removed} and keeps the recurrent model's prediction at gain "
+        f"{residual['gain']:.3f}: on this recording a linear filter predicts the target better "
+        'than the recurrent model did (the coupling looks linear), and the prediction is mostly '
+        "the filter's.")]
+  return [finding(
+      'linear_left', 'info',
+      f'residual FIR: {removed} that the recurrent model left (gain {residual["gain"]:.3f} on its '
+      'prediction): linear structure, such as a delay or a resonance, that it only approximated.')]
+
+
 def diagnose_end(train_fit: dict, heldout: dict, weight_change: Optional[float] = None,
-                 config=None, validation: Optional[dict] = None) -> list[dict]:
+                 config=None, validation: Optional[dict] = None,
+                 residual_fir: Optional[dict] = None) -> list[dict]:
   """Findings after training, from ``lstm_jax.metrics.evaluate`` dicts of both stretches
   (``config``, when given, names the loss in the collapse finding; ``validation`` is the
-  training run's validation summary)."""
+  training run's validation summary; ``residual_fir`` the residual FIR's)."""
   out = []
   if weight_change is not None:
     out += check_weights_moved(weight_change)
@@ -416,7 +440,7 @@ def diagnose_end(train_fit: dict, heldout: dict, weight_change: Optional[float] 
                         plain_psd_ratio=plain_ratio)
   if not out:  # a model that learned nothing cannot have memorized either
     out += check_memorization(train_fit['r2'], heldout['r2'])
-  return sort_findings(out + check_validation(validation))
+  return sort_findings(out + check_validation(validation) + check_residual_fir(residual_fir))
 
 
 # --------------------------------------------------------------------------- hard errors
@@ -438,7 +462,7 @@ def validate_config(config) -> None:
     _require(getattr(config, name) >= 1, f'--{name} must be >= 1, got {getattr(config, name)}')
   _require(finite('learning_rate') > 0, f'--learning_rate must be > 0, got {config.learning_rate}')
   for name in ('decay', 'clip_norm', 'warmup_steps', 'checkpoint_every', 'fs',
-               'log_every_seconds', 'linear_taps'):
+               'log_every_seconds', 'linear_taps', 'residual_taps'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
   for name in ('adam_b1', 'adam_b2'):
     _require(0.0 <= finite(name) < 1.0, f'--{name} must be in [0, 1), got {getattr(config, name)}')

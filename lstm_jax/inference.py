@@ -20,7 +20,7 @@ from lstm_jax.config import Config
 from lstm_jax.model import LSTMRegressor
 
 MODEL_FILES = ('config.json', 'normalizers.json', 'params.msgpack')
-LINEAR_FILE = 'linear.json'  # only where the model has a linear path (Config.linear_taps)
+LINEAR_FILE = 'linear.json'  # only where the model has a linear part (linear/residual_taps)
 
 
 def build_model(config: Config) -> LSTMRegressor:
@@ -37,8 +37,10 @@ def build_model(config: Config) -> LSTMRegressor:
 class TrainedModel:
   """Everything needed to clean a new recording: config, params and the two normalizers.
 
-  With a linear path (``linear``, a ``baselines.WienerFIR``), the recurrent model was trained on
-  the target minus the filter's output, and the prediction is the sum of the two.
+  With a linear part (``linear``, a ``baselines.WienerFIR``) the prediction is the sum of the
+  recurrent model's and the filter's. The filter is the linear path fitted before training (the
+  recurrent model learnt the target minus its output; ``Config.linear_taps``), the residual FIR
+  fitted after it on what the model left (``Config.residual_taps``), or both as one filter.
   """
   config: Config
   params: dict

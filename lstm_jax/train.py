@@ -296,6 +296,112 @@ def fit_linear_path(split: Split, n_taps: int
   return split._replace(train=train, validation=validation), fir, stats
 
 
+def _predict_records(trained: TrainedModel, records) -> list:
+  """The model's prediction on each record from a zero carry; equal lengths share one batch."""
+  by_length = {}
+  for i, rec in enumerate(records):
+    by_length.setdefault(len(rec), []).append(i)
+  out = [None] * len(records)
+  for indices in by_length.values():
+    batch = trained.stream(len(indices)).push(np.stack([records[i].witnesses for i in indices]))
+    for i, y in zip(indices, batch):
+      out[i] = y
+  return out
+
+
+MAX_FIR_WEIGHTS = 4096  # the residual FIR's C x n_taps: a 4096^2 solve takes seconds
+
+
+def fit_residual_path(trained: TrainedModel, split: Split, n_taps: int
+                      ) -> tuple[TrainedModel, dict]:
+  """After training: the Wiener FIR of what ``trained`` leaves of the training targets, fitted
+  together with a gain on its prediction. Kept only where it lowers the training residual by
+  more than BIC charges for its parameters and lowers the validation stretch's residual too.
+
+  The filter takes up linear structure that the recurrent model only approximated (a delay, a
+  resonance); the gain lets it stand in for a model that learnt the linear coupling worse
+  than the filter does (gain near 0) or scale one that is right but off in size. With a
+  linear path fitted first, it refits that path beside the trained model (one backfitting
+  pass). Only a linear output layer can carry a gain (``output_activation='linear'``, the
+  default); with another one the gain stays 1. Without a validation stretch nothing can vouch
+  for the filter, and it is skipped.
+  """
+  stats = {'n_taps': n_taps, 'kept': False}
+  if split.validation is None or not len(split.validation):
+    logging.info('residual FIR skipped: no validation stretch to check it on (--val_fraction=0)')
+    return trained, dict(stats, skipped='no validation stretch')
+  n_ch = split.train[0].witnesses.shape[1]
+  if n_ch * n_taps > MAX_FIR_WEIGHTS:  # the normal equations grow as (C n_taps)^2, their solve ^3
+    n_taps = max(1, MAX_FIR_WEIGHTS // n_ch)
+    logging.info('residual FIR: %d taps per witness for %d witnesses (at most %d weights)',
+                 n_taps, n_ch, MAX_FIR_WEIGHTS)
+    stats['n_taps'] = n_taps
+  t0 = time.perf_counter()
+  records = list(split.train) + [split.validation]
+  predictions = _predict_records(trained, records)
+  norm = trained.linear.input_norm if trained.linear is not None else None
+  gain_fitted = trained.config.output_activation == 'linear'
+  if gain_fitted:
+    fir, gain = baselines.WienerFIR.fit_beside(split.train, predictions[:-1], n_taps,
+                                               input_norm=norm)
+  else:
+    left = [dataclasses.replace(r, target=r.target - y) for r, y in zip(split.train, predictions)]
+    fir, gain = baselines.WienerFIR.fit(left, n_taps, input_norm=norm), 1.0
+
+  def minus(rec, y, fir_too):
+    return dataclasses.replace(rec, target=rec.target - (gain * y + fir.predict(rec.witnesses)
+                                                        if fir_too else y))
+
+  def removed_db(recs, ys):
+    return _removed_db([minus(r, y, False) for r, y in zip(recs, ys)],
+                       [minus(r, y, True) for r, y in zip(recs, ys)])
+
+  # Least squares always lowers the training residual: by about d/N of it by chance alone, for
+  # d fitted numbers and N samples. The filter must beat what BIC charges for its d numbers,
+  # ln(N) d / N, and lower the validation stretch's residual too. A chance fit adds its own
+  # noise to every prediction, which costs most where the model is already good (BUILD_NOTES.md,
+  # "Stop 22").
+  n_samples = sum(len(r) for r in split.train)
+  n_fitted = n_ch * n_taps + 1 + gain_fitted  # the taps, the bias and the gain
+  stats['gain'] = gain
+  stats['train_residual_nr_db'] = removed_db(split.train, predictions[:-1])
+  stats['bic_nr_db'] = float(10 * np.log10(np.e) * n_fitted * np.log(n_samples) / n_samples)
+  stats['validation_residual_nr_db'] = removed_db([split.validation], predictions[-1:])
+  stats['kept'] = bool(stats['train_residual_nr_db'] > stats['bic_nr_db']
+                       and stats['validation_residual_nr_db'] > 0.0)
+  stats['fit_s'] = time.perf_counter() - t0
+  if not stats['kept']:
+    logging.info('residual FIR dropped: with the gain %.3f on the prediction it removes %.4f dB '
+                 'of the training residual (BIC asks for %.4f) and %.4f dB of the validation '
+                 'residual (must be > 0)', gain, stats['train_residual_nr_db'],
+                 stats['bic_nr_db'], stats['validation_residual_nr_db'])
+    return trained, stats
+  logging.info('residual FIR kept: a Wiener FIR of %d taps per witness, with the gain %.3f on '
+               'the trained model, removes %.3f dB of the training residual and %.3f dB of the '
+               'validation residual (%.1f s)', n_taps, gain, stats['train_residual_nr_db'],
+               stats['validation_residual_nr_db'], stats['fit_s'])
+  return _scaled(trained, gain, fir), stats
+
+
+def _scaled(trained: TrainedModel, gain: float, fir: baselines.WienerFIR) -> TrainedModel:
+  """The model predicting ``gain * trained's prediction + fir``: the output layer's weights
+  and any linear path scaled by ``gain``, the filters summed into one."""
+  if gain == 1.0:
+    params = trained.params
+  else:
+    params = dict(trained.params)
+    params['out'] = jax.tree.map(lambda w: w * np.asarray(gain, w.dtype), params['out'])
+    # gain * (offset + scale z) = offset + scale (gain z) + (gain - 1) offset
+    offset = float(np.asarray(trained.target_norm.offset, np.float64).reshape(-1)[0])
+    fir = dataclasses.replace(fir, bias=fir.bias + (gain - 1.0) * offset)
+  linear = fir
+  if trained.linear is not None:
+    old = trained.linear
+    linear = dataclasses.replace(old, weights=gain * np.asarray(old.weights),
+                                 bias=gain * old.bias).plus(fir)
+  return dataclasses.replace(trained, params=params, linear=linear)
+
+
 def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
           ) -> tuple[TrainedModel, dict]:
   """Fits normalizers on the training records, trains, returns the model and train stats.
@@ -305,6 +411,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   from the newest checkpoint and ends with the same parameters as an uninterrupted run.
   """
   check_layout(config)
+  given_split = split  # the targets as recorded, for the residual FIR at the end
   linear = linear_stats = None
   if config.linear_taps > 0:
     split, linear, linear_stats = fit_linear_path(split, config.linear_taps)
@@ -427,6 +534,9 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       'doctor_start': findings,
   }
   trained = TrainedModel(config, params, input_norm, target_norm, n_inputs, linear)
+  if config.residual_taps > 0:
+    trained, stats['residual_fir'] = fit_residual_path(trained, given_split,
+                                                        config.residual_taps)
   return trained, stats
 
 
@@ -466,7 +576,8 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   fit = first.slice(0, min(len(first), len(split.heldout)))
   metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
   end_findings = doctor.diagnose_end(metrics['train_fit'], metrics['heldout'],
-                                     stats['weight_change'], config, stats['validation'])
+                                     stats['weight_change'], config, stats['validation'],
+                                     stats.get('residual_fir'))
   doctor.log_findings(stats['doctor_start'], 'start')  # again, next to the outcome
   doctor.log_findings(end_findings, 'end')
   metrics['doctor'] = ([dict(f, stage='start') for f in stats.pop('doctor_start')] +

@@ -26,6 +26,17 @@ def test_lagged_columns_and_history():
   np.testing.assert_array_equal(out_h, out[2:])
 
 
+def test_lag_sums_are_exact_across_segment_seams(rng):
+  x, later = rng.standard_normal((1000, 2)), rng.standard_normal((1000, 3))
+  n_taps = 7
+  direct = np.zeros((2, 3, n_taps))
+  for j in range(n_taps):  # sum_s x[s, c] later[s + j, e], zero past the end
+    direct[:, :, j] = x[:1000 - j].T @ later[j:]
+  for segment, group in ((64, 3), (1000, 16), (4096, 1)):  # many seams, one segment, padding
+    np.testing.assert_allclose(baselines._lag_sums(x, later, n_taps, segment, group), direct,
+                               atol=1e-10)
+
+
 def test_wiener_recovers_a_known_multi_input_fir(rng):
   x = rng.standard_normal((40000, 2))
   y = (scipy.signal.lfilter([0.5, 0.3, -0.2], [1.0], x[:, 0]) + np.r_[0, 0, 0, x[:-3, 1]] + 0.3)

@@ -120,6 +120,21 @@ def test_weights_moved_collapse_and_memorization():
     assert 'loss_psd_floor' not in other['message']
 
 
+def test_residual_fir_findings():
+  residual = {'n_taps': 128, 'kept': True, 'gain': 0.02, 'validation_residual_nr_db': 10.0}
+  [linear] = doctor.check_residual_fir(residual)
+  assert linear['check'] == 'linear_left' and 'gain 0.020' in linear['message']
+  assert 'coupling looks linear' in linear['message']
+  [left] = doctor.check_residual_fir(dict(residual, gain=0.99))
+  assert 'only approximated' in left['message'] and 'looks linear' not in left['message']
+  assert doctor.check_residual_fir(dict(residual, validation_residual_nr_db=0.09)) == []
+  assert doctor.check_residual_fir(dict(residual, kept=False)) == []
+  assert doctor.check_residual_fir(None) == []
+  fit = {'r2': 0.95, 'prediction_std_over_target_std': 0.97}
+  assert checks(doctor.diagnose_end(fit, {'r2': 0.94}, 0.3, None, None, residual),
+                'info') == ['linear_left']
+
+
 def test_relative_change():
   before = {'a': jnp.ones((4,)), 'b': jnp.zeros((2, 2))}
   after = jax.tree_util.tree_map(lambda v: v + 0.1, before)

@@ -1,11 +1,18 @@
-"""The linear path: a Wiener FIR fitted first, the recurrent model trained on what it leaves."""
+"""The linear path: a Wiener FIR fitted first, the recurrent model trained on what it leaves;
+and the residual FIR: one fitted after training on what the trained model leaves."""
+import dataclasses
+
+import jax
 import numpy as np
 import pytest
 import scipy.signal
 
 import lstm_jax
+from lstm_jax import baselines
+from lstm_jax import data as data_lib
 from lstm_jax import metrics
 from lstm_jax import train as train_lib
+from lstm_jax.inference import TrainedModel
 
 
 def resonant_recording(path, fs=128.0, seconds=160.0, seed=0):
@@ -24,7 +31,8 @@ def resonant_recording(path, fs=128.0, seconds=160.0, seed=0):
 
 def test_training_with_a_linear_path(tmp_path):
   config = lstm_jax.Config(
-      data=resonant_recording(tmp_path / 'linear.npz'), linear_taps=32, lstm_sizes=(8,),
+      data=resonant_recording(tmp_path / 'linear.npz'), linear_taps=32, residual_taps=0,
+      lstm_sizes=(8,),
       head_sizes=(16,), n_streams=4, chunk_len=64, bptt_len=32, num_steps=150,
       learning_rate=1e-2, warmup_steps=10, log_every_seconds=1e9, val_every=50)
   result = lstm_jax.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -65,3 +73,110 @@ def test_the_fir_is_kept_only_where_it_carries_over_to_validation():
   kept_split, fir, stats = train_lib.fit_linear_path(split, 8)
   assert fir is not None and stats['kept'] and stats['validation_target_nr_db'] > 15
   assert np.std(kept_split.validation.target) < 0.2 * np.std(split.validation.target)
+
+
+def untrained_model(n_inputs=2, zero=False):
+  """A random-weight model: its prediction is some nonlinear function of the witnesses (zero:
+  all weights 0, so it predicts 0)."""
+  config = lstm_jax.Config(lstm_sizes=(4,), head_sizes=(8,), eval_chunk_len=256)
+  model = lstm_jax.build_model(config)
+  params = model.init(jax.random.key(0), model.initialize_carry(1),
+                      np.zeros((1, 4, n_inputs), np.float32))['params']
+  if zero:
+    params = jax.tree.map(np.zeros_like, params)
+  unit = data_lib.Normalizer(np.zeros(n_inputs), np.ones(n_inputs))
+  return TrainedModel(config, params, unit, data_lib.Normalizer(np.array([0.5]), np.array([2.0])),
+                      n_inputs)
+
+
+def split_of(target_of, lengths=(3000, 3000, 2500), seed=2):
+  """Records of 2 white witnesses: training ones of ``lengths``, validation, held out."""
+  rng = np.random.default_rng(seed)
+
+  def record(n):
+    witnesses = rng.standard_normal((n, 2)).astype(np.float32)
+    return lstm_jax.Recording(witnesses, target_of(witnesses, rng).astype(np.float32), 128.0,
+                              target_of.noise(witnesses) if hasattr(target_of, 'noise') else None)
+
+  return train_lib.Split([record(n) for n in lengths], record(2000), 'test', record(2000))
+
+
+def delayed_witness(w, rng):
+  return 2.0 * np.roll(w[:, 0], 3) + 0.1 * rng.standard_normal(len(w))
+
+
+delayed_witness.noise = lambda w: (2.0 * np.roll(w[:, 0], 3)).astype(np.float32)
+
+
+def test_residual_fir_takes_up_the_linear_part_the_model_left():
+  trained, split = untrained_model(), split_of(delayed_witness)
+  cleaned, stats = train_lib.fit_residual_path(trained, split, 8)
+  assert stats['kept'] and stats['validation_residual_nr_db'] > 10
+  assert abs(stats['gain']) < 0.2  # the random model's output explains nothing the FIR leaves
+  assert trained.linear is None and cleaned.linear.n_taps == 8  # a new model; the old as it was
+  heldout = split.heldout
+  before = metrics.evaluate(heldout, trained.predict(heldout.witnesses))['nr_db']
+  after = metrics.evaluate(heldout, cleaned.predict(heldout.witnesses))['nr_db']
+  assert after > 20 > before + 10
+  # With a linear path already there, the two filters become one (the longer taps), and the
+  # prediction is the gain times the old one (recurrent part and path) plus the new filter.
+  first = baselines.WienerFIR.fit(split.train, 4)
+  with_path = dataclasses.replace(trained, linear=first)
+  both, stats = train_lib.fit_residual_path(with_path, split, 16)
+  assert stats['kept'] and both.linear.n_taps == 16
+  new_fir, gain = baselines.WienerFIR.fit_beside(
+      split.train, [with_path.predict(r.witnesses) for r in split.train], 16,
+      input_norm=first.input_norm)
+  assert stats['gain'] == pytest.approx(gain, rel=1e-4)
+  x = heldout.witnesses
+  np.testing.assert_allclose(both.predict(x), gain * with_path.predict(x) + new_fir.predict(x),
+                             atol=1e-4)
+
+
+def test_fit_beside_finds_the_gain_and_the_filter():
+  rng = np.random.default_rng(0)
+  records, predictions = [], []
+  for n in (3000, 2500):
+    w = rng.standard_normal((n, 2))
+    other = np.tanh(w[:, 0] * w[:, 1])  # what another model predicts: no FIR can
+    target = 1.5 * other + np.roll(w[:, 1], 2) + 0.3 + 0.01 * rng.standard_normal(n)
+    records.append(lstm_jax.Recording(w.astype(np.float32), target.astype(np.float32), 100.0))
+    predictions.append(other + 0.2)
+  fir, gain = baselines.WienerFIR.fit_beside(records, predictions, 4)
+  assert gain == pytest.approx(1.5, abs=0.01)
+  weights = fir.weights.reshape(2, 4)
+  assert weights[1, 2] == pytest.approx(1.0 / fir.input_norm.scale[1], rel=0.02)
+  np.testing.assert_allclose(np.delete(weights.ravel(), 6), 0.0, atol=0.01)
+  assert fir.bias == pytest.approx(0.3 - 1.5 * 0.2, abs=0.01)
+
+
+def test_residual_fir_is_dropped_where_nothing_linear_is_left():
+  def unrelated(w, rng):
+    return rng.standard_normal(len(w))
+
+  trained = untrained_model(zero=True)
+  # 2 x 64 weights on 2000 samples of noise no witness explains: they fit training noise only.
+  split = split_of(unrelated, lengths=(2000,))
+  same, stats = train_lib.fit_residual_path(trained, split, 64)
+  assert same is trained and not stats['kept']
+  assert stats['train_residual_nr_db'] > 0 > stats['validation_residual_nr_db']
+  # Least squares lowered the training residual, by less than BIC charges for 130 numbers.
+  assert stats['train_residual_nr_db'] < stats['bic_nr_db']
+  same, stats = train_lib.fit_residual_path(trained, split._replace(validation=None), 8)
+  assert same is trained and stats['skipped'] == 'no validation stretch'
+
+
+def test_fir_sum_is_one_filter():
+  split = split_of(delayed_witness)
+  a = baselines.WienerFIR.fit(split.train, 3)
+  b = baselines.WienerFIR.fit(split.train, 7, input_norm=a.input_norm)
+  x = split.heldout.witnesses
+  np.testing.assert_allclose(a.plus(b).predict(x), a.predict(x) + b.predict(x), atol=1e-9)
+  other_norm = baselines.WienerFIR.fit(split.train[:1], 3)
+  with pytest.raises(ValueError, match='standardize the witnesses differently'):
+    a.plus(other_norm)
+
+
+def test_residual_taps_must_not_be_negative():
+  with pytest.raises(lstm_jax.DataError, match='--residual_taps must be >= 0, got -2'):
+    lstm_jax.train_and_evaluate(lstm_jax.Config(residual_taps=-2))
