@@ -26,7 +26,8 @@ from lstm_jax import data as data_lib
 
 
 def lagged(x_TxC: np.ndarray, n_taps: int, history=None) -> np.ndarray:
-  """(T, C * n_taps) with column ``c * n_taps + k`` = ``x[t - k, c]``.
+  """(T, C * n_taps) with column ``c * n_taps + k`` = ``x[t - k, c]``: the FIR's design matrix,
+  the plain reference its FFT paths are tested against.
 
   Samples before the start are the last rows of ``history`` ((H, C), the samples just before
   ``x``) where given, else zeros.
@@ -86,9 +87,10 @@ class WienerFIR:
     ``p[c, k] = sum_t x_c[t - k] y[t]`` (exact, zeros before each record's start) and ``R`` is
     the block-Toeplitz matrix of the witnesses' auto- and cross-correlations at lags up to
     ``n_taps - 1``, all from segment-wise FFTs (``_lag_sums``): the lagged design matrix is
-    never formed (its edge terms, a fraction ``n_taps / T`` of each sum, are dropped). The bias is the target's mean: the
-    witnesses are standardized, so their means are zero. ``input_norm`` (default: fitted here)
-    is given where the filter must share another's, so that ``plus`` can add them.
+    never formed (its edge terms, a fraction ``n_taps / T`` of each sum, are dropped). The bias
+    is the target's mean: the witnesses are standardized, so their means are zero.
+    ``input_norm`` (default: fitted here) is given where the filter must share another's, so
+    that ``plus`` can add them.
     """
     fir, _ = cls.fit_beside(records, None, n_taps, ridge, input_norm)
     return fir

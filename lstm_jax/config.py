@@ -42,11 +42,12 @@ class Config:
   # target variance. Off by default: +4.6 dB held out on a linear resonance, but -1.9 to -3.9 dB
   # on a resonance plus a bilinear term (3 seeds; BUILD_NOTES.md). 0: no linear path.
   linear_taps: int = 0
-  # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness on what
-  # the trained model leaves of the training targets, added to the prediction (with a linear
-  # path, the two filters become one) where it also lowers the validation stretch's residual.
-  # It takes up linear structure the recurrent model only approximated; where there is none it
-  # is dropped and the prediction is unchanged (BUILD_NOTES.md, "Stop 22"). 0: none.
+  # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness and a
+  # gain on the trained model's prediction, fitted together on the training targets and added
+  # (with a linear path, the two filters become one) where the training residual falls by more
+  # than BIC charges and the validation stretch's residual falls too. It takes up linear
+  # structure the recurrent model only approximated; where there is none it is dropped and the
+  # prediction is unchanged (BUILD_NOTES.md, "Stop 22"). 0: none.
   residual_taps: int = 128
   # Recurrent cell (lstm_jax.cells registry: lstm, gru, min_lstm, ...) and its options as
   # 'key=value,...' text, e.g. --cell=gru --cell_options=reset_after=false.

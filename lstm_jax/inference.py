@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -104,6 +105,17 @@ class TrainedModel:
     return self.stream(1, chunk_len).push(witnesses_TxC)
 
 
+@functools.lru_cache(maxsize=None)
+def _inference_programs(model: LSTMRegressor, batch_size: int):
+  """The jitted ``apply`` and carry-only ``apply`` of ``model`` at ``batch_size``: one pair per
+  equal model (Flax modules hash by their fields), so every predictor of a model reuses
+  what an earlier one compiled instead of compiling again (about 1 s a program here)."""
+  options = model.scan.compiler_options(batch_size)
+  step = jax.jit(model.apply, compiler_options=options)
+  carry_only = jax.jit(lambda v, c, x: model.apply(v, c, x)[0], compiler_options=options)
+  return step, carry_only
+
+
 class StreamingPredictor:
   """Causal, online prediction over blocks of any length, the carry kept between calls.
 
@@ -131,10 +143,10 @@ class StreamingPredictor:
     self.placement = parallel.Placement.for_inference(self.batch_size, self._model.lstm_sizes,
                                                       self._model.scan, self._model.cell)
     self._variables = self.placement.replicated({'params': trained.params})
-    options = self._model.scan.compiler_options(self.batch_size)
-    self._step = jax.jit(self._model.apply, compiler_options=options)
-    self._carry_only = jax.jit(lambda v, c, x: self._model.apply(v, c, x)[0],
-                               compiler_options=options)
+    try:
+      self._step, self._carry_only = _inference_programs(self._model, self.batch_size)
+    except TypeError:  # a field that cannot be hashed (a list): this predictor's own programs
+      self._step, self._carry_only = _inference_programs.__wrapped__(self._model, self.batch_size)
     self.reset()
 
   def reset(self) -> None:
