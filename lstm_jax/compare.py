@@ -3,7 +3,8 @@
 ``run(config, workdir)`` loads the split that ``train.train_and_evaluate`` would use (a mock or a
 user's ``--data`` file), trains the LSTM with ``config``, fits the Wiener FIR and the static MLP
 (``lstm_jax.baselines``) on the same training records, and judges all of them on the same
-held-out stretch with ``lstm_jax.metrics.evaluate``. It writes ``workdir/compare.json``,
+held-out stretch with ``lstm_jax.metrics.evaluate``, each after the same lead-in of the witnesses
+before it (``train.predict_stretch``). It writes ``workdir/compare.json``,
 ``workdir/compare.md`` (the table) and ``workdir/compare_asd.png`` (every residual's ASD).
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def fit_and_predict(method: str, config: Config, split: train_lib.Split, *, fir_
   else:
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
   train_s = time.perf_counter() - t0
-  return np.asarray(model.predict(split.heldout.witnesses)), train_s, info
+  return train_lib.predict_stretch(model, split.heldout, split.heldout_lead), train_s, info
 
 
 def run(config: Config, workdir: Optional[str] = None, methods: Sequence[str] = METHODS, *,
@@ -84,7 +85,9 @@ def run(config: Config, workdir: Optional[str] = None, methods: Sequence[str] = 
     predictions[method] = pred
     logging.info('compare: %s held-out NR %.2f dB, band NR %.2f dB, ASD ratio %.4f, %.1f s',
                  method, m['nr_db'], m['band_nr_db'], m['asd_ratio_band_mean'], train_s)
+  lead = split.heldout_lead if split.heldout_lead is not None else ()
   result = {'data': split.source, 'heldout_seconds': len(heldout) / heldout.fs, 'fs': heldout.fs,
+            'heldout_lead_in_seconds': len(lead) / heldout.fs,
             'train_seconds_of_data': sum(len(r) for r in split.train) / split.train[0].fs,
             'band_hz': m['band_hz'],
             'rows': rows}
@@ -105,7 +108,8 @@ def table_markdown(result: dict) -> str:
   """The comparison as a Markdown table."""
   ref = result['rows'][0]['nr_reference']
   lines = [f"Held out: {result['heldout_seconds']:g} s of {result['data']} "
-           f"(fs = {result['fs']:g} Hz); NR against the {'true noise' if ref == 'noise' else ref}; "
+           f"(fs = {result['fs']:g} Hz), each model first run over the "
+           f"{result.get('heldout_lead_in_seconds', 0):g} s of witnesses before it; NR against the {'true noise' if ref == 'noise' else ref}; "
            f"band {result['band_hz'][0]:g}-{result['band_hz'][1]:g} Hz.", '',
            '| method | NR [dB] | band NR [dB] | ASD ratio in band (mean) | R2 | train [s] |',
            '| --- | ---: | ---: | ---: | ---: | ---: |']

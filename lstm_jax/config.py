@@ -44,10 +44,10 @@ class Config:
   linear_taps: int = 0
   # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness and a
   # gain on the trained model's prediction, fitted together on the training targets and added
-  # (with a linear path, the two filters become one) where the training residual falls by more
-  # than BIC charges and the validation stretch's residual falls too. It takes up linear
-  # structure the recurrent model only approximated; where there is none it is dropped and the
-  # prediction is unchanged (BUILD_NOTES.md, "Stop 22"). 0: none.
+  # (with a linear path, the two filters become one) where the validation stretch's residual
+  # falls by more than two standard errors over its 16 blocks. It takes up linear structure the
+  # recurrent model only approximated; where there is none it is dropped and the prediction is
+  # unchanged (BUILD_NOTES.md, "Stop 22" and "Stop 23"). 0: none.
   residual_taps: int = 128
   # Recurrent cell (lstm_jax.cells registry: lstm, gru, min_lstm, ...) and its options as
   # 'key=value,...' text, e.g. --cell=gru --cell_options=reset_after=false.

@@ -160,10 +160,25 @@ def test_residual_fir_is_dropped_where_nothing_linear_is_left():
   same, stats = train_lib.fit_residual_path(trained, split, 64)
   assert same is trained and not stats['kept']
   assert stats['train_residual_nr_db'] > 0 > stats['validation_residual_nr_db']
-  # Least squares lowered the training residual, by less than BIC charges for 130 numbers.
-  assert stats['train_residual_nr_db'] < stats['bic_nr_db']
+  assert stats['validation_t'] < train_lib.MIN_T
   same, stats = train_lib.fit_residual_path(trained, split._replace(validation=None), 8)
   assert same is trained and stats['skipped'] == 'no validation stretch'
+
+
+def test_the_check_counts_standard_errors_over_blocks():
+  rng = np.random.default_rng(0)
+  before = rng.standard_normal(1600)
+  # Every block a little quieter: a small drop, many standard errors.
+  assert train_lib._drop_t(before, 0.999 * before) > 1e6
+  after = before.copy()
+  after[:800] *= 0.9  # half the blocks quieter, half louder: a mean drop near 0
+  after[800:] *= 1.0 / 0.9
+  assert abs(train_lib._drop_t(before, after)) < 1.0
+  jitter = before * (1 + 0.01 * np.repeat(rng.standard_normal(16), 100))  # per-block chance
+  small = before * 0.9995
+  assert train_lib._drop_t(before, jitter * 0.9995) < train_lib.MIN_T < train_lib._drop_t(
+      before, small + 1e-4 * rng.standard_normal(1600))
+  assert train_lib._drop_t(before[:20], before[:20]) == -np.inf  # too short to tell
 
 
 def test_fir_sum_is_one_filter():
@@ -180,3 +195,28 @@ def test_fir_sum_is_one_filter():
 def test_residual_taps_must_not_be_negative():
   with pytest.raises(lstm_jax.DataError, match='--residual_taps must be >= 0, got -2'):
     lstm_jax.train_and_evaluate(lstm_jax.Config(residual_taps=-2))
+
+
+def test_a_stretch_is_judged_after_the_witnesses_before_it(tmp_path):
+  """A held-out prediction first runs over the witnesses before the cut (never its targets), so
+  it is the cut-out part of one pass over the whole recording (what experiments/clean.py
+  makes); from cold, the FIR's first taps would miss the history they weigh."""
+  path = resonant_recording(tmp_path / 'rec.npz', seconds=60.0)
+  config = lstm_jax.Config(data=path, eval_chunk_len=256, residual_taps=32)
+  split = train_lib.load_split(config)
+  rec = data_lib.load_recording(path)
+  cut = len(rec) - len(split.heldout)
+  assert len(split.heldout_lead) == train_lib.lead_in_samples(config, 128.0) == 1024
+  np.testing.assert_array_equal(split.heldout_lead, rec.witnesses[cut - 1024:cut])
+  trained, stats = train_lib.fit_residual_path(untrained_model(), split, 32)
+  assert stats['kept'] and stats['validation_residual_nr_db'] > 20
+  warm = train_lib.predict_stretch(trained, split.heldout, split.heldout_lead)
+  np.testing.assert_allclose(warm, trained.predict(rec.witnesses)[cut:], atol=1e-4)
+  cold = trained.predict(split.heldout.witnesses)
+  first = lambda y: (np.mean((split.heldout.noise[:32] - y[:32]) ** 2)
+                     / np.var(split.heldout.noise))
+  assert first(warm) < 0.01 < 0.1 < first(cold)
+  # The baselines are judged the same way.
+  fir = baselines.WienerFIR.fit(split.train, 32)
+  np.testing.assert_allclose(train_lib.predict_stretch(fir, split.heldout, split.heldout_lead),
+                             fir.predict(rec.witnesses)[cut:], atol=1e-4)

@@ -36,6 +36,36 @@ def test_mock_validation_is_its_own_record_before_the_training_ones():
   assert not np.allclose(split.validation.noise, same_time.noise)  # not the noise
 
 
+def test_user_data_stretches_come_with_the_witnesses_before_them(tmp_path):
+  n = 1000
+  t = np.arange(n, dtype=np.float32)
+  path = str(tmp_path / 'rec.npz')
+  np.savez(path, witnesses=np.stack([t, -t], 1), target=t, fs=np.float64(10.0))
+  config = TINY.replace(data=path, holdout_fraction=0.2, val_fraction=0.1, eval_chunk_len=16,
+                        residual_taps=8)
+  assert train_lib.lead_in_samples(config, 10.0) == 80  # 8 s at 10 Hz
+  split = train_lib.load_split(config)
+  # The 80 samples before each cut, witnesses only (the targets are not there to be used).
+  assert split.heldout_lead[[0, -1], 0].tolist() == [720, 799]
+  assert split.validation_lead[[0, -1], 0].tolist() == [640, 719]
+  short = train_lib.load_split(config.replace(holdout_fraction=0.95, val_fraction=0.2))
+  assert len(short.validation_lead) == 40 and len(short.heldout_lead) == 50  # what there is
+
+
+def test_mock_stretches_continue_the_witnesses_before_them():
+  config = TINY.replace(val_fraction=0.25)
+  split = train_lib.load_split(config)
+  lead = train_lib.lead_in_samples(config, 128.0)
+  assert len(split.heldout_lead) == len(split.validation_lead) == lead == 2048
+  assert len(split.heldout) == 8 * 128 and len(split.validation) == 8 * 128
+  # Witness 0 of the seed mock is sin(10 t): one draw runs from the lead-in into the stretch.
+  for stretch, lead_in, t0 in ((split.heldout, split.heldout_lead, 32.0),
+                               (split.validation, split.validation_lead, -8.0)):
+    t = t0 + np.arange(-lead, len(stretch)) / 128.0
+    np.testing.assert_allclose(np.concatenate([lead_in, stretch.witnesses])[:, 0],
+                               np.sin(10 * t), atol=1e-5)
+
+
 @pytest.mark.parametrize('tolerance,kept', [(0.0, 40), (1e-3, 60), (0.5, 100)])
 def test_the_latest_update_within_the_tolerance_of_the_lowest_is_kept(tolerance, kept):
   history = [(20, 0.5), (40, 0.3), (60, 0.3002), (80, np.nan), (100, 0.4)]
