@@ -85,9 +85,8 @@ def run(config: Config, workdir: Optional[str] = None, methods: Sequence[str] = 
     predictions[method] = pred
     logging.info('compare: %s held-out NR %.2f dB, band NR %.2f dB, ASD ratio %.4f, %.1f s',
                  method, m['nr_db'], m['band_nr_db'], m['asd_ratio_band_mean'], train_s)
-  lead = split.heldout_lead if split.heldout_lead is not None else ()
   result = {'data': split.source, 'heldout_seconds': len(heldout) / heldout.fs, 'fs': heldout.fs,
-            'heldout_lead_in_seconds': len(lead) / heldout.fs,
+            'heldout_lead_in_seconds': split.heldout_lead_in_seconds(),
             'train_seconds_of_data': sum(len(r) for r in split.train) / split.train[0].fs,
             'band_hz': m['band_hz'],
             'rows': rows}
@@ -109,7 +108,8 @@ def table_markdown(result: dict) -> str:
   ref = result['rows'][0]['nr_reference']
   lines = [f"Held out: {result['heldout_seconds']:g} s of {result['data']} "
            f"(fs = {result['fs']:g} Hz), each model first run over the "
-           f"{result.get('heldout_lead_in_seconds', 0):g} s of witnesses before it; NR against the {'true noise' if ref == 'noise' else ref}; "
+           f"{result.get('heldout_lead_in_seconds', 0):g} s of witnesses before it; "
+           f"NR against the {'true noise' if ref == 'noise' else ref}; "
            f"band {result['band_hz'][0]:g}-{result['band_hz'][1]:g} Hz.", '',
            '| method | NR [dB] | band NR [dB] | ASD ratio in band (mean) | R2 | train [s] |',
            '| --- | ---: | ---: | ---: | ---: | ---: |']

@@ -118,6 +118,9 @@ class Split(NamedTuple):
   heldout_lead: Optional[np.ndarray] = None
   validation_lead: Optional[np.ndarray] = None
 
+  def heldout_lead_in_seconds(self) -> float:
+    return (0 if self.heldout_lead is None else len(self.heldout_lead)) / self.heldout.fs
+
 
 LEAD_IN_SECONDS = 8.0
 
@@ -133,10 +136,15 @@ def predict_stretch(model, rec: data_lib.Recording, lead_TxC=None) -> np.ndarray
   """``model.predict`` on ``rec``'s witnesses after a run over ``lead_TxC`` (its outputs
   dropped). Any causal model with ``predict(witnesses_TxC)`` (T,) serves: the LSTM, the
   baselines."""
+  y = np.asarray(model.predict(_after_lead(rec, lead_TxC)))
+  return y[len(y) - len(rec):]
+
+
+def _after_lead(rec: data_lib.Recording, lead_TxC) -> np.ndarray:
+  """``rec``'s witnesses with ``lead_TxC`` (None: nothing) before them."""
   if lead_TxC is None or not len(lead_TxC):
-    return np.asarray(model.predict(rec.witnesses))
-  witnesses = np.concatenate([np.asarray(lead_TxC, rec.witnesses.dtype), rec.witnesses])
-  return np.asarray(model.predict(witnesses))[len(lead_TxC):]
+    return rec.witnesses
+  return np.concatenate([np.asarray(lead_TxC, rec.witnesses.dtype), rec.witnesses])
 
 
 def load_split(config: Config) -> Split:
@@ -334,9 +342,7 @@ def _predict_records(trained: TrainedModel, records, leads=None) -> list:
   """The model's prediction on each record after its lead-in (``predict_stretch``; none: from
   a zero carry); records of equal length with equal lead-ins share one batch."""
   leads = [None] * len(records) if leads is None else leads
-  inputs = [rec.witnesses if lead is None or not len(lead) else
-            np.concatenate([np.asarray(lead, rec.witnesses.dtype), rec.witnesses])
-            for rec, lead in zip(records, leads)]
+  inputs = [_after_lead(rec, lead) for rec, lead in zip(records, leads)]
   by_length = {}
   for i, x in enumerate(inputs):
     by_length.setdefault(len(x), []).append(i)
@@ -395,24 +401,19 @@ def fit_residual_path(trained: TrainedModel, split: Split, n_taps: int
     stats['n_taps'] = n_taps
   t0 = time.perf_counter()
   records = list(split.train) + [split.validation]
-  predictions = _predict_records(trained, records,
-                                 [None] * len(split.train) + [split.validation_lead])
+  leads = [None] * len(split.train) + [split.validation_lead]
+  predictions = _predict_records(trained, records, leads)
   norm = trained.linear.input_norm if trained.linear is not None else None
-  gain_fitted = trained.config.output_activation == 'linear'
-  if gain_fitted:
+  # What the model leaves of each record's target: training records, then validation.
+  left = [dataclasses.replace(r, target=r.target - y) for r, y in zip(records, predictions)]
+  if trained.config.output_activation == 'linear':
     fir, gain = baselines.WienerFIR.fit_beside(split.train, predictions[:-1], n_taps,
                                                input_norm=norm)
   else:
-    left = [dataclasses.replace(r, target=r.target - y) for r, y in zip(split.train, predictions)]
-    fir, gain = baselines.WienerFIR.fit(left, n_taps, input_norm=norm), 1.0
-
-  def minus(rec, y, lead, fir_too):
-    return dataclasses.replace(rec, target=rec.target - (
-        gain * y + predict_stretch(fir, rec, lead) if fir_too else y))
-
-  def removed_db(recs, ys, lead=None):
-    return _removed_db([minus(r, y, lead, False) for r, y in zip(recs, ys)],
-                       [minus(r, y, lead, True) for r, y in zip(recs, ys)])
+    fir, gain = baselines.WienerFIR.fit(left[:-1], n_taps, input_norm=norm), 1.0
+  left_with_fir = [
+      dataclasses.replace(r, target=r.target - (gain * y + predict_stretch(fir, r, lead)))
+      for r, y, lead in zip(records, predictions, leads)]
 
   # The check is the validation stretch, judged after its lead-in: its residual must fall in
   # the mean over VALIDATION_BLOCKS blocks by MIN_T standard errors of that mean. A chance fit
@@ -421,12 +422,9 @@ def fit_residual_path(trained: TrainedModel, split: Split, n_taps: int
   # residual is no check: it is mostly target content no witness explains, so what the filter
   # removes of the noise is a sliver of it (BUILD_NOTES.md, "Stop 23").
   stats['gain'] = gain
-  stats['train_residual_nr_db'] = removed_db(split.train, predictions[:-1])
-  stats['validation_residual_nr_db'] = removed_db([split.validation], predictions[-1:],
-                                                   split.validation_lead)
-  val = split.validation
-  stats['validation_t'] = _drop_t(minus(val, predictions[-1], None, False).target,
-                                  minus(val, predictions[-1], split.validation_lead, True).target)
+  stats['train_residual_nr_db'] = _removed_db(left[:-1], left_with_fir[:-1])
+  stats['validation_residual_nr_db'] = _removed_db(left[-1:], left_with_fir[-1:])
+  stats['validation_t'] = _drop_t(left[-1].target, left_with_fir[-1].target)
   stats['kept'] = bool(stats['validation_t'] > MIN_T)
   stats['fit_s'] = time.perf_counter() - t0
   if not stats['kept']:
@@ -631,8 +629,7 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   metrics = {'heldout': eval_lib.evaluate(split.heldout, prediction, _band(config)),
              'train': stats, 'data': split.source,
              'heldout_seconds': len(split.heldout) / split.heldout.fs,
-             'heldout_lead_in_seconds': len(split.heldout_lead if split.heldout_lead is not None
-                                            else ()) / split.heldout.fs,
+             'heldout_lead_in_seconds': split.heldout_lead_in_seconds(),
              'train_seconds_of_data': sum(len(r) for r in split.train) / split.train[0].fs}
   # Training fit on a stretch of the first record, to compare with the held-out one.
   first = split.train[0]

@@ -2,8 +2,9 @@
 (BUILD_NOTES.md, "Stop 23"). python results/residual_fir_s23.py OUT.jsonl [DIR[:SEED] ...]
 
 Each run trains the default recipe without the residual FIR, then fits the candidate filter
-(kept or not by the rule in train.fit_residual_path; stop 22's BIC figure recorded beside it), and judges on the held-out stretch: the
-LSTM, the candidate and the Wiener FIR alone, each after the lead-in and from cold."""
+(kept or not by the rule in train.fit_residual_path; stop 22's BIC figure recorded beside
+it), and judges on the held-out stretch: the LSTM, the candidate and the Wiener FIR alone, each
+after the lead-in and from cold."""
 import json, os, sys, time
 import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,11 +33,12 @@ def run(data, seed, out):
   candidate = T._scaled(trained, gain, fir)
   row = {'data': data or 'mock:seed', 'seed': seed, 'train_s': train_s,
          'kept_step': (stats['validation'] or {}).get('kept_step'), 'rule': rule,
-         'lead_in_s': len(split.heldout_lead) / split.heldout.fs}
+         'lead_in_s': split.heldout_lead_in_seconds()}
   for name, model in (('lstm', trained), ('candidate', candidate), ('decided', decided),
                       ('wiener', baselines.WienerFIR.fit(split.train, 128))):
     row[name + '_nr'], row[name + '_nr_cold'] = judge(model, split)
-  print(json.dumps(row), file=open(out, 'a'), flush=True)
+  with open(out, 'a') as f:
+    print(json.dumps(row), file=f)
 
 if __name__ == '__main__':
   logging.set_verbosity(logging.WARNING)
