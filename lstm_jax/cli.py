@@ -65,6 +65,30 @@ def config_from_flags(preset: str, flag_values=flags.FLAGS) -> Config:
   return config.replace(**changes)
 
 
+def parse_overrides(items) -> dict:
+  """``['name=value', ...]`` -> ``Config`` fields, each value converted to the field's type."""
+  hints = typing.get_type_hints(Config)
+  out = {}
+  for item in items:
+    if '=' not in item:
+      raise data_lib.DataError(f'--set {item!r}: expected NAME=VALUE')
+    name, value = (v.strip() for v in item.split('=', 1))
+    if name not in hints:
+      raise data_lib.DataError(f'--set {name}: no such Config field')
+    hint = hints[name]
+    try:
+      if hint is bool or hint == typing.Optional[bool]:
+        value = {'true': True, 'false': False, 'auto': None, 'none': None}[value.lower()]
+      elif hint is tuple:
+        value = _parse_tuple(value)
+      elif hint in (int, float):
+        value = hint(value)
+    except (KeyError, ValueError):
+      raise data_lib.DataError(f'--set {name}={value!r}: not a valid {hint}') from None
+    out[name] = value
+  return out
+
+
 USER_ERRORS = (data_lib.DataError, FileNotFoundError, ValueError)
 
 
