@@ -96,7 +96,7 @@ def show_cpu_devices_for(config: Config) -> None:
   """``--num_devices=N`` (N > 1, one process): JAX shows one CPU device unless told before it
   starts, so it is shown N (one time loop per core; harmless where the streams go to GPUs).
   On the 2-core CPU, the default training job split over 2 ran 1.26x the updates per second
-  of one device (BUILD_NOTES.md, stop 21)."""
+  of one device (docs/performance.md, "The default training job")."""
   if config.num_devices > 1 and config.num_processes <= 1:
     try:
       parallel.set_cpu_devices(config.num_devices)
