@@ -42,14 +42,14 @@ class Config:
   # the sum. An FIR renders the delays and resonances of a linear coupling exactly, where an
   # LSTM only approximates them. It is kept only if it also lowers the validation stretch's
   # target variance. Off by default: +4.6 dB held out on a linear resonance, but -1.9 to -3.9 dB
-  # on a resonance plus a bilinear term (3 seeds; BUILD_NOTES.md). 0: no linear path.
+  # on a resonance plus a bilinear term (3 seeds; docs/quality.md, "Linear path"). 0: none.
   linear_taps: int = 0
   # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness and a
   # gain on the trained model's prediction, fitted together on the training targets and added
   # (with a linear path, the two filters become one) where the validation stretch's residual
   # falls by more than two standard errors over its 16 blocks. It takes up linear structure the
   # recurrent model only approximated; where there is none it is dropped and the prediction is
-  # unchanged (docs/quality.md, "The residual FIR"). -1: the lengths of
+  # unchanged (docs/quality.md, "Residual FIR"). -1: the lengths of
   # ``train.RESIDUAL_SECONDS`` are tried and validation keeps the best; 0: none.
   residual_taps: int = -1
   # The residual FIR also tries the witnesses widened by up to this many products of witness
@@ -94,7 +94,7 @@ class Config:
   adam_eps: float = 1e-8
   # mse | spectral: (1 - loss_weight) MSE + loss_weight PSD ratio in band. The spectral mix is
   # the default: MSE alone lets target content no witness explains (the seed's sin(t)) drive
-  # the gradient; +3.8 to +4.7 dB held out on the seed mock (BUILD_NOTES.md, "The default loss").
+  # the gradient; +3.8 to +4.7 dB held out on the seed mock (docs/quality.md, "Loss").
   loss: str = 'spectral'
   loss_weight: float = 0.5  # the spectral term's share when loss = 'spectral'
   loss_nperseg: int = 0  # Welch segment of the spectral loss; 0: min(chunk_len, 256)
@@ -167,7 +167,7 @@ def memory() -> Config:
 
   The default recipe with 64 LSTM units and the plain spectral loss (0.5 MSE + 0.5 PSD ratio,
   no PSD floor: this target is quiet above its resonance and the plain ratio weighs those bins
-  fully); see BUILD_NOTES.md, "Harder physics", for what it reaches against the Wiener FIR and
+  fully); see docs/quality.md, "Baselines", for what it reaches against the Wiener FIR and
   the MLP.
   """
   return Config(mock='memory', lstm_sizes=(64,), loss='spectral', loss_psd_floor=0.0)

@@ -499,7 +499,7 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths: Sequence[int
   # adds its own noise to every prediction, which costs most where the model is already good,
   # and there the blocks disagree. The training residual is no check: it is mostly target
   # content no witness explains, so what the filter removes of the noise is a sliver of it
-  # (docs/quality.md, "The residual FIR").
+  # (docs/quality.md, "Residual FIR").
   tried, best = [], None
   for fir, gain, n_taps in candidates:
     val = split.validation
