@@ -89,6 +89,10 @@ class Config:
   plateau_min_delta: float = 0.001
   decay: float = 0.0  # Keras legacy inverse-time decay: lr / (1 + decay * step)
   clip_norm: float = 1.0  # global norm; 0 disables
+  # Validation judges, and the run keeps, a running average of the parameters that moves
+  # 1 - ema_decay of the way to each update's (about 1 / (1 - ema_decay) updates long). 0: the
+  # parameters as they are.
+  ema_decay: float = 0.0
   adam_b1: float = 0.9
   adam_b2: float = 0.999
   adam_eps: float = 1e-8

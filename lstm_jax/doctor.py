@@ -474,7 +474,7 @@ def validate_config(config) -> None:
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
   _require(config.residual_taps >= -1, '--residual_taps must be >= 0, or -1 for lengths chosen '
            f'on validation, got {config.residual_taps}')
-  for name in ('adam_b1', 'adam_b2'):
+  for name in ('adam_b1', 'adam_b2', 'ema_decay'):
     _require(0.0 <= finite(name) < 1.0, f'--{name} must be in [0, 1), got {getattr(config, name)}')
   _require(finite('adam_eps') > 0, f'--adam_eps must be > 0, got {config.adam_eps}')
   _require(len(config.lstm_sizes) >= 1, '--lstm_sizes must name at least one layer, e.g. 32')

@@ -31,6 +31,14 @@ class TrainState(NamedTuple):
   opt_state: optax.OptState
   carry: tuple
   step: jax.Array
+  # A running average of the parameters (``Config.ema_decay``), what validation judges and the
+  # run keeps: it averages out the optimizer's last steps' noise. None: the parameters as they
+  # are.
+  average: Optional[dict] = None
+
+  def kept(self) -> dict:
+    """The parameters a run would keep now: the average where there is one."""
+    return self.params if self.average is None else self.average
 
 
 def make_schedule(config: Config) -> optax.Schedule:
@@ -116,14 +124,15 @@ def loss_fn(model, params, carry, x_BxTxC, y_BxTxO, bptt_len: int, objective=Non
 
 
 def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = False,
-                    objective=None, batch_size: int = 0):
+                    objective=None, batch_size: int = 0, ema_decay: float = 0.0):
   """A jitted ``(state, x_chunks, y_chunks, k, lr) -> (state, loss)`` on chunk k (data on
   device), ``lr`` the step's learning rate (``make_optimizer`` leaves it to the step).
 
   With ``return_grad_norm`` it returns ``(state, loss, grad_norm)`` (the global gradient norm
   before clipping), so the loop can stop on a non-finite gradient as well as a loss.
   ``batch_size`` (the streams per update; 0: unknown) lets the model's scan choose XLA
-  options (``ScanConfig.compiler_options``).
+  options (``ScanConfig.compiler_options``). With a ``state.average``, it moves towards the
+  new parameters by ``1 - ema_decay``.
   """
 
   def step(state: TrainState, x_NxBxTxC, y_NxBxTxO, k, lr):
@@ -134,7 +143,10 @@ def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = Fa
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(params, opt_state, carry, state.step + 1)
+    average = state.average
+    if average is not None:
+      average = jax.tree.map(lambda a, p: a + (1.0 - ema_decay) * (p - a), average, params)
+    new_state = TrainState(params, opt_state, carry, state.step + 1, average)
     if return_grad_norm:
       return new_state, loss, optax.global_norm(grads)
     return new_state, loss
@@ -595,7 +607,8 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   key = jax.random.key(config.seed)
   carry0 = model.initialize_carry(config.n_streams)
   params = model.init(key, carry0, x_chunks[0, :, :config.bptt_len])['params']
-  state = TrainState(params, optimizer.init(params), carry0, jnp.zeros((), jnp.int32))
+  state = TrainState(params, optimizer.init(params), carry0, jnp.zeros((), jnp.int32),
+                     jax.tree.map(jnp.copy, params) if config.ema_decay > 0 else None)
   params0 = _host_copy(params)  # the first step donates the device buffers
   validate = None
   if split.validation is not None and len(split.validation) > 0:
@@ -624,11 +637,13 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   else:
     checkpoint_dir = None
   state = TrainState(placement.replicated(state.params), placement.replicated(state.opt_state),
-                     placement.streams(state.carry, 0), placement.replicated(state.step))
+                     placement.streams(state.carry, 0), placement.replicated(state.step),
+                     placement.replicated(state.average))
   objective = losses_lib.loss_from_config(config, split.train[0].fs)
   train_step = make_train_step(model, optimizer, config.bptt_len, return_grad_norm=True,
                                objective=objective,
-                               batch_size=config.n_streams // placement.n_devices)
+                               batch_size=config.n_streams // placement.n_devices,
+                               ema_decay=config.ema_decay)
 
   logging.info('training on %s: %d streams x %d chunks of %d samples, %s %d updates, %d '
                'device(s)', split.source, config.n_streams, n_chunks, config.chunk_len,
@@ -657,7 +672,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
     losses.append(loss)
     if validate is not None and ((step + 1) % config.val_every == 0
                                  or step + 1 == config.num_steps):
-      params_now = _host_copy(state.params)
+      params_now = _host_copy(state.kept())
       val = float(validate(params_now))
       if _becomes_kept(val, val_history, config.val_tolerance):
         best_params = params_now
@@ -692,7 +707,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   steps_done = step + 1
   steps_run = steps_done - start_step
   losses = np.asarray(jax.device_get(losses), np.float64)
-  params, validation = _kept_params(_host_copy(state.params), best_params, val_history, config,
+  params, validation = _kept_params(_host_copy(state.kept()), best_params, val_history, config,
                                     split.validation)
   stats = {
       'compile_s': compile_s,
