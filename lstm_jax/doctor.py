@@ -308,7 +308,7 @@ def sensing_statistics(records: Sequence[np.ndarray], n_inputs: int,
   """Per witness: does it carry the target's own content, or is it a noise source?
 
   Both kinds are coherent with the target, and from one witness and the target alone they
-  cannot be told apart (any 2 x 2 cross-spectral matrix arises either way). Two things differ:
+  cannot be told apart (any 2 x 2 cross-spectral matrix arises either way). Three things differ:
 
   * *Breadth*: a witness that senses the target (a length-sensing channel) holds a fixed share
     of the target's content at every frequency where that content lives, including the part no
@@ -324,8 +324,16 @@ def sensing_statistics(records: Sequence[np.ndarray], n_inputs: int,
     instant) or lies at negative lags (the witness later). The statistic is the share of the
     filter's energy at negative lags among all lags but 0.
 
-  A witness is flagged where both hold. An instantaneous, frequency-flat coupling of a white
-  witness is the one case neither can tell from sensing; experiments/injection.py decides.
+  * *Redundancy*: a witness that senses the target sees all of it, so it also holds the noise
+    that the *other* witnesses put into the target: it is coherent with the part of the
+    target the others explain (their best linear combination), power-weighted over frequency,
+    against ``1 / K`` for no relation. A noise source is independent of the others' couplings.
+    This tells an instantaneous, frequency-flat coupling of a white witness (causally
+    ambiguous) from sensing.
+
+  A witness is flagged where all three hold. A target whose witnessed noise no witness shows
+  linearly (a purely bilinear coupling) leaves the redundancy test blind, and the doctor
+  silent; experiments/injection.py is the check that always applies.
   ``records`` are the training records as the model sees them, (T_i, C + 1), target last.
   """
   lengths = [len(r) for r in records]
@@ -352,8 +360,21 @@ def sensing_statistics(records: Sequence[np.ndarray], n_inputs: int,
   g_yy = np.real(inverse[:, y, y])
   n_seg = len(pick)
   null_median = 1.0 - 0.5 ** (1.0 / max(n_seg - n_inputs, 1))
+  # What the other witnesses explain of the target, per witness k: the best linear
+  # combination of the others (coefficients ``solve(S_mm^T, S_ym)``, with ``inv(S_mm)`` from
+  # the inverse of all witnesses' block by a rank-one downdate), and its coherence with k.
+  witness_inverse = np.linalg.inv(cross[:, :n_inputs, :n_inputs])
   out = []
   for k in range(n_inputs):
+    others = [j for j in range(n_inputs) if j != k]
+    a = witness_inverse
+    inv_mm = (a[:, others][:, :, others] - a[:, others, k][:, :, None] * a[:, k, others][:, None, :]
+              / a[:, k, k][:, None, None])
+    coef = np.einsum('fji,fj->fi', inv_mm, cross[:, y, others])  # inv(S_mm)^T S_ym
+    s_kp = np.einsum('fj,fj->f', cross[:, k, others], np.conj(coef))
+    s_pp = np.real(np.einsum('fi,fij,fj->f', coef, cross[:, others][:, :, others], np.conj(coef)))
+    explained = np.abs(s_kp) ** 2 / np.maximum(power[:, k] * s_pp, TINY)
+    explained_share = float(np.sum(explained * s_pp) / max(np.sum(s_pp), TINY))
     partial = np.abs(inverse[:, k, y]) ** 2 / np.maximum(np.real(inverse[:, k, k]) * g_yy,
                                                          TINY)
     transfer = np.concatenate([[0.0], -inverse[:, y, k] / g_yy, [0.0]])
@@ -362,6 +383,7 @@ def sensing_statistics(records: Sequence[np.ndarray], n_inputs: int,
     out.append({'median_partial_coherence': float(np.median(partial)),
                 'null_median': float(null_median),
                 'acausal_share': float(before / max(before + after, TINY)),
+                'explained_coherence': explained_share, 'explained_null': 1.0 / n_seg,
                 'segments': int(n_seg), 'nperseg': nperseg})
   return out
 
@@ -374,7 +396,9 @@ def check_sensing_witnesses(records: Sequence[np.ndarray], n_inputs: int,
   out = []
   for k, stats in enumerate(sensing_statistics(records, n_inputs, fs)):
     broad = stats['median_partial_coherence'] > SENSING_COHERENCE_FACTOR * stats['null_median']
-    if not (broad and stats['acausal_share'] > SENSING_MIN_ACAUSAL):
+    sees_explained = (stats['explained_coherence']
+                      > SENSING_COHERENCE_FACTOR * stats['explained_null'])
+    if not (broad and sees_explained and stats['acausal_share'] > SENSING_MIN_ACAUSAL):
       continue
     name = witness_names[k] if witness_names else str(k)
     label = f'witness {name}' if witness_names else f'witness channel {k}'
@@ -383,8 +407,10 @@ def check_sensing_witnesses(records: Sequence[np.ndarray], n_inputs: int,
         f'{label} carries the target\'s own content: its partial coherence with the target, '
         f'given the other witnesses, has median {_fmt(stats["median_partial_coherence"])} over '
         f'frequency ({_fmt(stats["median_partial_coherence"] / stats["null_median"])}x its value '
-        f'for no relation), and its filter to the target is not causal ('
-        f'{100 * stats["acausal_share"]:.0f}% of it before lag 0): it senses the target '
+        f'for no relation), it also holds the target noise the other witnesses explain '
+        f'(coherence {_fmt(stats["explained_coherence"])} where that noise lives), and its '
+        f'filter to the target is not causal ({100 * stats["acausal_share"]:.0f}% of it '
+        'before lag 0): it senses the target '
         'rather than adding noise to it, so a model that uses it subtracts astrophysical '
         'signals as well; check with experiments/injection.py, and drop it with '
         f'--exclude_channels={name}'))
