@@ -36,21 +36,35 @@ def clean_file(model_dir: str, input_path: str, output_path: str,
   ``block_size`` the recording is fed as it would arrive online, ``block_size`` samples at a
   time, and the per-block latency is reported. Returns (and prints) the metrics, if any.
   """
+  if not output_path.lower().endswith(channels.OUTPUT_SUFFIXES):
+    raise data_lib.DataError(f'{output_path}: the output must be .npz, .gwf, .h5 or .hdf5')
+  trained, reader = open_with_model(model_dir, input_path, selection, fs, require_target=False)
+  try:
+    return _clean(trained, reader, output_path, chunk_len, block_size, output_channel, band,
+                  target_strain)
+  finally:
+    reader.close()
+
+
+def open_with_model(model_dir: str, input_path: str,
+                    selection: Optional[channels.Selection] = None, fs: Optional[float] = None,
+                    require_target: bool = True) -> tuple[TrainedModel, channels.Reader]:
+  """The model in ``model_dir`` (a training workdir or its ``model/``) and a reader of
+  ``input_path``'s channels by the model's names (unless ``selection`` names others), checked
+  against the channels and rate the model was trained on."""
   model_dir = channels.resolve_model_dir(model_dir)
   trained = TrainedModel.load(model_dir)
   inputs = channels.ModelInputs.load(model_dir, trained.config)
   selection = selection or channels.Selection()
   if channels.is_channel_file(input_path):
     selection = inputs.selection_for(selection)
-  if not output_path.lower().endswith(channels.OUTPUT_SUFFIXES):
-    raise data_lib.DataError(f'{output_path}: the output must be .npz, .gwf, .h5 or .hdf5')
-  reader = channels.open_reader(input_path, selection, fs, require_target=False)
+  reader = channels.open_reader(input_path, selection, fs, require_target)
   try:
     inputs.check(reader, model_dir)
-    return _clean(trained, reader, output_path, chunk_len, block_size, output_channel, band,
-                  target_strain)
-  finally:
+  except BaseException:
     reader.close()
+    raise
+  return trained, reader
 
 
 def _clean(trained, reader, output_path, chunk_len, block_size, output_channel, band,

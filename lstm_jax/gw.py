@@ -142,11 +142,7 @@ def plot_figures(f, psd_target, psd_cleaned, band: Sequence[float], out_dir: str
   ax.set_xlabel('frequency [Hz]')
   ax.set_ylabel('ASD(cleaned) / ASD(target)')
   ax.set_title('ASD ratio in the band (dotted: 1% either side)')
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  paths.append(os.path.join(out_dir, f'{prefix}_band_asd_ratio.png'))
-  fig.savefig(paths[-1], dpi=110)
-  plt.close(fig)
+  paths.append(_finish(fig, ax, os.path.join(out_dir, f'{prefix}_band_asd_ratio.png')))
   if strain:
     fig, ax = plt.subplots(figsize=(8, 4))
     fmin = max(RANGE_FMIN_HZ, f[1])
@@ -161,12 +157,17 @@ def plot_figures(f, psd_target, psd_cleaned, band: Sequence[float], out_dir: str
     ax.set_xlabel('frequency [Hz]')
     ax.set_ylabel('BNS range up to f [Mpc]')
     ax.set_title('binary-neutron-star inspiral range (1.4 + 1.4 Msun, SNR 8)')
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, f'{prefix}_range.png'))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_finish(fig, ax, os.path.join(out_dir, f'{prefix}_range.png')))
   return paths
+
+
+def _finish(fig, ax, path: str) -> str:
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
 
 
 # --------------------------------------------------------------------------- injections
@@ -316,19 +317,11 @@ def injection_report(model_dir: str, input_path: str, injection: Injection,
   the recording (its channels by the model's names), runs ``inject_and_clean``, prints the
   report and writes it to ``output`` (JSON) if given."""
   import json
-  from lstm_jax import channels  # pylint: disable=g-import-not-at-top
-  from lstm_jax.inference import TrainedModel  # pylint: disable=g-import-not-at-top
-  model_dir = channels.resolve_model_dir(model_dir)
-  trained = TrainedModel.load(model_dir)
-  inputs = channels.ModelInputs.load(model_dir, trained.config)
-  selection = selection or channels.Selection()
-  if channels.is_channel_file(input_path):
-    selection = inputs.selection_for(selection)
+  from lstm_jax import cleaning  # pylint: disable=g-import-not-at-top (it imports this module)
   if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
     raise data_lib.DataError(f'{output}: directory does not exist')
-  reader = channels.open_reader(input_path, selection, fs)
+  trained, reader = cleaning.open_with_model(model_dir, input_path, selection, fs)
   try:
-    inputs.check(reader, model_dir)
     rec = data_lib.validate(reader.read(0, reader.n_samples))
   finally:
     reader.close()

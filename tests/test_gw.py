@@ -399,9 +399,11 @@ def test_clean_across_a_gap_restarts_the_carry(gw_files, tmp_path):
   assert np.isnan(prediction[2000:2300]).all() and np.isfinite(prediction[2300:]).all()
   from lstm_jax.inference import TrainedModel  # pylint: disable=g-import-not-at-top
   trained = TrainedModel.load(str(root / 'work' / 'model'))
-  np.testing.assert_allclose(prediction[:2000], trained.predict(later.witnesses[:2000]),
+  inputs = channels.ModelInputs.load(str(root / 'work' / 'model'))
+  ordered = later.witnesses[:, [later.witness_names.index(n) for n in inputs.witness_names]]
+  np.testing.assert_allclose(prediction[:2000], trained.predict(ordered[:2000]),
                              rtol=0, atol=1e-9 * np.abs(later.target).max())
-  np.testing.assert_allclose(prediction[2300:], trained.predict(later.witnesses[2300:]),
+  np.testing.assert_allclose(prediction[2300:], trained.predict(ordered[2300:]),
                              rtol=0, atol=1e-9 * np.abs(later.target).max())
 
 
