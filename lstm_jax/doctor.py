@@ -587,7 +587,8 @@ def validate_config(config) -> None:
     _require(getattr(config, name) >= 1, f'--{name} must be >= 1, got {getattr(config, name)}')
   _require(finite('learning_rate') > 0, f'--learning_rate must be > 0, got {config.learning_rate}')
   for name in ('decay', 'clip_norm', 'warmup_steps', 'checkpoint_every', 'fs',
-               'log_every_seconds', 'linear_taps', 'residual_taps'):
+               'log_every_seconds', 'linear_taps', 'residual_taps', 'resample_to', 'gps_start',
+               'gps_end'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
   for name in ('adam_b1', 'adam_b2'):
     _require(0.0 <= finite(name) < 1.0, f'--{name} must be in [0, 1), got {getattr(config, name)}')
@@ -630,6 +631,9 @@ def validate_config(config) -> None:
     _require(4 <= segment <= config.chunk_len,
              f'the spectral loss needs Welch segments of 4 to chunk_len ({config.chunk_len}) '
              f'samples, got {segment}: set --loss_nperseg, a longer --chunk_len, or --loss=mse')
+  if config.gps_start and config.gps_end:
+    _require(config.gps_start < config.gps_end, f'--gps_start ({config.gps_start}) must be '
+             f'below --gps_end ({config.gps_end})')
   if config.band_hi > 0:
     _require(0 <= finite('band_lo') < finite('band_hi'),
              f'--band_lo ({config.band_lo}) must be >= 0 and below --band_hi ({config.band_hi})')

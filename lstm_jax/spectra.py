@@ -63,13 +63,13 @@ class StreamingEvaluation:
     self.fs, self.with_noise = float(fs), with_noise
     self.band = tuple(band) if band else metrics_lib.default_band(fs, n_samples)
     nperseg = min(metrics_lib.nperseg_for(n_samples, fs), n_samples)
-    self.welch = WelchAccumulator(fs, nperseg, 3)  # target, cleaned, prediction
+    self.welch = WelchAccumulator(fs, nperseg, 2)  # target, cleaned
     self.moments = data_lib.Moments()
 
   def add(self, target, prediction, noise=None) -> None:
     target, prediction = np.asarray(target, np.float64), np.asarray(prediction, np.float64)
     cleaned = target - prediction
-    self.welch.add(np.stack([target, cleaned, prediction], axis=1))
+    self.welch.add(np.stack([target, cleaned], axis=1))
     columns = [target, prediction, cleaned]
     if self.with_noise:
       noise = np.asarray(noise, np.float64)

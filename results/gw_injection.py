@@ -5,7 +5,8 @@ a witness, H1:OMC-DCPD_SUM_OUT_DQ, that senses the target at 5%, its own noise a
 background), trains the default recipe (1500 updates) with that witness kept and with it
 excluded, injects a 1.4 + 1.4 Msun inspiral from 40 Hz at matched-filter SNR 20 into the later
 recording (the target, and the sensing witness at gain 0.05), and writes what survives
-cleaning, with the doctor's findings, to results/gw_injection.json::
+cleaning, with the doctor's findings and the figures of merit in the band 20-70 Hz (the mains
+line's sidebands and the 30 Hz resonance), to results/gw_injection.json::
 
   python results/gw_injection.py --workdir=/tmp/gw_injection
 """
@@ -34,7 +35,8 @@ def main():
     if not os.path.exists(os.path.join(run, 'metrics.json')):
       subprocess.run([sys.executable, '-m', 'experiments.noise_regression',
                       f'--data={work}/train.h5', f'--target_channel={gw.LIGO_TARGET}',
-                      '--num_steps=1500', f'--workdir={run}', *extra], check=True, env=env)
+                      '--num_steps=1500', '--band_lo=20', '--band_hi=70', f'--workdir={run}',
+                      *extra], check=True, env=env)
     with open(os.path.join(run, 'metrics.json')) as f:
       metrics = json.load(f)
     coupling = ([f'--witness_coupling={gw.SENSING_CHANNEL}:0.05'] if case == 'kept' else [])

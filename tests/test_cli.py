@@ -90,6 +90,16 @@ def test_train_on_file_then_clean_another_recording(tmp_path):
   assert_one_line_error(run('experiments.clean', f'--model_dir={work}/model',
                             f'--input={tmp_path}/three.npz', f'--output={tmp_path}/o.npz'),
                         '3 witness channels', 'trained on 2')
+  # The rate is the model's: another is refused, --fs never overrides a stated one; the
+  # training workdir serves as --model_dir (issue 25).
+  write(tmp_path / 'slow.npz', witnesses=other.witnesses[::2], target=other.target[::2], fs=128.0)
+  assert_one_line_error(run('experiments.clean', f'--model_dir={work}',
+                            f'--input={tmp_path}/slow.npz', f'--output={tmp_path}/o.npz'),
+                        'sampled at 128 Hz', 'trained at 256 Hz')
+  assert_one_line_error(run('experiments.clean', f'--model_dir={work}',
+                            f'--input={tmp_path}/other.npz', f'--output={tmp_path}/o.npz',
+                            '--fs=128'), 'states fs = 256 Hz but --fs=128')
+  assert not (tmp_path / 'o.npz').exists()
   assert_one_line_error(run('experiments.clean', f'--model_dir={tmp_path}/nomodel',
                             f'--input={tmp_path}/other.npz', f'--output={tmp_path}/o.npz'),
                         'nomodel')
