@@ -85,16 +85,21 @@ def is_strain(unit: str, name: Optional[str], given: Optional[bool] = None) -> b
 def figures_of_merit(f, psd_target, psd_cleaned, band: Sequence[float],
                      strain: bool) -> dict:
   """The range before and after (strain only), and the largest relative ASD change outside
-  ``band`` (every bin above DC): cleaning should leave those frequencies within 1%."""
+  ``band`` (every bin above DC; cleaning should leave those frequencies within 1%), with the
+  largest rise apart: a fall there can be coupled noise removed outside the band, a rise is
+  noise the cleaning added."""
   f = np.asarray(f, np.float64)
   ratio = np.sqrt(np.maximum(psd_cleaned, 0) / np.maximum(psd_target, metrics_lib.TINY))
   outside = (f > 0) & ~metrics_lib.band_mask(f, band)
   out = {'band_hz': [float(band[0]), float(band[1])]}
   if outside.any():
     change = np.abs(ratio[outside] - 1.0)
-    worst = int(np.argmax(change))
+    worst, rise = int(np.argmax(change)), int(np.argmax(ratio[outside]))
     out.update(outside_band_max_asd_change=float(change[worst]),
                outside_band_max_asd_change_hz=float(f[outside][worst]),
+               # Noise added (the ASD rising), as against coupled noise removed there too.
+               outside_band_max_asd_increase=float(max(ratio[outside][rise] - 1.0, 0.0)),
+               outside_band_max_asd_increase_hz=float(f[outside][rise]),
                outside_band_bins_over_1pct=int(np.sum(change > OUTSIDE_BAND_TOLERANCE)),
                outside_band_bins=int(outside.sum()))
   if strain:

@@ -6,7 +6,8 @@ background), trains the default recipe (1500 updates) with that witness kept and
 excluded, injects a 1.4 + 1.4 Msun inspiral from 40 Hz at matched-filter SNR 20 into the later
 recording (the target, and the sensing witness at gain 0.05), and writes what survives
 cleaning, with the doctor's findings and the figures of merit in the band 20-70 Hz (the mains
-line's sidebands and the 30 Hz resonance), to results/gw_injection.json::
+line's sidebands and the 30 Hz resonance) on the held-out stretch and on the later recording
+cleaned by experiments/clean.py, to results/gw_injection.json::
 
   python results/gw_injection.py --workdir=/tmp/gw_injection
 """
@@ -46,7 +47,15 @@ def main():
                     *coupling], check=True, env=env, capture_output=True)
     with open(report) as f:
       injection = json.load(f)
+    # The later recording through the user's path: the figures of merit clean.py prints.
+    proc = subprocess.run([sys.executable, '-m', 'experiments.clean', f'--model_dir={run}',
+                           f'--input={work}/later.h5', f'--output={run}/later_clean.h5',
+                           '--band_lo=20', '--band_hi=70'], check=True, env=env,
+                          capture_output=True, text=True)
+    cleaned = json.loads(proc.stdout[proc.stdout.index('{'):proc.stdout.rindex('}') + 1])
     result[case] = {
+        'later_clean': {'nr_db': cleaned['nr_db'], 'band_nr_db': cleaned['band_nr_db'],
+                        'gw': cleaned['gw']},
         'injection': {k: injection[k] for k in ('snr', 'snr_fraction', 'snr_lost_percent',
                                                 'amplitude_ratio', 'phase_change_rad',
                                                 'optimal_snr_fraction', 'couplings')},

@@ -146,6 +146,11 @@ def test_figures_of_merit_outside_the_band():
   out = gw.figures_of_merit(f, psd, cleaned, (50, 70), strain=True)
   np.testing.assert_allclose(out['outside_band_max_asd_change'], 0.01, rtol=1e-9)
   assert out['outside_band_max_asd_change_hz'] == 100.0
+  np.testing.assert_allclose(out['outside_band_max_asd_increase'], 0.01, rtol=1e-9)
+  cleaned[100] = psd[100] * 0.9 ** 2  # a fall: a change, no increase
+  out = gw.figures_of_merit(f, psd, cleaned, (50, 70), strain=True)
+  np.testing.assert_allclose(out['outside_band_max_asd_change'], 0.1, rtol=1e-9)
+  assert out['outside_band_max_asd_increase'] == 0.0
   assert out['bns_range_mpc']['cleaned'] > out['bns_range_mpc']['target']
   assert 'bns_range_mpc' not in gw.figures_of_merit(f, psd, cleaned, (50, 70), strain=False)
 
