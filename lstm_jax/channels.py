@@ -716,9 +716,10 @@ class ModelInputs:
       json.dump(dataclasses.asdict(self), f, indent=1)
 
   @classmethod
-  def load(cls, model_dir: str, config=None) -> 'ModelInputs':
-    """From ``inputs.json``; a model saved without one knows its rate only if it was trained on
-    a mock (``config.mock_fs``)."""
+  def load(cls, model_dir: str, config=None, n_inputs: int = -1) -> 'ModelInputs':
+    """From ``inputs.json``; a model saved without one knows its witness count
+    (``n_inputs``, from its normalizers) and its rate only if it was trained on a mock
+    (``config.mock_fs``)."""
     path = os.path.join(model_dir, INPUTS_FILE)
     if os.path.isfile(path):
       with open(path) as f:
@@ -727,7 +728,7 @@ class ModelInputs:
       return cls(d.get('fs'), int(d['n_witnesses']), None if names is None else tuple(names),
                  d.get('target_name'), d.get('target_unit', ''))
     fs = float(config.mock_fs) if config is not None and not config.data else None
-    return cls(fs, -1)
+    return cls(fs, n_inputs)
 
   def selection_for(self, given: Selection) -> Selection:
     """The channels to read from a file to clean: the model's, unless given."""

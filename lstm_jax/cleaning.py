@@ -54,7 +54,7 @@ def open_with_model(model_dir: str, input_path: str,
   against the channels and rate the model was trained on."""
   model_dir = channels.resolve_model_dir(model_dir)
   trained = TrainedModel.load(model_dir)
-  inputs = channels.ModelInputs.load(model_dir, trained.config)
+  inputs = channels.ModelInputs.load(model_dir, trained.config, trained.n_inputs)
   selection = selection or channels.Selection()
   if channels.is_channel_file(input_path):
     selection = inputs.selection_for(selection)
