@@ -59,7 +59,7 @@ PROCESSES = flags.DEFINE_integer(
 WARM_CALLS = flags.DEFINE_integer(
     'warm_calls', 1, 'Untimed calls each worker makes right before each timed call, so that a '
     'timed call runs as in a loop of back-to-back calls (training), not after idling while '
-    'the other workers ran (0: the setting of every table before stop 21).')
+    'the other workers ran (0: docs/performance.md, "How it is measured").')
 OUT = flags.DEFINE_string('out', 'results/bench_runs.jsonl', 'JSON lines are appended here.')
 BATCH = flags.DEFINE_integer('batch', None, 'Overrides the workload batch.')
 STEPS = flags.DEFINE_integer('steps', None, 'Overrides the time steps per chunk.')

@@ -1,7 +1,7 @@
 r"""Per-cell timings on this machine: model forward/train step, and min_* parallel vs sequential.
 
-  python -m experiments.cell_speed --what=model --out=results/cells_speed.json
-  python -m experiments.cell_speed --what=scan --out=results/cells_minscan.json
+  python -m experiments.cell_speed --what=model --out=runs/cells_speed.json
+  python -m experiments.cell_speed --what=scan --out=runs/min_cells_scan.json
 """
 import json
 import os

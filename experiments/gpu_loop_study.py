@@ -1,8 +1,8 @@
 r"""GPU study of the time loop's forms, in one process: lax.scan unrolls against the Pallas loop
 at several warp counts, for the seed and long models (forward; train step for the main forms).
 
-  python -m experiments.gpu_loop_study --out=results/gpu_loop_study.json
-  python -m experiments.gpu_loop_study --study=kernel_forms --out=results/gpu_kernel_forms.json
+  python -m experiments.gpu_loop_study --out=runs/gpu_loop_study.json
+  python -m experiments.gpu_loop_study --study=kernel_forms --out=runs/gpu_kernel_forms.json
 
 Each form is compiled apart (timed), warmed up, then called ``--reps`` times with
 ``block_until_ready``; the median is reported in microseconds per time step. The benchmark
@@ -92,7 +92,7 @@ def _check_kernel_forms(kernel_forms):
     want, got = pallas_loop.outputs_on_random_inputs([plain, kf], steps=256, batch=2,
                                                      hidden_size=64, seed=7)
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(got, want))
-    # The record's name is kept from the stop-20 results (results/gpu_kernel_forms_*.json).
+    # The record's name is the one results/h200_pallas_kernel_forms.json holds.
     out.append({'check': 'kernel_form_vs_default', 'kernel_form': kf._asdict(),
                 'max_abs_diff': diff})
   return out

@@ -1,7 +1,7 @@
 r"""Seed 003's ramp regression: constant prediction without standardization, fixed with it.
 
-  python -m experiments.ramp_regression --standardize=false --workdir=results/ramp_raw
-  python -m experiments.ramp_regression --workdir=results/ramp_std
+  python -m experiments.ramp_regression --standardize=false --workdir=runs/ramp_raw
+  python -m experiments.ramp_regression --workdir=runs/ramp_std
 
 Trains ``LSTM(50) -> Dropout(0.2) -> LSTM(100) -> Dropout(0.2) -> Dense(1)`` on
 ``x_i = [10 i] * 16`` (16 steps of 1 feature), ``y_i = i``, i = 1..2804, tests on 3000..3099,

@@ -23,6 +23,7 @@ import optax
 import scipy.signal
 
 from lstm_jax import data as data_lib
+from lstm_jax import volterra
 
 
 def lagged(x_TxC: np.ndarray, n_taps: int, history=None) -> np.ndarray:
@@ -44,7 +45,7 @@ def lagged(x_TxC: np.ndarray, n_taps: int, history=None) -> np.ndarray:
   return windows[:, :, ::-1].reshape(t, c * n_taps)
 
 
-def _lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
+def lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
               segment: int = 1 << 14, group: int = 16) -> np.ndarray:
   """``out[c, e, j] = sum_s x[s, c] later[s + j, e]`` for lags ``0 <= j < n_taps`` (zeros
   past the end), exact.
@@ -96,6 +97,9 @@ class WienerFIR:
   bias: float
   input_norm: data_lib.Normalizer
   name: str = 'wiener_fir'
+  # Products of witness pairs appended to the witnesses before the filter (lstm_jax.volterra):
+  # the filter's inputs are then [witnesses, products], and ``input_norm`` is over both.
+  products: Optional[volterra.Products] = None
 
   @classmethod
   def fit(cls, records: Sequence[data_lib.Recording], n_taps: int = 128,
@@ -105,7 +109,7 @@ class WienerFIR:
 
     ``p[c, k] = sum_t x_c[t - k] y[t]`` (exact, zeros before each record's start) and ``R`` is
     the block-Toeplitz matrix of the witnesses' auto- and cross-correlations at lags up to
-    ``n_taps - 1``, all from segment-wise FFTs (``_lag_sums``): the lagged design matrix is
+    ``n_taps - 1``, all from segment-wise FFTs (``lag_sums``): the lagged design matrix is
     never formed (its edge terms, a fraction ``n_taps / T`` of each sum, are dropped). The bias
     is the target's mean: the witnesses are standardized, so their means are zero.
     ``input_norm`` (default: fitted here) is given where the filter must share another's, so
@@ -170,8 +174,17 @@ class WienerFIR:
     ``p``, ``g = 0``; a constant ``p``: ``g = 1``, the FIR fitted on ``y - p``). The ridge (as in
     ``fit``) acts on the FIR's weights only.
     """
-    if n_taps < 1:
-      raise ValueError(f'n_taps must be >= 1, got {n_taps}')
+    return cls.fit_beside_each(records, predictions, (n_taps,), ridge, input_norm)[0]
+
+  @classmethod
+  def fit_beside_each(cls, records: Sequence[data_lib.Recording], predictions,
+                      lengths: Sequence[int], ridge: float = 1e-6,
+                      input_norm: Optional[data_lib.Normalizer] = None
+                      ) -> list[tuple['WienerFIR', float]]:
+    """``fit_beside`` for each filter length in ``lengths``, from one pass over the records:
+    a shorter filter's normal equations are a part of the longest one's."""
+    if min(lengths) < 1:
+      raise ValueError(f'n_taps must be >= 1, got {min(lengths)}')
     norm = input_norm if input_norm is not None else data_lib.Normalizer.fit(
         np.concatenate([r.witnesses for r in records]), 'standardize', 'witness channel')
 
@@ -186,38 +199,53 @@ class WienerFIR:
       if sum(float(np.dot(p, p)) for p in ps) <= 1e-12 * sum(float(np.dot(y, y)) for y in ys):
         # A constant prediction leaves its gain undetermined: keep it as it is (gain 1).
         left = [dataclasses.replace(r, target=r.target - p) for r, p in zip(records, predictions)]
-        return cls.fit_beside(left, None, n_taps, ridge, norm)[0], 1.0
+        return [(fir, 1.0) for fir, _ in cls.fit_beside_each(left, None, lengths, ridge, norm)]
       series.append(ps)
     n_ch = records[0].witnesses.shape[1]
-    corr = np.zeros((n_ch, n_ch, 2 * n_taps - 1))  # corr[c, e, L-1+j] = sum_s x_c[s] x_e[s+j]
-    cross = np.zeros((len(series), n_ch, n_taps))  # cross[i, c, k] = sum_t x_c[t-k] series_i[t]
+    longest = max(lengths)
+    corr = np.zeros((n_ch, n_ch, 2 * longest - 1))  # corr[c, e, L-1+j] = sum_s x_c[s] x_e[s+j]
+    cross = np.zeros((len(series), n_ch, longest))  # cross[i, c, k] = sum_t x_c[t-k] series_i[t]
     for r, rec in enumerate(records):
       x = norm.apply(rec.witnesses).astype(np.float64)
       later = np.concatenate([x] + [values[r][:, None] for values in series], axis=1)
-      sums = _lag_sums(x, later, n_taps)  # (C, C + S, n_taps): lags 0..n_taps-1
-      corr[:, :, n_taps - 1:] += sums[:, :n_ch]
-      corr[:, :, :n_taps - 1] += np.transpose(sums[:, :n_ch, :0:-1], (1, 0, 2))  # negative lags
+      sums = lag_sums(x, later, longest)  # (C, C + S, longest): lags 0..longest-1
+      corr[:, :, longest - 1:] += sums[:, :n_ch]
+      corr[:, :, :longest - 1] += np.transpose(sums[:, :n_ch, :0:-1], (1, 0, 2))  # negative lags
       cross += np.transpose(sums[:, n_ch:], (1, 0, 2))
-    d = n_ch * n_taps
-    k = np.arange(n_taps)
-    # R[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, lag k - m].
-    gram = corr[:, :, (n_taps - 1) + k[:, None] - k[None, :]]  # (C, C, K, K)
-    gram = gram.transpose(0, 2, 1, 3).reshape(d, d)
-    gram = 0.5 * (gram + gram.T)
-    gram += ridge * np.trace(gram) / d * np.eye(d)
-    if predictions is None:
-      return cls(n_taps, np.linalg.solve(gram, cross[0].reshape(d)), y_mean, norm), 0.0
-    # The normal equations of [lagged x, p]: p's row and column border the witnesses' block.
-    p_dot = lambda a: sum(float(np.dot(p, b)) for p, b in zip(ps, a))
-    system = np.block([[gram, cross[1].reshape(d, 1)],
-                       [cross[1].reshape(1, d), np.array([[p_dot(ps)]])]])
-    solution = np.linalg.solve(system, np.r_[cross[0].reshape(d), p_dot(ys)])
-    gain = float(solution[d])
-    return cls(n_taps, solution[:d], y_mean - gain * p_mean, norm), gain
+    p_dot = ((lambda a: sum(float(np.dot(p, b)) for p, b in zip(ps, a)))
+             if predictions is not None else None)
+    fits = []
+    for n_taps in lengths:
+      d = n_ch * n_taps
+      k = np.arange(n_taps)
+      # R[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, lag k - m].
+      gram = corr[:, :, (longest - 1) + k[:, None] - k[None, :]]  # (C, C, K, K)
+      gram = gram.transpose(0, 2, 1, 3).reshape(d, d)
+      gram = 0.5 * (gram + gram.T)
+      gram += ridge * np.trace(gram) / d * np.eye(d)
+      xy = cross[:, :, :n_taps].reshape(len(series), d)
+      if predictions is None:
+        fits.append((cls(n_taps, np.linalg.solve(gram, xy[0]), y_mean, norm), 0.0))
+        continue
+      # The normal equations of [lagged x, p]: p's row and column border the witnesses' block.
+      system = np.block([[gram, xy[1][:, None]], [xy[1][None, :], np.array([[p_dot(ps)]])]])
+      solution = np.linalg.solve(system, np.r_[xy[0], p_dot(ys)])
+      gain = float(solution[d])
+      fits.append((cls(n_taps, solution[:d], y_mean - gain * p_mean, norm), gain))
+    return fits
 
   def predict(self, witnesses_TxC, block: int = 1 << 15) -> np.ndarray:
     """(T,) in target units for one record; zeros (the witnesses' means) before its start."""
-    return self.apply_scaled(self.input_norm.apply(witnesses_TxC), None, block)
+    return self.apply_scaled(self.scaled_inputs(witnesses_TxC), None, block)
+
+  def scaled_inputs(self, witnesses_TxC) -> np.ndarray:
+    """The filter's standardized inputs: the witnesses, widened by any products."""
+    w = witnesses_TxC if self.products is None else self.products.widen(witnesses_TxC)
+    return self.input_norm.apply(w)
+
+  @property
+  def n_channels(self) -> int:
+    return int(np.size(self.weights) // self.n_taps)
 
   def apply_scaled(self, x_TxC, history=None, block: int = 1 << 15) -> np.ndarray:
     """The filter on standardized witnesses ``x`` whose ``n_taps - 1`` predecessors are
@@ -242,7 +270,8 @@ class WienerFIR:
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':
     """One filter whose output is the sum of both outputs (the shorter one's weights padded
     with zero lags); both must standardize the witnesses alike."""
-    if self.input_norm.to_dict() != other.input_norm.to_dict():
+    if self.input_norm.to_dict() != other.input_norm.to_dict() or (
+        (self.products and self.products.to_dict()) != (other.products and other.products.to_dict())):
       raise ValueError('the two filters standardize the witnesses differently; fit one with '
                        'input_norm=the other\'s input_norm')
     n_taps = max(self.n_taps, other.n_taps)
@@ -252,16 +281,20 @@ class WienerFIR:
       return np.pad(w, ((0, 0), (0, n_taps - fir.n_taps))).reshape(-1)
 
     return WienerFIR(n_taps, padded(self) + padded(other), self.bias + other.bias,
-                     self.input_norm, self.name)
+                     self.input_norm, self.name, self.products)
 
   def to_dict(self) -> dict:
-    return {'n_taps': self.n_taps, 'weights': np.asarray(self.weights).tolist(),
-            'bias': self.bias, 'input_norm': self.input_norm.to_dict()}
+    out = {'n_taps': self.n_taps, 'weights': np.asarray(self.weights).tolist(),
+           'bias': self.bias, 'input_norm': self.input_norm.to_dict()}
+    if self.products is not None:
+      out['products'] = self.products.to_dict()
+    return out
 
   @classmethod
   def from_dict(cls, d: dict) -> 'WienerFIR':
+    products = volterra.Products.from_dict(d['products']) if 'products' in d else None
     return cls(int(d['n_taps']), np.asarray(d['weights'], np.float64), float(d['bias']),
-               data_lib.Normalizer.from_dict(d['input_norm']))
+               data_lib.Normalizer.from_dict(d['input_norm']), products=products)
 
 
 class _MLP(nn.Module):

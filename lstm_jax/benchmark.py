@@ -145,7 +145,7 @@ def _jax_runner(apply_fn, params, carry, x, y, mode, optimizer, donate=True,
 
 
 # ``pallas_form`` option values: (resident_weights, prefetch) of ``pallas_loop.KernelForm``
-# (plain: stop 17's kernel; the library's default is resident).
+# (plain: the weight re-read from cache each step; the library's default is resident).
 PALLAS_FORMS = {'plain': (False, False), 'resident': (True, False), 'prefetch': (False, True),
                 'both': (True, True)}
 
@@ -517,14 +517,15 @@ def measure(systems: list, w: Workload, mode: str, dtype: str, reps: int, platfo
 
   ``processes`` > 1 starts that many workers per system and gives each ``reps`` calls; a
   system's figures pool its workers' calls. On a shared CPU one program's median moved by up
-  to 23% from one process to another (BUILD_NOTES.md, stop 18), a bias that alternation
-  within a run cannot remove; the record keeps each worker's median (``process_us_per_step``).
+  to 23% from one process to another (docs/performance.md, "How it is measured"), a bias that
+  alternation within a run cannot remove; the record keeps each worker's median
+  (``process_us_per_step``).
 
   ``warm_calls``: untimed calls a worker makes right before each timed one, in the same turn,
   so that the timed call runs as in a training loop's back-to-back calls. With 0 it starts
   after its process idled while the others ran: on the 2-core VM, our seed train step took
   about 9% longer so (Flax: within noise), and 1.4x longer after a 0.1 s sleep in one process
-  (BUILD_NOTES.md, stop 21).
+  (docs/performance.md, "How it is measured").
   """
   if processes < 1:
     raise ValueError(f'processes must be >= 1, got {processes}')

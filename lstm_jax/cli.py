@@ -70,6 +70,30 @@ def parse_auto_bool(flag) -> typing.Optional[bool]:
   return choices[flag.value.lower()]
 
 
+def parse_overrides(items) -> dict:
+  """``['name=value', ...]`` -> ``Config`` fields, each value converted to the field's type."""
+  hints = typing.get_type_hints(Config)
+  out = {}
+  for item in items:
+    if '=' not in item:
+      raise data_lib.DataError(f'--set {item!r}: expected NAME=VALUE')
+    name, value = (v.strip() for v in item.split('=', 1))
+    if name not in hints:
+      raise data_lib.DataError(f'--set {name}: no such Config field')
+    hint = hints[name]
+    try:
+      if hint is bool or hint == typing.Optional[bool]:
+        value = {'true': True, 'false': False, 'auto': None, 'none': None}[value.lower()]
+      elif hint is tuple:
+        value = _parse_tuple(value)
+      elif hint in (int, float):
+        value = hint(value)
+    except (KeyError, ValueError):
+      raise data_lib.DataError(f'--set {name}={value!r}: not a valid {hint}') from None
+    out[name] = value
+  return out
+
+
 USER_ERRORS = (data_lib.DataError, FileNotFoundError, ValueError)
 
 
@@ -77,7 +101,7 @@ def show_cpu_devices_for(config: Config) -> None:
   """``--num_devices=N`` (N > 1, one process): JAX shows one CPU device unless told before it
   starts, so it is shown N (one time loop per core; harmless where the streams go to GPUs).
   On the 2-core CPU, the default training job split over 2 ran 1.26x the updates per second
-  of one device (BUILD_NOTES.md, stop 21)."""
+  of one device (docs/performance.md, "The default training job")."""
   if config.num_devices > 1 and config.num_processes <= 1:
     try:
       parallel.set_cpu_devices(config.num_devices)

@@ -44,6 +44,8 @@ class Config:
   head_activation: str = 'gelu'  # smooth: fits products of witnesses closer than leaky_relu
   output_activation: str = 'linear'
   head_inputs: bool = True
+  head_products: int = 0  # product units beside the head (lstm_jax.model.LSTMRegressor)
+  input_products: int = 0  # product units appended to the inputs (lstm_jax.model.LSTMRegressor)
   recurrent_activation: str = 'sigmoid'
   unit_forget_bias: bool = True
   # Linear path: with ``linear_taps`` > 0 the least-squares causal FIR on that many lags of every
@@ -52,15 +54,19 @@ class Config:
   # the sum. An FIR renders the delays and resonances of a linear coupling exactly, where an
   # LSTM only approximates them. It is kept only if it also lowers the validation stretch's
   # target variance. Off by default: +4.6 dB held out on a linear resonance, but -1.9 to -3.9 dB
-  # on a resonance plus a bilinear term (3 seeds; BUILD_NOTES.md). 0: no linear path.
+  # on a resonance plus a bilinear term (3 seeds; docs/quality.md, "Linear path"). 0: none.
   linear_taps: int = 0
   # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness and a
   # gain on the trained model's prediction, fitted together on the training targets and added
   # (with a linear path, the two filters become one) where the validation stretch's residual
   # falls by more than two standard errors over its 16 blocks. It takes up linear structure the
   # recurrent model only approximated; where there is none it is dropped and the prediction is
-  # unchanged (BUILD_NOTES.md, "Stop 22" and "Stop 23"). 0: none.
-  residual_taps: int = 128
+  # unchanged (docs/quality.md, "Residual FIR"). -1: the lengths of
+  # ``train.RESIDUAL_SECONDS`` are tried and validation keeps the best; 0: none.
+  residual_taps: int = -1
+  # The residual FIR also tries the witnesses widened by up to this many products of witness
+  # pairs that the model's residual follows (lstm_jax.volterra); validation decides. 0: none.
+  residual_products: int = 8
   # Recurrent cell (lstm_jax.cells registry: lstm, gru, min_lstm, ...) and its options as
   # 'key=value,...' text, e.g. --cell=gru --cell_options=reset_after=false.
   cell: str = 'lstm'
@@ -82,10 +88,17 @@ class Config:
   bptt_len: int = 256
   reset_carry_each_epoch: bool = True
   # Optimizer.
-  num_steps: int = 7000  # the default run, compile and evaluation included, in ~2.5 min on 2 cores
+  num_steps: int = 7000  # the most updates; the plateau schedule usually ends sooner
   learning_rate: float = 3e-3
-  schedule: str = 'cosine'  # constant | cosine | inverse_time
+  # plateau (warm-up, then the peak until validation stops improving for ``patience``
+  # validations, then x``plateau_factor``; after ``plateau_drops`` drops, ``patience`` more
+  # without improvement end the run) | cosine | constant | inverse_time.
+  schedule: str = 'plateau'
   warmup_steps: int = 200
+  patience: int = 4
+  plateau_factor: float = 0.3
+  plateau_drops: int = 3
+  plateau_min_delta: float = 0.001
   decay: float = 0.0  # Keras legacy inverse-time decay: lr / (1 + decay * step)
   clip_norm: float = 1.0  # global norm; 0 disables
   adam_b1: float = 0.9
@@ -93,7 +106,7 @@ class Config:
   adam_eps: float = 1e-8
   # mse | spectral: (1 - loss_weight) MSE + loss_weight PSD ratio in band. The spectral mix is
   # the default: MSE alone lets target content no witness explains (the seed's sin(t)) drive
-  # the gradient; +3.8 to +4.7 dB held out on the seed mock (BUILD_NOTES.md, "The default loss").
+  # the gradient; +3.8 to +4.7 dB held out on the seed mock (docs/quality.md, "Loss").
   loss: str = 'spectral'
   loss_weight: float = 0.5  # the spectral term's share when loss = 'spectral'
   loss_nperseg: int = 0  # Welch segment of the spectral loss; 0: min(chunk_len, 256)
@@ -166,7 +179,7 @@ def memory() -> Config:
 
   The default recipe with 64 LSTM units and the plain spectral loss (0.5 MSE + 0.5 PSD ratio,
   no PSD floor: this target is quiet above its resonance and the plain ratio weighs those bins
-  fully); see BUILD_NOTES.md, "Harder physics", for what it reaches against the Wiener FIR and
+  fully); see docs/quality.md, "Baselines", for what it reaches against the Wiener FIR and
   the MLP.
   """
   return Config(mock='memory', lstm_sizes=(64,), loss='spectral', loss_psd_floor=0.0)

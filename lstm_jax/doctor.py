@@ -419,9 +419,10 @@ def check_sensing_witnesses(records: Sequence[np.ndarray], n_inputs: int,
 
 def output_fan_in(config, n_inputs: int) -> int:
   """Width of the layer that feeds the output Dense of an ``LSTMRegressor``."""
+  products = int(getattr(config, 'head_products', 0))
   if config.head_sizes:
-    return int(config.head_sizes[-1])
-  return int(config.lstm_sizes[-1]) + (n_inputs if config.head_inputs else 0)
+    return int(config.head_sizes[-1]) + products
+  return int(config.lstm_sizes[-1]) + (n_inputs if config.head_inputs else 0) + products
 
 
 def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTxD: np.ndarray,
@@ -535,19 +536,26 @@ def check_residual_fir(residual: Optional[dict]) -> list[dict]:
   """The residual FIR (``train.fit_residual_path``) took up much of what the model left."""
   if not residual or not residual['kept'] or residual['validation_residual_nr_db'] < LINEAR_LEFT_DB:
     return []
-  removed = (f"a Wiener FIR of {residual['n_taps']} taps per witness removed "
-             f"{residual['validation_residual_nr_db']:.1f} dB of the validation residual")
+  pairs = residual.get('products') or []
+  removed = (f"a Wiener FIR of {residual['n_taps']} taps per witness"
+             + (f" and per product of the witness pairs {', '.join(f'{i}x{j}' for i, j in pairs)}"
+                if pairs else '')
+             + f" removed {residual['validation_residual_nr_db']:.1f} dB of the validation "
+               'residual')
+  bilinear = (' The products point to a bilinear coupling (one witness modulating another, or '
+              'a square), seen through linear dynamics; channels are numbered as in the '
+              'recording.' if pairs else '')
   if residual['gain'] < LINEAR_WINS_GAIN:
     return [finding(
         'linear_left', 'info',
         f"residual FIR: {removed} and keeps the recurrent model's prediction at gain "
-        f"{residual['gain']:.3f}: on this recording a linear filter predicts the target better "
-        'than the recurrent model did (the coupling looks linear), and the prediction is mostly '
-        "the filter's.")]
+        f"{residual['gain']:.3f}: on this recording a filter predicts the target better "
+        'than the recurrent model did, and the prediction is mostly the filter\'s.' + bilinear)]
   return [finding(
       'linear_left', 'info',
       f'residual FIR: {removed} that the recurrent model left (gain {residual["gain"]:.3f} on its '
-      'prediction): linear structure, such as a delay or a resonance, that it only approximated.')]
+      'prediction): structure, such as a delay or a resonance, that it only approximated.'
+      + bilinear)]
 
 
 def diagnose_end(train_fit: dict, heldout: dict, weight_change: Optional[float] = None,
@@ -587,9 +595,11 @@ def validate_config(config) -> None:
     _require(getattr(config, name) >= 1, f'--{name} must be >= 1, got {getattr(config, name)}')
   _require(finite('learning_rate') > 0, f'--learning_rate must be > 0, got {config.learning_rate}')
   for name in ('decay', 'clip_norm', 'warmup_steps', 'checkpoint_every', 'fs',
-               'log_every_seconds', 'linear_taps', 'residual_taps', 'resample_to', 'gps_start',
-               'gps_end'):
+               'log_every_seconds', 'linear_taps', 'resample_to',
+               'gps_start', 'gps_end'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
+  _require(config.residual_taps >= -1, '--residual_taps must be >= 0, or -1 for lengths chosen '
+           f'on validation, got {config.residual_taps}')
   for name in ('adam_b1', 'adam_b2'):
     _require(0.0 <= finite(name) < 1.0, f'--{name} must be in [0, 1), got {getattr(config, name)}')
   _require(finite('adam_eps') > 0, f'--adam_eps must be > 0, got {config.adam_eps}')
@@ -602,8 +612,15 @@ def validate_config(config) -> None:
     v = getattr(config, name)
     _require(v in ('standardize', 'minmax', 'none'),
              f"--{name} must be 'standardize', 'minmax' or 'none', got {v!r}")
-  _require(config.schedule in ('constant', 'cosine', 'inverse_time'),
-           f"--schedule must be 'constant', 'cosine' or 'inverse_time', got {config.schedule!r}")
+  _require(config.schedule in ('plateau', 'constant', 'cosine', 'inverse_time'),
+           "--schedule must be 'plateau', 'constant', 'cosine' or 'inverse_time', got "
+           f'{config.schedule!r}')
+  _require(config.patience >= 1, f'--patience must be >= 1, got {config.patience}')
+  _require(0.0 < finite('plateau_factor') < 1.0,
+           f'--plateau_factor must be in (0, 1), got {config.plateau_factor}')
+  _require(config.plateau_drops >= 0, f'--plateau_drops must be >= 0, got {config.plateau_drops}')
+  _require(finite('plateau_min_delta') >= 0,
+           f'--plateau_min_delta must be >= 0, got {config.plateau_min_delta}')
   for name in ('head_activation', 'output_activation'):
     v = getattr(config, name)
     _require(v in HEAD_ACTIVATIONS, f'--{name} must be one of {", ".join(HEAD_ACTIVATIONS)}, '

@@ -30,6 +30,8 @@ def build_model(config: Config) -> LSTMRegressor:
   return LSTMRegressor(lstm_sizes=tuple(config.lstm_sizes), head_sizes=tuple(config.head_sizes),
                        out_size=1, head_activation=config.head_activation,
                        output_activation=config.output_activation, head_inputs=config.head_inputs,
+                       head_products=config.head_products,
+                       input_products=config.input_products,
                        unit_forget_bias=config.unit_forget_bias, scan=config.scan_config(),
                        cell=config.cell, cell_options=config.cell_options)
 
@@ -155,7 +157,7 @@ class StreamingPredictor:
     self.carry = self.placement.streams(self._model.initialize_carry(self.batch_size), 0)
     linear = self.trained.linear
     self.fir_history = (None if linear is None else
-                        np.zeros((self.batch_size, linear.n_taps - 1, self.trained.n_inputs),
+                        np.zeros((self.batch_size, linear.n_taps - 1, linear.n_channels),
                                  np.float32))
 
   def push(self, witnesses_TxC) -> np.ndarray:
@@ -196,7 +198,7 @@ class StreamingPredictor:
   def _linear_part(self, witnesses_BxTxC) -> np.ndarray:
     """The linear path's output (target units); its history of the witnesses moves on."""
     linear = self.trained.linear
-    x_BxTxC = linear.input_norm.apply(witnesses_BxTxC)
+    x_BxTxC = np.stack([linear.scaled_inputs(w) for w in witnesses_BxTxC])
     y = np.stack([linear.apply_scaled(x, hist) for x, hist in zip(x_BxTxC, self.fir_history)])
     if linear.n_taps > 1:
       past = np.concatenate([self.fir_history, x_BxTxC], axis=1)

@@ -11,7 +11,7 @@ outside the band, so it is mixed with the MSE by a weight:
 ``psd_floor`` bounds the per-bin weights: each bin's ``PSD(target)`` is raised to at least
 ``psd_floor`` times its band mean before dividing. 0 is the plain ratio, which weighs a bin where
 the target is quiet as much as a loud one: on a low-passed target it made a model predict
-nothing (BUILD_NOTES.md, "The default loss"). 1 only takes weight off the bins louder than the
+nothing (docs/quality.md, "Loss"). 1 only takes weight off the bins louder than the
 band mean, where unexplainable target content (a drift, a line no witness sees) would otherwise
 dominate the gradient.
 """

@@ -21,7 +21,8 @@ def noise_reduction_db(noise, prediction) -> float:
   """NR = 20 log10(std(noise) / std(noise - prediction)); 0 dB means nothing removed.
 
   Means are removed (std, not rms): a target's DC offset is neither noise nor in any band the
-  field judges, and with rms a recording at 2e6 +- 1 would score its offset (BUILD_NOTES.md).
+  field judges, and with rms a recording at 2e6 +- 1 would score its offset (docs/quality.md,
+  "Scaling, physical units and offsets").
   """
   return float(20.0 * np.log10(_std(noise) / max(_std(np.asarray(noise) - prediction), TINY)))
 

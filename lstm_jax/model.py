@@ -44,6 +44,13 @@ class LSTMWeights(nn.Module):
     return LSTMParams(kernel, recurrent, self.param('bias', bias_init, (4 * n,)))
 
 
+def products(module: nn.Module, v, units: int, name: str):
+  """``units`` product units of ``v``: ``(v A + a) * (v B + b)``, declared in ``module``."""
+  factors = [nn.Dense(units, kernel_init=nn.initializers.glorot_normal(), name=f'{name}_{k}',
+                      parent=module)(v) for k in (0, 1)]
+  return factors[0] * factors[1]
+
+
 class LSTMRegressor(nn.Module):
   """Stateful sequence regressor: ``(carry, x_BxTxC) -> (carry, y_BxTxO)``.
 
@@ -59,6 +66,12 @@ class LSTMRegressor(nn.Module):
   (``linear`` by default; the seed used a LeakyReLU, which cannot produce negative targets).
   With ``head_inputs=True`` the (already scaled) inputs are concatenated to the last LSTM
   output before the head, so instantaneous couplings need not pass through the recurrence.
+  ``head_products=K`` adds K product units beside the head: ``(v A + a) * (v B + b)`` of the
+  head's input ``v``, fed with the head's last layer to the output. A product of two witnesses
+  (a bilinear coupling, the field's most common nonlinear one) or a square is then one unit,
+  exact, where the smooth layers only approximate it. ``input_products=K`` puts K such units
+  on the inputs instead, appended to them: the recurrence then sees the products (a product
+  that rings through a resonance), and so does the head.
 
   ``cell`` names a registered cell (``lstm_jax.cells``; default ``lstm``) and ``cell_options``
   its options (``'k=v,...'`` text, a dict or pairs); ``initialize_carry`` returns that cell's
@@ -71,6 +84,8 @@ class LSTMRegressor(nn.Module):
   output_activation: str = 'linear'
   leaky_slope: float = 0.01
   head_inputs: bool = False
+  head_products: int = 0
+  input_products: int = 0
   unit_forget_bias: bool = True
   scan: recurrent.ScanConfig = recurrent.ScanConfig()
   cell: str = 'lstm'
@@ -93,6 +108,9 @@ class LSTMRegressor(nn.Module):
       if name not in HEAD_ACTIVATIONS:
         raise ValueError(f'unknown head activation {name!r}; choose one of {HEAD_ACTIVATIONS}')
     cell = self.get_cell()
+    if self.input_products:
+      x_BxTxC = jnp.concatenate([x_BxTxC, products(self, x_BxTxC, self.input_products,
+                                                   'input_product')], axis=-1)
     params = []
     in_size = x_BxTxC.shape[-1]
     for k, size in enumerate(self.lstm_sizes):
@@ -102,8 +120,11 @@ class LSTMRegressor(nn.Module):
     carry, h = cell.stack(params, tuple(carry), x_BxTxC, self.scan)
     if self.head_inputs:
       h = jnp.concatenate([h, x_BxTxC.astype(h.dtype)], axis=-1)
+    v = h
     act = _activation(self.head_activation, self.leaky_slope)
     for k, size in enumerate(self.head_sizes):
       h = act(nn.Dense(size, kernel_init=nn.initializers.glorot_normal(), name=f'head_{k}')(h))
+    if self.head_products:
+      h = jnp.concatenate([h, products(self, v, self.head_products, 'product')], axis=-1)
     y = nn.Dense(self.out_size, kernel_init=nn.initializers.glorot_normal(), name='out')(h)
     return carry, _activation(self.output_activation, self.leaky_slope)(y)

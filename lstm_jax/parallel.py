@@ -65,10 +65,10 @@ def inference_shards(batch_size: int, lstm_sizes: Sequence[int], n_devices: int,
   largest LSTM layer has at most 128 units: per-core loops were 1.07-1.85x faster at 2-32
   streams of 64 and 128 units, while at 256 units they ranged from 0.74x (8 streams) and 0.91x
   (the wide forward) to 1.29x, where one loop's large matmul already keeps both cores busy
-  (BUILD_NOTES.md, stop 19). Training stays on one device unless asked (``--num_devices``):
-  over the 2 CPU cores the wide train step was 0.96x, the long one 1.08-1.19x and the default
-  job 1.26x, but the split changes the gradients' rounding with the machine's core count
-  (stop 21).
+  (docs/performance.md, "Streams over CPU cores for inference"). Training stays on one device
+  unless asked (``--num_devices``): over the 2 CPU cores the wide train step was 0.96x, the
+  long one 1.08-1.19x and the default job 1.26x, but the split changes the gradients' rounding
+  with the machine's core count.
   """
   if kernel_loop or (platform == 'cpu' and max(lstm_sizes, default=0) > 128):
     return 1

@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import time
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 from absl import logging
 import jax
@@ -23,6 +23,7 @@ from lstm_jax import doctor
 from lstm_jax import gw
 from lstm_jax import metrics as eval_lib
 from lstm_jax import parallel
+from lstm_jax import volterra
 from lstm_jax.config import Config
 from lstm_jax.inference import TrainedModel, build_model
 
@@ -35,9 +36,11 @@ class TrainState(NamedTuple):
 
 
 def make_schedule(config: Config) -> optax.Schedule:
-  """constant | cosine (linear warm-up, then cosine to 1% of the peak) | inverse_time.
+  """constant | cosine (linear warm-up, then cosine to 1% of the peak) | inverse_time | plateau.
 
-  ``inverse_time`` is Keras' legacy ``decay``: lr / (1 + decay * step).
+  ``inverse_time`` is Keras' legacy ``decay``: lr / (1 + decay * step). ``plateau`` is the
+  warm-up, then the peak: the rate it starts at, which validation then lowers
+  (``plateau_level``); as a schedule it is the most any step can take.
   """
   lr = config.learning_rate
   if config.schedule == 'constant':
@@ -48,13 +51,46 @@ def make_schedule(config: Config) -> optax.Schedule:
                                               max(config.num_steps, warmup + 1), lr * 0.01)
   if config.schedule == 'inverse_time':
     return lambda step: lr / (1.0 + config.decay * step)
-  raise ValueError(f"schedule must be 'constant', 'cosine' or 'inverse_time', "
+  if config.schedule == 'plateau':
+    if not config.warmup_steps:
+      return optax.constant_schedule(lr)
+    return optax.linear_schedule(0.0, lr, config.warmup_steps)
+  raise ValueError(f"schedule must be 'constant', 'cosine', 'inverse_time' or 'plateau', "
                    f'got {config.schedule!r}')
 
 
+def plateau_level(val_history, config: Config) -> tuple[int, bool]:
+  """``(drops, stop)`` of the plateau schedule after the validations in ``val_history``.
+
+  A validation MSE improves when it is below the lowest so far by more than
+  ``plateau_min_delta`` (relative). After ``patience`` validations without an improvement the
+  learning rate drops by ``plateau_factor``; after ``plateau_drops`` drops, the next
+  ``patience`` without one end the run. A pure function of the history, so a resumed run
+  takes the same decisions.
+  """
+  lowest, bad, drops = np.inf, 0, 0
+  for _, val in val_history:
+    if np.isfinite(val) and val < lowest * (1.0 - config.plateau_min_delta):
+      lowest, bad = val, 0
+      continue
+    lowest = min(lowest, val) if np.isfinite(val) else lowest
+    bad += 1
+    if bad >= config.patience:
+      if drops >= config.plateau_drops:
+        return drops, True
+      drops, bad = drops + 1, 0
+  return drops, False
+
+
+def learning_rates(config: Config) -> np.ndarray:
+  """The planned learning rate of every step (for ``plateau``: before any drop)."""
+  return doctor.schedule_values(make_schedule(config), config.num_steps)
+
+
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-  adam = optax.adam(make_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
-                    eps=config.adam_eps)
+  """Adam's scaling (and the global-norm clip); the step multiplies by the learning rate it is
+  given (``make_train_step``), so a schedule can follow validation without a recompile."""
+  adam = optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
   if config.clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)
   return adam
@@ -83,7 +119,8 @@ def loss_fn(model, params, carry, x_BxTxC, y_BxTxO, bptt_len: int, objective=Non
 
 def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = False,
                     objective=None, batch_size: int = 0):
-  """A jitted ``(state, x_chunks, y_chunks, k) -> (state, loss)`` on chunk k (data on device).
+  """A jitted ``(state, x_chunks, y_chunks, k, lr) -> (state, loss)`` on chunk k (data on
+  device), ``lr`` the step's learning rate (``make_optimizer`` leaves it to the step).
 
   With ``return_grad_norm`` it returns ``(state, loss, grad_norm)`` (the global gradient norm
   before clipping), so the loop can stop on a non-finite gradient as well as a loss.
@@ -91,12 +128,13 @@ def make_train_step(model, optimizer, bptt_len: int, return_grad_norm: bool = Fa
   options (``ScanConfig.compiler_options``).
   """
 
-  def step(state: TrainState, x_NxBxTxC, y_NxBxTxO, k):
+  def step(state: TrainState, x_NxBxTxC, y_NxBxTxO, k, lr):
     x, y = x_NxBxTxC[k], y_NxBxTxO[k]
     (loss, carry), grads = jax.value_and_grad(
         functools.partial(loss_fn, model), has_aux=True)(state.params, state.carry, x, y,
                                                          bptt_len, objective)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     new_state = TrainState(params, opt_state, carry, state.step + 1)
     if return_grad_norm:
@@ -130,8 +168,8 @@ LEAD_IN_SECONDS = 8.0
 def lead_in_samples(config: Config, fs: float) -> int:
   """Witness samples a predictor sees before a held-out or validation stretch: several seconds
   for the carry, and at least one evaluation chunk and the longest FIR's history."""
-  return max(int(round(LEAD_IN_SECONDS * fs)), config.eval_chunk_len, config.linear_taps,
-             config.residual_taps)
+  return max([int(round(LEAD_IN_SECONDS * fs)), config.eval_chunk_len, config.linear_taps,
+              *residual_lengths(config, fs, 1)])
 
 
 def predict_stretch(model, rec: data_lib.Recording, lead_TxC=None) -> np.ndarray:
@@ -272,25 +310,34 @@ def _kept_params(last_params, best_params, val_history, config: Config, validati
 
 
 def make_validator(model, validation: data_lib.Recording, input_norm, target_norm,
-                   chunk_len: int, max_streams: int = 8):
+                   chunk_len: int, lead_TxC=None, max_streams: int = 8):
   """``params -> MSE`` of the scaled target on the validation stretch.
 
   The stretch is cut into up to ``max_streams`` parallel streams of at least ``chunk_len``
-  samples, each started from a zero carry: one short program instead of a long serial scan.
+  samples: one short program instead of a long serial scan. Each stream first runs over the
+  ``chunk_len`` witness samples before it (from ``lead_TxC`` for the first, where given), whose
+  outputs are not scored, so the score is not the zero carry's transient.
   """
   n = len(validation)
   n_streams = max(1, min(max_streams, n // max(chunk_len, 1)))
   length = n // n_streams
-  x = input_norm.apply(validation.witnesses)[:n_streams * length]
+  x_all = input_norm.apply(_after_lead(validation, lead_TxC))
+  lead = len(x_all) - n
+  warm = min(chunk_len, length)
+  starts = [lead + s * length for s in range(n_streams)]
+  x = np.zeros((n_streams, warm + length, x_all.shape[1]), np.float32)
+  for s, start in enumerate(starts):
+    got = x_all[max(0, start - warm):start + length]
+    x[s, x.shape[1] - len(got):] = got
   y = target_norm.apply(validation.target[:, None])[:n_streams * length]
-  x = jnp.asarray(x.reshape(n_streams, length, -1))
+  x = jnp.asarray(x)
   y = jnp.asarray(y.reshape(n_streams, length, -1))
   carry0 = model.initialize_carry(n_streams)
 
   @jax.jit
   def mse(params):
     _, pred = model.apply({'params': params}, carry0, x)
-    return jnp.mean(jnp.square(pred - y))
+    return jnp.mean(jnp.square(pred[:, warm:] - y))
 
   return mse
 
@@ -374,13 +421,29 @@ def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
 
 
 MAX_FIR_WEIGHTS = 4096  # the residual FIR's C x n_taps: a 4096^2 solve takes seconds
+# ``residual_taps=-1``: the lengths tried, in seconds; validation picks one (or none).
+RESIDUAL_SECONDS = (0.008, 0.03, 0.12, 0.5)
 
 
-def fit_residual_path(trained: TrainedModel, split: Split, n_taps: int
+def residual_lengths(config: Config, fs: float, n_ch: int) -> list[int]:
+  """The residual FIR lengths (taps) to try: ``residual_taps`` itself, or with -1 each of
+  ``RESIDUAL_SECONDS`` at ``fs``; at most ``MAX_FIR_WEIGHTS`` weights over ``n_ch`` witnesses.
+  The normal equations grow as (C n_taps)^2, their solve as its cube."""
+  if config.residual_taps == 0:
+    return []
+  wanted = ([config.residual_taps] if config.residual_taps > 0 else
+            [int(round(s * fs)) for s in RESIDUAL_SECONDS])
+  most = max(1, MAX_FIR_WEIGHTS // max(n_ch, 1))
+  return sorted({max(1, min(n, most)) for n in wanted})
+
+
+def fit_residual_path(trained: TrainedModel, split: Split, lengths: Sequence[int]
                       ) -> tuple[TrainedModel, dict]:
   """After training: the Wiener FIR of what ``trained`` leaves of the training targets, fitted
-  together with a gain on its prediction. Kept only where it lowers the validation stretch's
-  residual (after the lead-in) by more than ``MIN_T`` standard errors over its blocks.
+  together with a gain on its prediction, for each filter length in ``lengths``. The length
+  kept is the one that lowers the validation stretch's residual (after the lead-in) the most
+  among those that lower it by more than ``MIN_T`` standard errors over its blocks; none
+  qualifying, the model is returned as it was.
 
   The filter takes up linear structure that the recurrent model only approximated (a delay, a
   resonance); the gain lets it stand in for a model that learnt the linear coupling worse
@@ -390,16 +453,11 @@ def fit_residual_path(trained: TrainedModel, split: Split, n_taps: int
   default); with another one the gain stays 1. Without a validation stretch nothing can vouch
   for the filter, and it is skipped.
   """
-  stats = {'n_taps': n_taps, 'kept': False}
+  lengths = list(lengths)
+  stats = {'n_taps': max(lengths), 'lengths_tried': lengths, 'kept': False}
   if split.validation is None or not len(split.validation):
     logging.info('residual FIR skipped: no validation stretch to check it on (--val_fraction=0)')
     return trained, dict(stats, skipped='no validation stretch')
-  n_ch = split.train[0].witnesses.shape[1]
-  if n_ch * n_taps > MAX_FIR_WEIGHTS:  # the normal equations grow as (C n_taps)^2, their solve ^3
-    n_taps = max(1, MAX_FIR_WEIGHTS // n_ch)
-    logging.info('residual FIR: %d taps per witness for %d witnesses (at most %d weights)',
-                 n_taps, n_ch, MAX_FIR_WEIGHTS)
-    stats['n_taps'] = n_taps
   t0 = time.perf_counter()
   records = list(split.train) + [split.validation]
   leads = [None] * len(split.train) + [split.validation_lead]
@@ -407,39 +465,78 @@ def fit_residual_path(trained: TrainedModel, split: Split, n_taps: int
   norm = trained.linear.input_norm if trained.linear is not None else None
   # What the model leaves of each record's target: training records, then validation.
   left = [dataclasses.replace(r, target=r.target - y) for r, y in zip(records, predictions)]
-  if trained.config.output_activation == 'linear':
-    fir, gain = baselines.WienerFIR.fit_beside(split.train, predictions[:-1], n_taps,
-                                               input_norm=norm)
-  else:
-    fir, gain = baselines.WienerFIR.fit(left[:-1], n_taps, input_norm=norm), 1.0
-  left_with_fir = [
-      dataclasses.replace(r, target=r.target - (gain * y + predict_stretch(fir, r, lead)))
-      for r, y, lead in zip(records, predictions, leads)]
+  beside = trained.config.output_activation == 'linear'  # else the gain stays 1
+
+  def fits(train_records, lengths_, input_norm):
+    if beside:
+      return baselines.WienerFIR.fit_beside_each(train_records, predictions[:-1], lengths_,
+                                                 input_norm=input_norm)
+    widened_left = [dataclasses.replace(r, target=l.target) for r, l in zip(train_records, left)]
+    return [(fir, 1.0) for fir, _ in baselines.WienerFIR.fit_beside_each(
+        widened_left, None, lengths_, input_norm=input_norm)]
+
+  candidates = [(fir, gain, n_taps) for (fir, gain), n_taps in
+                zip(fits(split.train, lengths, norm), lengths)]
+  # Products of witness pairs that the residual follows (a bilinear coupling the model left):
+  # the filter over the witnesses and those products renders "product, then linear dynamics".
+  # Not beside a linear path, whose filter takes the witnesses alone.
+  if trained.config.residual_products > 0 and trained.linear is None:
+    n_ch = split.train[0].witnesses.shape[1]
+    pairs, scores = volterra.screen_pairs(
+        split.train, [l.target for l in left[:-1]], max(2, lengths[len(lengths) // 2]),
+        trained.config.residual_products)
+    stats['products_screened'] = scores[:2 * trained.config.residual_products]
+    if pairs:
+      products = volterra.Products(pairs, data_lib.Normalizer.fit(
+          np.concatenate([r.witnesses for r in split.train]), 'standardize', 'witness channel'))
+      most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(pairs)))
+      wide_lengths = sorted({min(n, most) for n in lengths})
+      wide = [products.widened(r) for r in split.train]
+      candidates += [(dataclasses.replace(fir, products=products), gain, n_taps)
+                     for (fir, gain), n_taps in zip(fits(wide, wide_lengths, None), wide_lengths)]
 
   # The check is the validation stretch, judged after its lead-in: its residual must fall in
   # the mean over VALIDATION_BLOCKS blocks by MIN_T standard errors of that mean. A chance fit
-  # adds its own noise to every prediction, which costs most where the model is already good
-  # (the seed mock: -1.2 and -1.4 dB held out), and there the blocks disagree. The training
-  # residual is no check: it is mostly target content no witness explains, so what the filter
-  # removes of the noise is a sliver of it (BUILD_NOTES.md, "Stop 23").
-  stats['gain'] = gain
-  stats['train_residual_nr_db'] = _removed_db(left[:-1], left_with_fir[:-1])
-  stats['validation_residual_nr_db'] = _removed_db(left[-1:], left_with_fir[-1:])
-  stats['validation_t'] = _drop_t(left[-1].target, left_with_fir[-1].target)
-  stats['kept'] = bool(stats['validation_t'] > MIN_T)
+  # adds its own noise to every prediction, which costs most where the model is already good,
+  # and there the blocks disagree. The training residual is no check: it is mostly target
+  # content no witness explains, so what the filter removes of the noise is a sliver of it
+  # (docs/quality.md, "Residual FIR").
+  tried, best = [], None
+  for fir, gain, n_taps in candidates:
+    val = split.validation
+    after = val.target - (gain * predictions[-1] + predict_stretch(fir, val, leads[-1]))
+    entry = {'n_taps': n_taps, 'gain': gain,
+             'products': [] if fir.products is None else [list(p) for p in fir.products.pairs],
+             'validation_residual_nr_db': _removed_db(
+                 left[-1:], [dataclasses.replace(val, target=after)]),
+             'validation_t': _drop_t(left[-1].target, after)}
+    tried.append(entry)
+    if entry['validation_t'] > MIN_T and (
+        best is None or entry['validation_residual_nr_db'] > best[0]['validation_residual_nr_db']):
+      best = (entry, fir, gain)
+  stats['tried'] = tried
+  chosen = best[0] if best else max(tried, key=lambda e: e['validation_t'])
+  fir, gain = (best[1], best[2]) if best else candidates[tried.index(chosen)][:2]
+  stats.update(chosen, kept=best is not None)
+  stats['train_residual_nr_db'] = _removed_db(left[:-1], [
+      dataclasses.replace(r, target=r.target - (gain * y + fir.predict(r.witnesses)))
+      for r, y in zip(records[:-1], predictions[:-1])])
   stats['fit_s'] = time.perf_counter() - t0
   if not stats['kept']:
-    logging.info('residual FIR dropped: with the gain %.3f on the prediction it removes %.4f dB '
-                 'of the validation residual, %.2f standard errors over %d blocks (must be > '
-                 '%g), and %.4f dB of the training residual', gain,
+    logging.info('residual FIR dropped: at best (%d taps, gain %.3f on the prediction) it removes '
+                 '%.4f dB of the validation residual, %.2f standard errors over %d blocks (must '
+                 'be > %g), and %.4f dB of the training residual', stats['n_taps'], gain,
                  stats['validation_residual_nr_db'], stats['validation_t'], VALIDATION_BLOCKS,
                  MIN_T, stats['train_residual_nr_db'])
     return trained, stats
-  logging.info('residual FIR kept: a Wiener FIR of %d taps per witness, with the gain %.3f on '
-               'the trained model, removes %.3f dB of the validation residual (%.1f standard '
-               'errors over %d blocks) and %.3f dB of the training residual (%.1f s)', n_taps,
-               gain, stats['validation_residual_nr_db'], stats['validation_t'],
-               VALIDATION_BLOCKS, stats['train_residual_nr_db'], stats['fit_s'])
+  logging.info('residual FIR kept: a Wiener FIR of %d taps per witness%s (of %s tried), with '
+               'the gain %.3f on the trained model, removes %.3f dB of the validation residual '
+               '(%.1f standard errors over %d blocks) and %.3f dB of the training residual '
+               '(%.1f s)', stats['n_taps'],
+               f" and per product of the witness pairs {stats['products']}"
+               if stats['products'] else '', lengths, gain, stats['validation_residual_nr_db'],
+               stats['validation_t'], VALIDATION_BLOCKS, stats['train_residual_nr_db'],
+               stats['fit_s'])
   return _scaled(trained, gain, fir), stats
 
 
@@ -501,8 +598,15 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   params = model.init(key, carry0, x_chunks[0, :, :config.bptt_len])['params']
   state = TrainState(params, optimizer.init(params), carry0, jnp.zeros((), jnp.int32))
   params0 = _host_copy(params)  # the first step donates the device buffers
-  findings = doctor.diagnose_start(config, params0, records, streams, n_inputs,
-                                   doctor.schedule_values(make_schedule(config), config.num_steps),
+  validate = None
+  if split.validation is not None and len(split.validation) > 0:
+    validate = make_validator(model, split.validation, input_norm, target_norm,
+                              config.eval_chunk_len, split.validation_lead)
+  # The plateau schedule needs validation to follow; without it, a cosine decay.
+  plateau = config.schedule == 'plateau' and validate is not None
+  lr_plan = learning_rates(config if plateau or config.schedule != 'plateau'
+                           else config.replace(schedule='cosine'))
+  findings = doctor.diagnose_start(config, params0, records, streams, n_inputs, lr_plan,
                                    split.train[0].witness_names, split.train[0].fs)
   doctor.log_findings(findings, 'start')
   # Everything besides the state that an exact continuation needs, or must agree with. The data
@@ -511,10 +615,6 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
           'input_norm': input_norm.to_dict(), 'target_norm': target_norm.to_dict(),
           'rng_key_data': np.asarray(jax.random.key_data(key)).tolist()}
   meta = json.loads(json.dumps(meta))  # the form it takes after a round trip through a file
-  validate = None
-  if split.validation is not None and len(split.validation) > 0:
-    validate = make_validator(model, split.validation, input_norm, target_norm,
-                              config.eval_chunk_len)
   # The parameters of the update kept so far (_becomes_kept); checkpoints hold them with the state.
   best_params, val_history = params0, []
   start_step, losses = 0, []
@@ -532,23 +632,27 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
                                objective=objective,
                                batch_size=config.n_streams // placement.n_devices)
 
-  logging.info('training on %s: %d streams x %d chunks of %d samples, %d updates, %d device(s)',
-               split.source, config.n_streams, n_chunks, config.chunk_len, config.num_steps,
+  logging.info('training on %s: %d streams x %d chunks of %d samples, %s %d updates, %d '
+               'device(s)', split.source, config.n_streams, n_chunks, config.chunk_len,
+               'until validation stops improving, at most' if plateau else '', config.num_steps,
                placement.n_devices)
   t0 = time.perf_counter()
-  compiled = train_step.lower(state, x_chunks, y_chunks, 0).compile()
+  compiled = train_step.lower(state, x_chunks, y_chunks, 0, np.float32(0)).compile()
   compile_s = time.perf_counter() - t0
   logging.info('train step compiled in %.2f s', compile_s)
 
   t_start = t_last = time.perf_counter()
   step_last = start_step
   pending = None  # the previous step's (step, loss, grad norm), checked once the next is queued
-  for step in range(start_step, config.num_steps):
+  drops, stop = plateau_level(val_history, config) if plateau else (0, False)
+  step = start_step - 1
+  for step in range(start_step, start_step if stop else config.num_steps):
     k = step % n_chunks
     if k == 0 and step > 0 and config.reset_carry_each_epoch:
       # A new pass starts each stream from its beginning: the old state does not belong there.
       state = state._replace(carry=placement.streams(model.initialize_carry(config.n_streams), 0))
-    state, loss, grad_norm = compiled(state, x_chunks, y_chunks, k)
+    lr = np.float32(lr_plan[step] * config.plateau_factor ** drops)
+    state, loss, grad_norm = compiled(state, x_chunks, y_chunks, k, lr)
     if pending:
       _check_finite(*pending, checkpoint_dir)
     pending = (step + 1, loss, grad_norm)
@@ -560,22 +664,35 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       if _becomes_kept(val, val_history, config.val_tolerance):
         best_params = params_now
       val_history.append((step + 1, val))
-    if checkpoint_dir and (step + 1 == config.num_steps or (
+      if plateau:
+        was = drops
+        drops, stop = plateau_level(val_history, config)
+        if stop:
+          logging.info('validation stopped improving at the lowest learning rate: training ends '
+                       'at update %d', step + 1)
+        elif drops > was:
+          logging.info('validation stopped improving: learning rate x%g from update %d',
+                       config.plateau_factor ** drops, step + 1)
+    last = stop or step + 1 == config.num_steps
+    if checkpoint_dir and (last or (
         config.checkpoint_every > 0 and (step + 1) % config.checkpoint_every == 0)):
       _check_finite(*pending, checkpoint_dir)  # never save a state that is already broken
       losses = [np.float32(v) for v in jax.device_get(losses)]
       ckpt_lib.save(checkpoint_dir, (state, best_params), step + 1,
                     dict(meta, losses=[float(v) for v in losses],
                          val_history=[list(v) for v in val_history]))
-    if time.perf_counter() - t_last > config.log_every_seconds or step + 1 == config.num_steps:
+    if time.perf_counter() - t_last > config.log_every_seconds or last:
       _check_finite(*pending, checkpoint_dir)
       _log_progress(step + 1, config.num_steps, float(loss), t_start, t_last, step_last)
       t_last, step_last = time.perf_counter(), step + 1
+    if stop:
+      break
   if pending:
     _check_finite(*pending, checkpoint_dir)
   jax.block_until_ready(state.params)
   train_s = time.perf_counter() - t_start
-  steps_run = config.num_steps - start_step
+  steps_done = step + 1
+  steps_run = steps_done - start_step
   losses = np.asarray(jax.device_get(losses), np.float64)
   params, validation = _kept_params(_host_copy(state.params), best_params, val_history, config,
                                     split.validation)
@@ -584,9 +701,12 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       'train_s': train_s,
       'steps_per_s': steps_run / max(train_s, 1e-9),
       'samples_per_s': steps_run * config.n_streams * config.chunk_len / max(train_s, 1e-9),
-      'num_steps': config.num_steps,
+      'num_steps': steps_done,
+      'max_steps': config.num_steps,
+      'stopped_early': steps_done < config.num_steps,
+      'lr_drops': int(drops),
       'resumed_at_step': start_step,
-      'epochs': config.num_steps / n_chunks,
+      'epochs': steps_done / n_chunks,
       'loss_first': float(losses[: max(1, len(losses) // 20)].mean()),
       'loss_last': float(losses[-max(1, len(losses) // 20):].mean()),
       'weight_change': doctor.relative_change(params0, params),
@@ -595,9 +715,9 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       'doctor_start': findings,
   }
   trained = TrainedModel(config, params, input_norm, target_norm, n_inputs, linear)
-  if config.residual_taps > 0:
-    trained, stats['residual_fir'] = fit_residual_path(trained, given_split,
-                                                        config.residual_taps)
+  lengths = residual_lengths(config, split.train[0].fs, n_inputs)
+  if lengths:
+    trained, stats['residual_fir'] = fit_residual_path(trained, given_split, lengths)
   return trained, stats
 
 

@@ -33,7 +33,7 @@ def test_lag_sums_are_exact_across_segment_seams(rng):
   for j in range(n_taps):  # sum_s x[s, c] later[s + j, e], zero past the end
     direct[:, :, j] = x[:1000 - j].T @ later[j:]
   for segment, group in ((64, 3), (1000, 16), (4096, 1)):  # many seams, one segment, padding
-    np.testing.assert_allclose(baselines._lag_sums(x, later, n_taps, segment, group), direct,
+    np.testing.assert_allclose(baselines.lag_sums(x, later, n_taps, segment, group), direct,
                                atol=1e-10)
 
 

@@ -268,7 +268,7 @@ def test_zoo_cell_trains_and_round_trips(tmp_path):
   losses = []
   for _ in range(config.num_steps):
     state = state._replace(carry=model.initialize_carry(2))
-    state, loss = step(state, x, y, 0)
+    state, loss = step(state, x, y, 0, config.learning_rate)
     losses.append(float(loss))
   assert losses[-1] < 0.7 * losses[0]
   norm = lstm_jax.Normalizer.fit(x[0, 0], 'none', 'witness channel')

@@ -193,7 +193,7 @@ def test_fir_sum_is_one_filter():
 
 
 def test_residual_taps_must_not_be_negative():
-  with pytest.raises(lstm_jax.DataError, match='--residual_taps must be >= 0, got -2'):
+  with pytest.raises(lstm_jax.DataError, match='--residual_taps must be >= 0, or -1 .*, got -2'):
     lstm_jax.train_and_evaluate(lstm_jax.Config(residual_taps=-2))
 
 

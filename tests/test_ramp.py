@@ -35,7 +35,7 @@ def test_raw_predicts_a_constant_and_the_doctor_names_scaling():
 
 def test_standardized_ramp_data_raise_no_scaling_finding():
   # What the standardized run feeds the model (its training is measured by the CLI run in
-  # BUILD_NOTES.md; a test-sized run would cost another train-step compile).
+  # docs/quality.md, "Seed 003's ramp"; a test-sized run would cost another train-step compile).
   x, y = ramp.make_data(1, 2804)
   xs = data_lib.Normalizer.fit(x.reshape(-1, 1)).apply(x.reshape(-1, 1))
   ys = data_lib.Normalizer.fit(y).apply(y[:, None])[:, 0]

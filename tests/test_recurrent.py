@@ -210,7 +210,7 @@ def test_loop_auto_runs_pallas_only_on_a_gpu_where_it_applies(monkeypatch):
   assert ScanConfig(loop='pallas').uses_pallas(1, 64)  # explicit: the interpreter, for tests
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert auto.uses_pallas(1, 64) and auto.uses_pallas(128, 8)
-  # 128 units: faster than the unrolled scan for inference, slower to train (BUILD_NOTES)
+  # 128 units: faster than the unrolled scan for inference, slower to train (docs/performance.md)
   assert not auto.uses_pallas(1, 128) and auto.uses_pallas(8, 128, training=False)
   assert not auto.uses_pallas(8, 256, training=False)
   assert not auto.uses_pallas(1, 48)  # Triton block shapes are powers of two
@@ -297,7 +297,7 @@ def test_gate_form_auto_splits_only_latency_bound_layers_of_16_units_and_more(mo
   auto = ScanConfig()
   monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
   assert auto.splits_gates(1, 16) and auto.splits_gates(1, 64)
-  assert not auto.splits_gates(1, 8)  # measured slower at 8 and 12 units (BUILD_NOTES)
+  assert not auto.splits_gates(1, 8)  # measured slower at 8 and 12 units (docs/performance.md)
   assert not auto.splits_gates(8, 128)  # no gain at batch 8-64
   assert not ScanConfig(backward='autodiff').splits_gates(1, 64)  # its forward trains too
   assert ScanConfig(gate_form='split').splits_gates(64, 4)

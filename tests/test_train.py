@@ -23,13 +23,36 @@ def test_inverse_time_schedule_is_keras_decay():
 
 
 def test_cosine_and_constant_schedules():
-  cfg = lstm_jax.Config(num_steps=100, warmup_steps=10, learning_rate=1e-3)
+  cfg = lstm_jax.Config(num_steps=100, warmup_steps=10, learning_rate=1e-3, schedule='cosine')
   sched = train_lib.make_schedule(cfg)
   assert float(sched(0)) == 0.0 and np.isclose(float(sched(10)), 1e-3)
   np.testing.assert_allclose(sched(100), 1e-5, rtol=1e-3)
   assert float(train_lib.make_schedule(cfg.replace(schedule='constant'))(77)) == 1e-3
   with pytest.raises(ValueError, match='schedule'):
     train_lib.make_schedule(cfg.replace(schedule='step'))
+
+
+def test_plateau_drops_then_stops_on_the_validation_history():
+  cfg = lstm_jax.Config(patience=2, plateau_drops=1, plateau_min_delta=0.01)
+  improving = [(k, 1.0 / k) for k in range(1, 6)]
+  assert train_lib.plateau_level(improving, cfg) == (0, False)
+  # Two validations within 1% of the lowest: one drop; two more: the run ends.
+  flat = improving + [(6, 0.2 * 0.995), (7, 0.3)]
+  assert train_lib.plateau_level(flat, cfg) == (1, False)
+  assert train_lib.plateau_level(flat + [(8, 0.25)], cfg) == (1, False)
+  assert train_lib.plateau_level(flat + [(8, 0.25), (9, float('nan'))], cfg) == (1, True)
+  # An improvement resets the count.
+  assert train_lib.plateau_level(flat + [(8, 0.1), (9, 0.2)], cfg) == (1, False)
+
+
+def test_plateau_run_stops_early_and_keeps_the_best_update():
+  cfg = TINY.replace(schedule='plateau', num_steps=3000, val_every=20, patience=2,
+                     plateau_drops=1, val_fraction=0.2)
+  model, stats = train_lib.train(cfg, train_lib.load_split(cfg))
+  assert stats['stopped_early'] and stats['num_steps'] < 3000
+  assert stats['num_steps'] == stats['validation']['last_step']
+  history = dict(map(tuple, stats['validation']['history']))
+  assert history[stats['validation']['kept_step']] <= 1.001 * min(history.values())
 
 
 def test_bptt_truncation_changes_gradient_not_loss():

@@ -48,7 +48,7 @@ def one_line_error(capsys, fn):
     (dict(lstm_sizes=()), '--lstm_sizes must name at least one layer'),
     (dict(head_sizes=(8, 0)), '--head_sizes must be positive integers, got 8,0'),
     (dict(input_scaling='zscore'), "--input_scaling must be 'standardize', 'minmax' or 'none'"),
-    (dict(schedule='linear'), "--schedule must be 'constant', 'cosine' or 'inverse_time'"),
+    (dict(schedule='linear'), "--schedule must be 'plateau', 'constant', 'cosine' or 'inverse_time'"),
     (dict(output_activation='softplus'), '--output_activation must be one of'),
     (dict(mock_fs=-256.0), '--mock_fs must be > 0'),
     (dict(eval_seconds=0.0), '--eval_seconds must be > 0'),

@@ -4,9 +4,9 @@ Writes a 1024 s, 21-witness, 4096 Hz recording block by block (LIGO channel name
 monitor and 20 ASC channels onto H1:GDS-CALIB_STRAIN; about 0.9 GB), trains the default model
 for a few updates on its first 32 s (the cleaning cost depends on the model's size, not its
 training), then cleans the whole file with experiments/clean.py under /usr/bin/time -v and
-writes results/gw_clean_stream.json (wall time, real-time factor, peak RSS)::
+writes --out (results/gw_clean_stream.json) (wall time, real-time factor, peak RSS)::
 
-  python results/gw_clean_stream.py --workdir=/tmp/gw_stream
+  python -m experiments.gw_clean_stream --workdir=/tmp/gw_stream
 """
 import json
 import os
@@ -14,10 +14,11 @@ import re
 import subprocess
 import sys
 
+from absl import app
+from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lstm_jax import channels  # pylint: disable=wrong-import-position
+from lstm_jax import channels
 
 FS, SECONDS, BLOCK_S = 4096, 1024, 16
 NAMES = ['H1:PEM-CS_MAINSMON_EBAY_1_DQ'] + [f'H1:ASC-{d}_{a}_OUT_DQ' for d in (
@@ -59,8 +60,13 @@ def make(path, seconds):
   writer.close()
 
 
-def main():
-  work = sys.argv[1].split('=', 1)[1] if len(sys.argv) > 1 else '/tmp/gw_stream'
+WORKDIR = flags.DEFINE_string('workdir', '/tmp/gw_stream', 'Data, runs and logs go here.')
+OUT = flags.DEFINE_string('out', 'results/gw_clean_stream.json', 'The JSON written.')
+
+
+def main(argv):
+  del argv
+  work = WORKDIR.value
   os.makedirs(work, exist_ok=True)
   big, small = os.path.join(work, 'big.h5'), os.path.join(work, 'train.h5')
   if not os.path.exists(big):
@@ -92,10 +98,9 @@ def main():
             'process_wall': wall, 'peak_rss_mb': rss_kb / 1024,
             'nr_db': metrics.get('nr_db'), 'machine': '2 cores, shared with other jobs'}
   print(json.dumps(result, indent=1))
-  with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gw_clean_stream.json'),
-            'w') as f:
+  with open(OUT.value, 'w') as f:
     json.dump(result, f, indent=1)
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

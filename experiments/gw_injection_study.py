@@ -7,22 +7,29 @@ excluded, injects a 1.4 + 1.4 Msun inspiral from 40 Hz at matched-filter SNR 20 
 recording (the target, and the sensing witness at gain 0.05), and writes what survives
 cleaning, with the doctor's findings and the figures of merit in the band 20-70 Hz (the mains
 line's sidebands and the 30 Hz resonance) on the held-out stretch and on the later recording
-cleaned by experiments/clean.py, to results/gw_injection.json::
+cleaned by experiments/clean.py, to --out (results/gw_injection.json)::
 
-  python results/gw_injection.py --workdir=/tmp/gw_injection
+  python -m experiments.gw_injection_study --workdir=/tmp/gw_injection
 """
 import json
 import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lstm_jax import channels  # pylint: disable=wrong-import-position
-from lstm_jax import gw  # pylint: disable=wrong-import-position
+from absl import app
+from absl import flags
+
+from lstm_jax import channels
+from lstm_jax import gw
 
 
-def main():
-  work = sys.argv[1].split('=', 1)[1] if len(sys.argv) > 1 else '/tmp/gw_injection'
+WORKDIR = flags.DEFINE_string('workdir', '/tmp/gw_injection', 'Data, runs and logs go here.')
+OUT = flags.DEFINE_string('out', 'results/gw_injection.json', 'The JSON written.')
+
+
+def main(argv):
+  del argv
+  work = WORKDIR.value
   os.makedirs(work, exist_ok=True)
   for name, seconds, seed, t0 in (('train', 128.0, 1, 1e9), ('later', 64.0, 2, 1e9 + 128)):
     path = os.path.join(work, f'{name}.h5')
@@ -63,10 +70,9 @@ def main():
                             and d['stage'] == 'start'],
         'heldout_nr_db': metrics['heldout']['nr_db'], 'gw': metrics['gw']}
   print(json.dumps(result, indent=1))
-  with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gw_injection.json'),
-            'w') as f:
+  with open(OUT.value, 'w') as f:
     json.dump(result, f, indent=1)
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

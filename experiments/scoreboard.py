@@ -1,0 +1,53 @@
+r"""The default recipe on the recording zoo against the baselines and the oracle.
+
+  python -m experiments.scoreboard --split=dev --workdir=runs/scoreboard_dev
+  python -m experiments.scoreboard --split=test --workdir=runs/scoreboard_test --jobs=2
+  python -m experiments.scoreboard --quick --workdir=runs/scoreboard_quick
+
+Writes ``scoreboard.md``, ``scoreboard.json`` and ``scoreboard.png``; every task's result is kept
+in ``WORKDIR/tasks/`` and skipped on a rerun (``--rerun`` runs them again).
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+from lstm_jax import cli
+from lstm_jax import scoreboard
+
+SPLIT = flags.DEFINE_enum('split', 'dev', ['dev', 'test', 'quick'],
+                          'dev: tune on it; test: report on it, never tune; quick: a few minutes.')
+QUICK = flags.DEFINE_boolean('quick', False, 'Same as --split=quick with one training seed.')
+WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, tables and the figure go.')
+FAMILIES = flags.DEFINE_list('families', [], 'Only these zoo families (default: the split\'s).')
+METHODS = flags.DEFINE_list('methods', ['ours', *scoreboard.BASELINES],
+                            'ours and any of the baselines.')
+TRAIN_SEEDS = flags.DEFINE_list('train_seeds', [str(s) for s in scoreboard.TRAIN_SEEDS],
+                                'Training seeds of ours (the row shows their median).')
+JOBS = flags.DEFINE_integer('jobs', 1, 'Tasks run at once (worker processes).')
+MAX_SECONDS = flags.DEFINE_float('max_seconds', 0.0, 'Shorten each training file to this '
+                                 '(tests, smoke runs); 0: as drawn.')
+SET = flags.DEFINE_multi_string('set', [], 'A Config field for ours, NAME=VALUE (a recipe '
+                                'variant to judge on dev); default: none, the defaults.')
+RERUN = flags.DEFINE_boolean('rerun', False, 'Run tasks again even where results exist.')
+flags.mark_flag_as_required('workdir')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+
+  def run():
+    seeds = [int(s) for s in TRAIN_SEEDS.value]
+    summary = scoreboard.run(
+        WORKDIR.value, 'quick' if QUICK.value else SPLIT.value, families=FAMILIES.value,
+        methods=METHODS.value, train_seeds=seeds[:1] if QUICK.value else seeds,
+        overrides=cli.parse_overrides(SET.value), jobs=JOBS.value,
+        max_seconds=MAX_SECONDS.value or None, rerun=RERUN.value)
+    print(scoreboard.table_markdown(summary))
+
+  sys.exit(cli.run_user_main(run))
+
+
+if __name__ == '__main__':
+  app.run(main)
