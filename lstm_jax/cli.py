@@ -57,12 +57,17 @@ def config_from_flags(preset: str, flag_values=flags.FLAGS) -> Config:
         raise data_lib.DataError(f'--{field.name}: expected comma-separated integers, '
                                  f'got {",".join(value)!r}') from None
     elif hint == typing.Optional[bool]:
-      choices = {'true': True, 'false': False, 'auto': None, 'none': None}
-      if value.lower() not in choices:
-        raise data_lib.DataError(f'--{field.name}: expected true, false or auto, got {value!r}')
-      value = choices[value.lower()]
+      value = parse_auto_bool(flag_values[field.name])
     changes[field.name] = value
   return config.replace(**changes)
+
+
+def parse_auto_bool(flag) -> typing.Optional[bool]:
+  """A string flag's ``true | false | auto`` (``none``: auto) as True, False or None."""
+  choices = {'true': True, 'false': False, 'auto': None, 'none': None}
+  if flag.value.lower() not in choices:
+    raise data_lib.DataError(f'--{flag.name}: expected true, false or auto, got {flag.value!r}')
+  return choices[flag.value.lower()]
 
 
 def parse_overrides(items) -> dict:

@@ -16,13 +16,25 @@ class Config:
   """A training run. Times are in samples unless the name says seconds."""
   # Data: a user's recording (``data``) or a mock (``mock``) when empty.
   data: str = ''
-  fs: float = 0.0  # overrides the file's sampling rate when > 0
+  fs: float = 0.0  # Hz: fills in a rate the file does not state (never overrides one it does)
   holdout_fraction: float = 0.2
   mock: str = 'seed'
   mock_fs: float = 2048.0
   n_train_records: int = 8  # independent mock records: fresh noise draws
   train_record_seconds: float = 64.0
   eval_seconds: float = 64.0
+  # Channels of a .gwf or .h5 ``data`` file (lstm_jax.channels; docs/gw.md): the target's name;
+  # the witnesses' as 'A,B' or '@FILE' (one name a line; empty: every other channel; column
+  # indices for files without names); channels to drop; a GPS span (0: the file's); the rate
+  # channels of other rates are resampled to (0: they must share one). ``target_strain``: the
+  # target is strain, so the BNS range is reported (None: from its unit or channel name).
+  target_channel: str = ''
+  witness_channels: str = ''
+  exclude_channels: str = ''
+  gps_start: float = 0.0
+  gps_end: float = 0.0
+  resample_to: float = 0.0
+  target_strain: Optional[bool] = None
   # Scaling, fitted on training data only.
   input_scaling: str = 'standardize'  # standardize | minmax | none
   target_scaling: str = 'standardize'

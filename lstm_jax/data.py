@@ -21,21 +21,30 @@ class DataError(ValueError):
 class Recording:
   """witnesses (T, C), target (T,), fs in Hz; noise (T,) is the true coupled noise if known.
 
-  ``target`` is None only for a recording given to a trained model to clean.
+  ``target`` is None only for a recording given to a trained model to clean. Files that name
+  their channels (GWF frames, HDF5; ``lstm_jax.channels``) fill in ``witness_names``,
+  ``target_name``, ``target_unit`` and ``t0`` (GPS seconds of the first sample).
   """
   witnesses: np.ndarray
   target: Optional[np.ndarray]
-  fs: float
+  fs: Optional[float]  # None only until ``validate``: a file that states no rate
   noise: Optional[np.ndarray] = None
   name: str = 'recording'
+  t0: float = 0.0
+  witness_names: Optional[tuple] = None
+  target_name: Optional[str] = None
+  target_unit: str = ''
 
   def __len__(self) -> int:
     return len(self.witnesses)
 
   def slice(self, start: int, stop: int) -> 'Recording':
     cut = lambda a: None if a is None else a[start:stop]
-    return Recording(self.witnesses[start:stop], cut(self.target), self.fs, cut(self.noise),
-                     f'{self.name}[{start}:{stop}]')
+    first = slice(start, stop).indices(len(self))[0]
+    return dataclasses.replace(self, witnesses=self.witnesses[start:stop],
+                               target=cut(self.target), noise=cut(self.noise),
+                               name=f'{self.name}[{start}:{stop}]',
+                               t0=self.t0 + (first / self.fs if self.fs else 0.0))
 
 
 # --------------------------------------------------------------------------- mocks
@@ -203,6 +212,8 @@ def validate(rec: Recording, min_len: int = 2) -> Recording:
       where = f'sample {idx}' if label == 'target' else f'channel {ch}, sample {idx}'
       raise DataError(f'{name}: {label} has {int(bad.sum())} non-finite values; '
                       f'first {kind} at {where}')
+  if rec.fs is None:
+    raise DataError(f'{name}: the file states no sampling rate; give it with --fs=HZ')
   if not np.isfinite(rec.fs) or rec.fs <= 0:
     raise DataError(f'{name}: sampling rate fs must be positive, got {rec.fs}')
   noise = None
@@ -211,9 +222,10 @@ def validate(rec: Recording, min_len: int = 2) -> Recording:
     noise = noise.astype(_kept_dtype(rec.noise), copy=False)
     if noise.shape[0] != tgt.shape[0] or not np.all(np.isfinite(noise)):
       raise DataError(f'{name}: noise must be finite and as long as target ({tgt.shape[0]})')
-  return Recording(wit.astype(_kept_dtype(rec.witnesses), copy=False),
-                   tgt.astype(_kept_dtype(rec.target), copy=False) if has_target else None,
-                   float(rec.fs), noise, name)
+  return dataclasses.replace(
+      rec, witnesses=wit.astype(_kept_dtype(rec.witnesses), copy=False),
+      target=tgt.astype(_kept_dtype(rec.target), copy=False) if has_target else None,
+      fs=float(rec.fs), noise=noise)
 
 
 def _load_npz(path: str, fs: Optional[float], require_target: bool) -> Recording:
@@ -226,10 +238,16 @@ def _load_npz(path: str, fs: Optional[float], require_target: bool) -> Recording
       if key not in z.files:
         raise DataError(f'{path}: missing key {key!r} (has {sorted(z.files)}); expected '
                         "'witnesses' (T, C), 'target' (T,), optional 'fs', 'noise'")
-    file_fs = float(np.asarray(z['fs']).reshape(())) if 'fs' in z.files else None
+    file_fs = None
+    if 'fs' in z.files:
+      try:
+        file_fs = float(np.asarray(z['fs'], np.float64).reshape(()))
+      except (TypeError, ValueError):
+        raise DataError(f"{path}: 'fs' must be one number (Hz), got shape "
+                        f"{np.shape(z['fs'])}") from None
     noise = z['noise'] if 'noise' in z.files else None
     target = z['target'] if 'target' in z.files else None
-    return Recording(z['witnesses'], target, fs or file_fs or 1.0, noise, path)
+    return Recording(z['witnesses'], target, sampling_rate(path, file_fs, fs), noise, path)
 
 
 def _load_npy(path: str) -> np.ndarray:
@@ -253,7 +271,27 @@ def _load_csv(path: str, fs: Optional[float]) -> Recording:
   names = cols if has_header else [f'col{k}' for k in range(table.shape[1])]
   target_col = names.index('target') if 'target' in names else table.shape[1] - 1
   keep = [k for k, n in enumerate(names) if k != target_col and n.lower() not in ('time', 't')]
-  return Recording(table[:, keep], table[:, target_col], fs or 1.0, None, path)
+  return Recording(table[:, keep], table[:, target_col], sampling_rate(path, None, fs), None,
+                   path)
+
+
+def sampling_rate(name: str, stated: Optional[float], given: Optional[float]) -> Optional[float]:
+  """The rate a recording is sampled at: the one its file states; ``given`` (``--fs``) only
+  fills in a rate the file lacks (or states as 0 or non-finite) and never overrides one.
+  None where neither has one: ``validate`` then names the file (after its arrays' checks)."""
+  if given is not None and not (np.isfinite(given) and given > 0):
+    raise DataError(f'--fs must be a positive number of Hz, got {given}')
+  if stated is not None and np.isfinite(stated) and stated > 0:
+    if given is not None and float(given) != float(stated):
+      raise DataError(f'{name}: the file states fs = {stated:g} Hz but --fs={given:g}; --fs '
+                      'only fills in a rate that a file lacks')
+    return float(stated)
+  if given is not None:
+    return float(given)
+  if stated is not None:
+    raise DataError(f'{name}: the file states the sampling rate fs = {stated}; give the true '
+                    'one with --fs=HZ')
+  return None
 
 
 def _is_number(s: str) -> bool:
@@ -265,34 +303,75 @@ def _is_number(s: str) -> bool:
 
 
 def load_recording(path: str, fs: Optional[float] = None, require_target: bool = True,
-                   min_len: int = 2) -> Recording:
+                   min_len: int = 2, selection=None) -> Recording:
   """Loads and validates a user's recording.
 
   Formats:
     * ``FILE.npz`` with ``witnesses`` (T, C), ``target`` (T,), optional ``fs`` and ``noise``;
     * ``WITNESSES.npy,TARGET.npy``: a pair of ``.npy`` files, comma separated;
     * ``FILE.csv``: one column per channel, the one headed ``target`` (else the last) is the
-      target; a ``time`` column is ignored.
-  ``fs`` overrides the file's sampling rate (files without one default to fs = 1). With
+      target; a ``time`` column is ignored;
+    * ``FILE.gwf``, ``FILE.h5``/``.hdf5``: channels by name (gwpy's ``TimeSeriesDict`` files;
+      the optional ``gw`` extra), picked by ``selection`` (a ``lstm_jax.channels.Selection``).
+  ``fs`` (``--fs``) fills in a rate the file does not state and never overrides one it does: a
+  file without a rate and no ``fs`` is an error, never a default. With
   ``require_target=False`` an ``.npz`` may hold witnesses only (a recording to clean).
   """
+  from lstm_jax import channels  # pylint: disable=g-import-not-at-top (it imports this module)
   paths = [p for p in path.split(',') if p]
   for p in paths:
     if not os.path.isfile(p):
       raise DataError(f'{p}: no such file')
+  if len(paths) == 1 and channels.is_channel_file(path):
+    return channels.load_recording(path, selection or channels.Selection(), fs,
+                                   require_target, min_len)
   if len(paths) == 2 and all(p.endswith('.npy') for p in paths):
-    rec = Recording(_load_npy(paths[0]), _load_npy(paths[1]), fs or 1.0, None, path)
+    rec = Recording(_load_npy(paths[0]), _load_npy(paths[1]), sampling_rate(path, None, fs),
+                    None, path)
   elif len(paths) == 1 and path.endswith('.npz'):
     rec = _load_npz(path, fs, require_target)
   elif len(paths) == 1 and path.endswith('.csv'):
     rec = _load_csv(path, fs)
   else:
-    raise DataError(f'{path}: unsupported data path; give FILE.npz, FILE.csv or '
-                    'WITNESSES.npy,TARGET.npy')
+    raise DataError(f'{path}: unsupported data path; give FILE.npz, FILE.csv, '
+                    'WITNESSES.npy,TARGET.npy, FILE.gwf or FILE.h5')
   return validate(rec, min_len)
 
 
 # --------------------------------------------------------------------------- scaling
+
+class Moments:
+  """Count, mean, variance, min and max per column, accumulated block by block in float64.
+
+  Blocks merge by Chan, Golub and LeVeque's pairwise update of the mean and the sum of squared
+  deviations, so a long recording read in pieces gives the statistics of the whole to rounding.
+  """
+
+  def __init__(self):
+    self.count, self.mean, self.m2, self.min, self.max = 0, None, None, None, None
+
+  def add(self, block) -> 'Moments':
+    x = np.asarray(block, np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    if not len(x):
+      return self
+    n, mean = len(x), x.mean(0)
+    m2 = np.square(x - mean).sum(0)
+    if self.mean is None:
+      self.count, self.mean, self.m2, self.min, self.max = n, mean, m2, x.min(0), x.max(0)
+      return self
+    delta, total = mean - self.mean, self.count + n
+    self.mean = self.mean + delta * (n / total)
+    self.m2 = self.m2 + m2 + np.square(delta) * (self.count * n / total)
+    self.min, self.max = np.minimum(self.min, x.min(0)), np.maximum(self.max, x.max(0))
+    self.count = total
+    return self
+
+  @property
+  def var(self) -> np.ndarray:
+    """Population variance (``np.var``'s)."""
+    return self.m2 / self.count
+
 
 # The smallest std, relative to |mean|, that float64 still resolves (a few ulps).
 RESOLUTION = 4 * float(np.finfo(np.float64).eps)
@@ -311,17 +390,32 @@ class Normalizer:
 
   @classmethod
   def fit(cls, x_TxC: np.ndarray, method: str = 'standardize', what: str = 'channel'):
-    x = np.asarray(x_TxC, np.float64)
-    if x.ndim == 1:
-      x = x[:, None]
-    if method == 'standardize':
-      offset, scale = x.mean(0), x.std(0)
-    elif method == 'minmax':
-      offset, scale = x.min(0), x.max(0) - x.min(0)
-    elif method == 'none':
-      offset, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    else:
+    """Offset and scale per channel of ``x`` (T, C) or (T,): mean and std, min and range, or
+    0 and 1; a channel that does not vary is an error naming it."""
+    return cls.fit_blocks([x_TxC], method, what)
+
+  @classmethod
+  def fit_blocks(cls, blocks, method: str = 'standardize', what: str = 'channel'):
+    """``fit`` in one pass over ``blocks`` ((n_i, C) or (n_i,) arrays, e.g. read from a file
+    piece by piece): memory is one block, and the result equals ``fit`` on the whole to
+    rounding (``Moments``)."""
+    if method not in ('standardize', 'minmax', 'none'):
       raise ValueError(f"scaling must be 'standardize', 'minmax' or 'none', got {method!r}")
+    moments = Moments()
+    for block in blocks:
+      moments.add(block)
+    if not moments.count:
+      raise DataError(f'no samples to fit the {what} scaling on')
+    if method == 'standardize':
+      offset, scale = moments.mean, np.sqrt(moments.var)
+    elif method == 'minmax':
+      offset, scale = moments.min, moments.max - moments.min
+    else:
+      offset, scale = np.zeros_like(moments.mean), np.ones_like(moments.mean)
+    return cls._checked(offset, scale, what)
+
+  @classmethod
+  def _checked(cls, offset, scale, what: str):
     # Constant means relative to the channel itself, never to 1: a strain channel (std 1e-21)
     # varies; one whose variation float64 cannot resolve beside its mean does not.
     flat = np.flatnonzero(~(scale > RESOLUTION * np.abs(offset)))

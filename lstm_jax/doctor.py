@@ -57,7 +57,7 @@ MEMORIZATION_RESIDUAL_RATIO = 1.5
 # Most likely root causes first: what is printed first is what to fix first.
 ORDER = ('lr_budget', 'updates', 'output_activation', 'scaling', 'data_size', 'state_reset',
          'stream_alignment', 'weights_moved', 'prediction_collapse', 'memorization',
-         'validation_rose', 'linear_left')
+         'validation_rose', 'linear_left', 'witness_senses_target')
 SEVERITIES = ('warning', 'info')
 
 
@@ -297,6 +297,126 @@ def check_stream_alignment(streams_NxBxTxD: np.ndarray, records: Sequence[np.nda
       'b continues chunk k-1 of stream b; no shuffling between chunks).')]
 
 
+TINY = float(np.finfo(np.float64).tiny)
+SENSING_MAX_SEGMENTS = 256  # Welch segments the sensing check averages (spread over the data)
+SENSING_COHERENCE_FACTOR = 4.0  # median partial coherence over its value for no relation
+SENSING_MIN_ACAUSAL = 0.25  # share of the witness-to-target filter at negative lags
+
+
+def sensing_statistics(records: Sequence[np.ndarray], n_inputs: int,
+                       fs: Optional[float] = None) -> list[dict]:
+  """Per witness: does it carry the target's own content, or is it a noise source?
+
+  Both kinds are coherent with the target, and from one witness and the target alone they
+  cannot be told apart (any 2 x 2 cross-spectral matrix arises either way). Three things differ:
+
+  * *Breadth*: a witness that senses the target (a length-sensing channel) holds a fixed share
+    of the target's content at every frequency where that content lives, including the part no
+    other witness explains; a noise source is coherent where its coupling adds noise, and a
+    line, a resonance or a bilinear coupling is coherent in few bins. The statistic is the
+    median over frequency of the *partial* coherence of the witness and the target given every
+    other witness (from the inverse of the (C+1) x (C+1) cross-spectral matrix, per bin), so
+    what the other witnesses explain does not count, against its median under no relation
+    (``1 - 2^(-1 / (K - C))`` for K non-overlapping segments and C - 1 other witnesses).
+  * *Causality*: a noise source acts on the target, so the two-sided filter from the witness
+    to the target (the multi-input Wiener solution per bin, ``-G_yk / G_yy``) is causal; a
+    witness that senses the target responds to it, so that filter is symmetric (the same
+    instant) or lies at negative lags (the witness later). The statistic is the share of the
+    filter's energy at negative lags among all lags but 0.
+
+  * *Redundancy*: a witness that senses the target sees all of it, so it also holds the noise
+    that the *other* witnesses put into the target: it is coherent with the part of the
+    target the others explain (their best linear combination), power-weighted over frequency,
+    against ``1 / K`` for no relation. A noise source is independent of the others' couplings.
+    This tells an instantaneous, frequency-flat coupling of a white witness (causally
+    ambiguous) from sensing.
+
+  A witness is flagged where all three hold. A target whose witnessed noise no witness shows
+  linearly (a purely bilinear coupling) leaves the redundancy test blind, and the doctor
+  silent; experiments/injection.py is the check that always applies.
+  ``records`` are the training records as the model sees them, (T_i, C + 1), target last.
+  """
+  lengths = [len(r) for r in records]
+  nperseg = int(2 ** np.floor(np.log2(np.clip(fs or 256, 64, 2048))))
+  while nperseg > 64 and sum(n // nperseg for n in lengths) < 4 * (n_inputs + 8):
+    nperseg //= 2
+  starts = [(k, a) for k, n in enumerate(lengths) for a in range(0, n - nperseg + 1, nperseg)]
+  if len(starts) < n_inputs + 8:
+    return []  # too few segments to judge C witnesses at once
+  pick = np.linspace(0, len(starts) - 1, min(len(starts), SENSING_MAX_SEGMENTS)).astype(int)
+  window = np.hanning(nperseg + 1)[:-1]
+  dim = n_inputs + 1
+  cross = np.zeros((nperseg // 2 + 1, dim, dim), np.complex128)
+  for group in np.array_split(pick, max(1, len(pick) // 32)):
+    segs = np.stack([np.asarray(records[starts[i][0]][starts[i][1]:starts[i][1] + nperseg],
+                                np.float64) for i in group])
+    spectra = np.fft.rfft((segs - segs.mean(1, keepdims=True)) * window[:, None], axis=1)
+    cross += np.einsum('sfi,sfj->fij', spectra, np.conj(spectra))
+  cross = cross[1:-1]  # DC and Nyquist carry no phase
+  power = np.real(np.einsum('fii->fi', cross))
+  cross = cross + np.eye(dim) * (1e-6 * power.mean(0))  # a channel silent in a bin stays solvable
+  inverse = np.linalg.inv(cross)
+  y = n_inputs
+  g_yy = np.real(inverse[:, y, y])
+  n_seg = len(pick)
+  null_median = 1.0 - 0.5 ** (1.0 / max(n_seg - n_inputs, 1))
+  # What the other witnesses explain of the target, per witness k: the best linear
+  # combination of the others (coefficients ``solve(S_mm^T, S_ym)``, with ``inv(S_mm)`` from
+  # the inverse of all witnesses' block by a rank-one downdate), and its coherence with k.
+  witness_inverse = np.linalg.inv(cross[:, :n_inputs, :n_inputs])
+  out = []
+  for k in range(n_inputs):
+    others = [j for j in range(n_inputs) if j != k]
+    a = witness_inverse
+    inv_mm = (a[:, others][:, :, others] - a[:, others, k][:, :, None] * a[:, k, others][:, None, :]
+              / a[:, k, k][:, None, None])
+    coef = np.einsum('fji,fj->fi', inv_mm, cross[:, y, others])  # inv(S_mm)^T S_ym
+    s_kp = np.einsum('fj,fj->f', cross[:, k, others], np.conj(coef))
+    s_pp = np.real(np.einsum('fi,fij,fj->f', coef, cross[:, others][:, :, others], np.conj(coef)))
+    explained = np.abs(s_kp) ** 2 / np.maximum(power[:, k] * s_pp, TINY)
+    explained_share = float(np.sum(explained * s_pp) / max(np.sum(s_pp), TINY))
+    partial = np.abs(inverse[:, k, y]) ** 2 / np.maximum(np.real(inverse[:, k, k]) * g_yy,
+                                                         TINY)
+    transfer = np.concatenate([[0.0], -inverse[:, y, k] / g_yy, [0.0]])
+    h = np.fft.irfft(transfer, nperseg) ** 2
+    after, before = h[1:nperseg // 2].sum(), h[nperseg // 2 + 1:].sum()
+    out.append({'median_partial_coherence': float(np.median(partial)),
+                'null_median': float(null_median),
+                'acausal_share': float(before / max(before + after, TINY)),
+                'explained_coherence': explained_share, 'explained_null': 1.0 / n_seg,
+                'segments': int(n_seg), 'nperseg': nperseg})
+  return out
+
+
+def check_sensing_witnesses(records: Sequence[np.ndarray], n_inputs: int,
+                            witness_names: Optional[Sequence[str]] = None,
+                            fs: Optional[float] = None) -> list[dict]:
+  """Warns, naming the channel, where a witness carries the target's own content
+  (``sensing_statistics``): a model that uses it subtracts astrophysical signals too."""
+  out = []
+  for k, stats in enumerate(sensing_statistics(records, n_inputs, fs)):
+    broad = stats['median_partial_coherence'] > SENSING_COHERENCE_FACTOR * stats['null_median']
+    sees_explained = (stats['explained_coherence']
+                      > SENSING_COHERENCE_FACTOR * stats['explained_null'])
+    if not (broad and sees_explained and stats['acausal_share'] > SENSING_MIN_ACAUSAL):
+      continue
+    name = witness_names[k] if witness_names else str(k)
+    label = f'witness {name}' if witness_names else f'witness channel {k}'
+    out.append(finding(
+        'witness_senses_target', 'warning',
+        f'{label} carries the target\'s own content: its partial coherence with the target, '
+        f'given the other witnesses, has median {_fmt(stats["median_partial_coherence"])} over '
+        f'frequency ({_fmt(stats["median_partial_coherence"] / stats["null_median"])}x its value '
+        f'for no relation), it also holds the target noise the other witnesses explain '
+        f'(coherence {_fmt(stats["explained_coherence"])} where that noise lives), and its '
+        f'filter to the target is not causal ({100 * stats["acausal_share"]:.0f}% of it '
+        'before lag 0): it senses the target '
+        'rather than adding noise to it, so a model that uses it subtracts astrophysical '
+        'signals as well; check with experiments/injection.py, and drop it with '
+        f'--exclude_channels={name}'))
+  return out
+
+
 def output_fan_in(config, n_inputs: int) -> int:
   """Width of the layer that feeds the output Dense of an ``LSTMRegressor``."""
   products = int(getattr(config, 'head_products', 0))
@@ -306,7 +426,9 @@ def output_fan_in(config, n_inputs: int) -> int:
 
 
 def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTxD: np.ndarray,
-                   n_inputs: int, lr_per_step: np.ndarray) -> list[dict]:
+                   n_inputs: int, lr_per_step: np.ndarray,
+                   witness_names: Optional[Sequence[str]] = None,
+                   fs: Optional[float] = None) -> list[dict]:
   """Findings before the first update of a noise-regression run.
 
   Args:
@@ -316,6 +438,8 @@ def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTx
     streams_NxBxTxD: the stream layout actually trained on (``make_streams`` of ``records``).
     n_inputs: number of witness channels.
     lr_per_step: the learning rate at each planned step.
+    witness_names: the witnesses' channel names, where the file names them.
+    fs: the sampling rate (Hz).
   """
   everything = np.concatenate(records)
   x, y = everything[:, :n_inputs], everything[:, n_inputs]
@@ -330,6 +454,7 @@ def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTx
   out += check_data_size(len(everything), count_params(params))
   out += check_state_reset(config.reset_carry_each_epoch, n_chunks, config.num_steps)
   out += check_stream_alignment(streams_NxBxTxD, records)
+  out += check_sensing_witnesses(records, n_inputs, witness_names, fs)
   return sort_findings(out)
 
 
@@ -470,7 +595,8 @@ def validate_config(config) -> None:
     _require(getattr(config, name) >= 1, f'--{name} must be >= 1, got {getattr(config, name)}')
   _require(finite('learning_rate') > 0, f'--learning_rate must be > 0, got {config.learning_rate}')
   for name in ('decay', 'clip_norm', 'warmup_steps', 'checkpoint_every', 'fs',
-               'log_every_seconds', 'linear_taps'):
+               'log_every_seconds', 'linear_taps', 'resample_to',
+               'gps_start', 'gps_end'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
   _require(config.residual_taps >= -1, '--residual_taps must be >= 0, or -1 for lengths chosen '
            f'on validation, got {config.residual_taps}')
@@ -522,6 +648,9 @@ def validate_config(config) -> None:
     _require(4 <= segment <= config.chunk_len,
              f'the spectral loss needs Welch segments of 4 to chunk_len ({config.chunk_len}) '
              f'samples, got {segment}: set --loss_nperseg, a longer --chunk_len, or --loss=mse')
+  if config.gps_start and config.gps_end:
+    _require(config.gps_start < config.gps_end, f'--gps_start ({config.gps_start}) must be '
+             f'below --gps_end ({config.gps_end})')
   if config.band_hi > 0:
     _require(0 <= finite('band_lo') < finite('band_hi'),
              f'--band_lo ({config.band_lo}) must be >= 0 and below --band_hi ({config.band_hi})')

@@ -15,10 +15,12 @@ import numpy as np
 import optax
 
 from lstm_jax import baselines
+from lstm_jax import channels
 from lstm_jax import checkpoint as ckpt_lib
 from lstm_jax import data as data_lib
 from lstm_jax import losses as losses_lib
 from lstm_jax import doctor
+from lstm_jax import gw
 from lstm_jax import metrics as eval_lib
 from lstm_jax import parallel
 from lstm_jax import volterra
@@ -200,18 +202,17 @@ def _after_lead(rec: data_lib.Recording, lead_TxC) -> np.ndarray:
 def load_split(config: Config) -> Split:
   """Training records, a validation stretch and a held-out stretch, none sharing a sample."""
   if config.data:
-    rec = data_lib.load_recording(config.data, config.fs or None)
+    # One record, or one per stretch between gaps (NaN) of a frame or HDF5 file.
+    segments = channels.load_segments(config.data, channels.Selection.from_config(config),
+                                      config.fs or None)
     if not 0.0 < config.holdout_fraction < 1.0:
       raise data_lib.DataError(f'holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
-    cut = int(round(len(rec) * (1.0 - config.holdout_fraction)))
     # The validation stretch is the end of the training part: the nearest in time to the
     # held-out stretch without touching it.
-    val_cut = cut - int(round(cut * config.val_fraction))
-    validation = rec.slice(val_cut, cut) if val_cut < cut else None
-    lead = lead_in_samples(config, rec.fs)
-    return Split([rec.slice(0, val_cut)], rec.slice(cut, len(rec)), config.data, validation,
-                 heldout_lead=rec.witnesses[max(0, cut - lead):cut],
-                 validation_lead=rec.witnesses[max(0, val_cut - lead):val_cut])
+    train, heldout, validation, heldout_lead, validation_lead = channels.split_segments(
+        segments, config.holdout_fraction, config.val_fraction,
+        lead_in_samples(config, segments[0].fs))
+    return Split(train, heldout, config.data, validation, heldout_lead, validation_lead)
   if config.mock not in data_lib.MOCKS:
     raise data_lib.DataError(f'unknown mock {config.mock!r}; choose one of {sorted(data_lib.MOCKS)}')
   mock = data_lib.MOCKS[config.mock]
@@ -618,7 +619,8 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   plateau = config.schedule == 'plateau' and validate is not None
   lr_plan = learning_rates(config if plateau or config.schedule != 'plateau'
                            else config.replace(schedule='cosine'))
-  findings = doctor.diagnose_start(config, params0, records, streams, n_inputs, lr_plan)
+  findings = doctor.diagnose_start(config, params0, records, streams, n_inputs, lr_plan,
+                                   split.train[0].witness_names, split.train[0].fs)
   doctor.log_findings(findings, 'start')
   # Everything besides the state that an exact continuation needs, or must agree with. The data
   # position is the step: chunk k = step % n_chunks of a layout fixed by the config.
@@ -770,6 +772,8 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   first = split.train[0]
   fit = first.slice(0, min(len(first), len(split.heldout)))
   metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
+  metrics['gw'] = gw.evaluate_figures(split.heldout, prediction, metrics['heldout']['band_hz'],
+                                      config.target_strain)
   end_findings = doctor.diagnose_end(metrics['train_fit'], metrics['heldout'],
                                      stats['weight_change'], config, stats['validation'],
                                      stats.get('residual_fir'))
@@ -784,7 +788,11 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     trained.save(os.path.join(workdir, 'model'))
+    channels.ModelInputs.of(split.train[0]).save(os.path.join(workdir, 'model'))
     metrics['plots'] = eval_lib.plot(split.heldout, prediction, workdir, band=_band(config))
+    metrics['plots'] += gw.plot_figures(*gw.psds(split.heldout, prediction),
+                                        metrics['heldout']['band_hz'], workdir,
+                                        'bns_range_mpc' in metrics['gw'])
     metrics['config'] = config.to_dict()
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
       json.dump(metrics, f, indent=1)

@@ -38,7 +38,8 @@ def write(path, **arrays):
     (dict(witnesses=np.ones((5000, 2)), target=np.ones(4999)), ['target has 4999 samples']),
     (dict(witnesses=np.ones((5000,)) * np.nan, target=np.ones(5000)), ['witnesses', 'NaN at channel 0, sample 0']),
     (dict(target=np.ones(5000)), ["missing key 'witnesses'"]),
-    (dict(witnesses=np.random.rand(50, 2), target=np.random.rand(50)), ["training data too short"]),
+    (dict(witnesses=np.random.rand(50, 2), target=np.random.rand(50), fs=64.0),
+     ["training data too short"]),
 ])
 def test_noise_regression_bad_data_one_line(tmp_path, arrays, needles):
   path = write(tmp_path / 'bad.npz', **arrays)
@@ -85,10 +86,20 @@ def test_train_on_file_then_clean_another_recording(tmp_path):
   # Same order as the held-out figure of the training run.
   assert abs(nr_clean - metrics['heldout']['nr_db']) < 6.0
   # The same model refuses a recording with another channel count, in one line.
-  write(tmp_path / 'three.npz', witnesses=np.ones((300, 3)), target=np.ones(300))
+  write(tmp_path / 'three.npz', witnesses=np.ones((300, 3)), target=np.ones(300), fs=256.0)
   assert_one_line_error(run('experiments.clean', f'--model_dir={work}/model',
                             f'--input={tmp_path}/three.npz', f'--output={tmp_path}/o.npz'),
                         '3 witness channels', 'trained on 2')
+  # The rate is the model's: another is refused, --fs never overrides a stated one; the
+  # training workdir serves as --model_dir (issue 25).
+  write(tmp_path / 'slow.npz', witnesses=other.witnesses[::2], target=other.target[::2], fs=128.0)
+  assert_one_line_error(run('experiments.clean', f'--model_dir={work}',
+                            f'--input={tmp_path}/slow.npz', f'--output={tmp_path}/o.npz'),
+                        'sampled at 128 Hz', 'trained at 256 Hz')
+  assert_one_line_error(run('experiments.clean', f'--model_dir={work}',
+                            f'--input={tmp_path}/other.npz', f'--output={tmp_path}/o.npz',
+                            '--fs=128'), 'states fs = 256 Hz but --fs=128')
+  assert not (tmp_path / 'o.npz').exists()
   assert_one_line_error(run('experiments.clean', f'--model_dir={tmp_path}/nomodel',
                             f'--input={tmp_path}/other.npz', f'--output={tmp_path}/o.npz'),
                         'nomodel')

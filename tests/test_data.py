@@ -127,7 +127,8 @@ def test_offsets_keep_their_resolution_from_file_to_prediction(rng, tmp_path):
   np.testing.assert_allclose(back - 2e6, 1e-2 * wiggle[:, 0], atol=1e-7)
   # Scaled in blocks, the same numbers; float32 samples stay float32 (no detail to keep).
   np.testing.assert_array_equal(norm.apply(rec.witnesses, block=7), z)
-  np.savez(path, witnesses=wiggle.astype(np.float32), target=wiggle[:, 0].astype(np.float32))
+  np.savez(path, witnesses=wiggle.astype(np.float32), target=wiggle[:, 0].astype(np.float32),
+           fs=64.0)
   assert data_lib.load_recording(path).witnesses.dtype == np.float32
 
 

@@ -94,6 +94,7 @@ def test_install_commands_open_the_readme():
   head = '\n'.join(_read('README.md').splitlines()[:30])
   assert ('pip install -e . && python -m experiments.noise_regression --workdir=runs/seed'
           in head)
-  assert "pip install -e '.[test,real]' && python -m pytest -q -n 2 --dist loadfile tests" in head
+  assert ("pip install -e '.[test,real,gw]' && python -m pytest -q -n 2 --dist loadfile tests"
+          in head)
   ci = _read(os.path.join('.ci', 'run'))
-  assert 'python -m pytest -q -n 2 --dist loadfile tests' in ci and "'.[test,real]'" in ci
+  assert 'python -m pytest -q -n 2 --dist loadfile tests' in ci and "'.[test,real,gw]'" in ci

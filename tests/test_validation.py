@@ -91,7 +91,8 @@ def model_dir(tmp_path):
 
 def recording(path, n_channels, n=300):
   rng = np.random.default_rng(0)
-  np.savez(path, witnesses=rng.standard_normal((n, n_channels)), target=rng.standard_normal(n))
+  np.savez(path, witnesses=rng.standard_normal((n, n_channels)), target=rng.standard_normal(n),
+           fs=TINY.mock_fs)  # a model trained on a mock knows its rate: mock_fs
   return str(path)
 
 
