@@ -550,7 +550,8 @@ def check_residual_fir(residual: Optional[dict]) -> list[dict]:
         'linear_left', 'info',
         f"residual FIR: {removed} and keeps the recurrent model's prediction at gain "
         f"{residual['gain']:.3f}: on this recording a filter predicts the target better "
-        'than the recurrent model did, and the prediction is mostly the filter\'s.' + bilinear)]
+        'than the recurrent model did ' + ('' if pairs else '(the coupling looks linear)')
+        + ', and the prediction is mostly the filter\'s.' + bilinear)]
   return [finding(
       'linear_left', 'info',
       f'residual FIR: {removed} that the recurrent model left (gain {residual["gain"]:.3f} on its '
