@@ -238,9 +238,11 @@ class WienerFIR:
     """(T,) in target units for one record; zeros (the witnesses' means) before its start."""
     return self.apply_scaled(self.scaled_inputs(witnesses_TxC), None, block)
 
-  def scaled_inputs(self, witnesses_TxC) -> np.ndarray:
-    """The filter's standardized inputs: the witnesses, widened by any products."""
-    w = witnesses_TxC if self.products is None else self.products.widen(witnesses_TxC)
+  def scaled_inputs(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
+    """The filter's standardized inputs: the witnesses, widened by any products (a lagged
+    factor reads ``before_TxC``, the witnesses just before; None: their means)."""
+    w = (witnesses_TxC if self.products is None
+         else self.products.widen(witnesses_TxC, before_TxC))
     return self.input_norm.apply(w)
 
   @property

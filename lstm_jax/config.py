@@ -48,24 +48,28 @@ class Config:
   input_products: int = 0  # product units appended to the inputs (lstm_jax.model.LSTMRegressor)
   recurrent_activation: str = 'sigmoid'
   unit_forget_bias: bool = True
-  # Linear path: with ``linear_taps`` > 0 the least-squares causal FIR on that many lags of every
-  # witness (the Wiener filter, lstm_jax.baselines.WienerFIR) is solved in closed form on the
-  # training records first; the recurrent model learns what it leaves, and the prediction is
-  # the sum. An FIR renders the delays and resonances of a linear coupling exactly, where an
-  # LSTM only approximates them. It is kept only if it also lowers the validation stretch's
-  # target variance. Off by default: +4.6 dB held out on a linear resonance, but -1.9 to -3.9 dB
-  # on a resonance plus a bilinear term (3 seeds; docs/quality.md, "Linear path"). 0: none.
-  linear_taps: int = 0
-  # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness and a
-  # gain on the trained model's prediction, fitted together on the training targets and added
-  # (with a linear path, the two filters become one) where the validation stretch's residual
-  # falls by more than two standard errors over its 16 blocks. It takes up linear structure the
-  # recurrent model only approximated; where there is none it is dropped and the prediction is
-  # unchanged (docs/quality.md, "Residual FIR"). -1: the lengths of
-  # ``train.RESIDUAL_SECONDS`` are tried and validation keeps the best; 0: none.
+  # Linear path: before training, the least-squares causal FIR over the witnesses (the Wiener
+  # filter, lstm_jax.baselines.WienerFIR), and over the witnesses widened by up to
+  # ``linear_products`` products of witness pairs the target is coherent with (a bilinear
+  # coupling; lstm_jax.volterra), solved in closed form on the training records; the recurrent
+  # model learns what it leaves, and the prediction is the sum. A filter renders the delays and
+  # resonances of a linear coupling exactly, where an LSTM only approximates them. The filter
+  # kept lowers the validation stretch's target the most among those that lower it by more
+  # than two standard errors over its 16 blocks; none qualifying, there is no linear path.
+  # ``linear_taps``: -1: the lengths of ``train.FILTER_SECONDS`` are tried; N > 0: N taps;
+  # 0: none (docs/quality.md, "Linear path").
+  linear_taps: int = -1
+  linear_products: int = 8
+  # Residual FIR: after training, the Wiener FIR of ``residual_taps`` lags per witness (with a
+  # linear path: over its inputs) and a gain on the trained model's prediction, fitted together
+  # on the training targets and added (with a linear path, the two filters become one) where
+  # the validation stretch's residual falls by more than two standard errors over its 16
+  # blocks. It takes up linear structure the recurrent model only approximated; where there is
+  # none it is dropped and the prediction is unchanged (docs/quality.md, "Residual FIR").
+  # -1: the lengths of ``train.FILTER_SECONDS`` are tried and validation keeps the best;
+  # 0: none. Without a linear path it also tries up to ``residual_products`` witness-pair
+  # products that the model's residual is coherent with.
   residual_taps: int = -1
-  # The residual FIR also tries the witnesses widened by up to this many products of witness
-  # pairs that the model's residual follows (lstm_jax.volterra); validation decides. 0: none.
   residual_products: int = 8
   # Recurrent cell (lstm_jax.cells registry: lstm, gru, min_lstm, ...) and its options as
   # 'key=value,...' text, e.g. --cell=gru --cell_options=reset_after=false.

@@ -41,6 +41,7 @@ import numpy as np
 
 from lstm_jax import data as data_lib
 from lstm_jax import losses as losses_lib
+from lstm_jax import volterra
 from lstm_jax.model import HEAD_ACTIVATIONS
 
 LR_BUDGET_MIN = 0.1
@@ -538,8 +539,7 @@ def check_residual_fir(residual: Optional[dict]) -> list[dict]:
     return []
   pairs = residual.get('products') or []
   removed = (f"a Wiener FIR of {residual['n_taps']} taps per witness"
-             + (f" and per product of the witness pairs {', '.join(f'{i}x{j}' for i, j in pairs)}"
-                if pairs else '')
+             + (f' and per product of witnesses {volterra.describe(pairs)}' if pairs else '')
              + f" removed {residual['validation_residual_nr_db']:.1f} dB of the validation "
                'residual')
   bilinear = (' The products point to a bilinear coupling (one witness modulating another, or '
@@ -596,9 +596,13 @@ def validate_config(config) -> None:
     _require(getattr(config, name) >= 1, f'--{name} must be >= 1, got {getattr(config, name)}')
   _require(finite('learning_rate') > 0, f'--learning_rate must be > 0, got {config.learning_rate}')
   for name in ('decay', 'clip_norm', 'warmup_steps', 'checkpoint_every', 'fs',
-               'log_every_seconds', 'linear_taps', 'resample_to',
+               'log_every_seconds', 'resample_to',
                'gps_start', 'gps_end'):
     _require(finite(name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
+  for name in ('linear_products', 'residual_products'):
+    _require(getattr(config, name) >= 0, f'--{name} must be >= 0, got {getattr(config, name)}')
+  _require(config.linear_taps >= -1, '--linear_taps must be >= 0, or -1 for lengths chosen '
+           f'on validation, got {config.linear_taps}')
   _require(config.residual_taps >= -1, '--residual_taps must be >= 0, or -1 for lengths chosen '
            f'on validation, got {config.residual_taps}')
   for name in ('adam_b1', 'adam_b2', 'ema_decay'):

@@ -159,6 +159,8 @@ class StreamingPredictor:
     self.fir_history = (None if linear is None else
                         np.zeros((self.batch_size, linear.n_taps - 1, linear.n_channels),
                                  np.float32))
+    # The raw witnesses a lagged product needs from before a block (None: their means).
+    self.product_history = [None] * self.batch_size
 
   def push(self, witnesses_TxC) -> np.ndarray:
     """Feeds witnesses (T, C) or (B, T, C) in physical units; returns the prediction in target
@@ -198,7 +200,13 @@ class StreamingPredictor:
   def _linear_part(self, witnesses_BxTxC) -> np.ndarray:
     """The linear path's output (target units); its history of the witnesses moves on."""
     linear = self.trained.linear
-    x_BxTxC = np.stack([linear.scaled_inputs(w) for w in witnesses_BxTxC])
+    x_BxTxC = np.stack([linear.scaled_inputs(w, before) for w, before in
+                        zip(witnesses_BxTxC, self.product_history)])
+    lag = 0 if linear.products is None else linear.products.max_lag
+    if lag:
+      self.product_history = [
+          np.concatenate([before, w])[-lag:] if before is not None else np.asarray(w)[-lag:]
+          for w, before in zip(witnesses_BxTxC, self.product_history)]
     y = np.stack([linear.apply_scaled(x, hist) for x, hist in zip(x_BxTxC, self.fir_history)])
     if linear.n_taps > 1:
       past = np.concatenate([self.fir_history, x_BxTxC], axis=1)

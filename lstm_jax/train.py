@@ -180,8 +180,9 @@ LEAD_IN_SECONDS = 8.0
 def lead_in_samples(config: Config, fs: float) -> int:
   """Witness samples a predictor sees before a held-out or validation stretch: several seconds
   for the carry, and at least one evaluation chunk and the longest FIR's history."""
-  return max([int(round(LEAD_IN_SECONDS * fs)), config.eval_chunk_len, config.linear_taps,
-              *residual_lengths(config, fs, 1)])
+  return max([int(round(LEAD_IN_SECONDS * fs)), config.eval_chunk_len,
+              *filter_lengths(config.linear_taps, fs, 1),
+              *filter_lengths(config.residual_taps, fs, 1)])
 
 
 def predict_stretch(model, rec: data_lib.Recording, lead_TxC=None) -> np.ndarray:
@@ -360,42 +361,130 @@ def _removed_db(before, after) -> float:
   return float(10 * np.log10(power(before) / max(power(after), eval_lib.TINY)))
 
 
-def fit_linear_path(split: Split, n_taps: int
+def fit_linear_path(split: Split, lengths, max_products: int = 0
                     ) -> tuple[Split, Optional[baselines.WienerFIR], dict]:
   """The Wiener FIR of the training records, and ``split`` with the filter's output taken off
   every target the recurrent model learns from (training and validation; held out as is).
 
-  The filter is kept only where it also lowers the validation stretch's target variance: on a
-  short recording its ``C x n_taps`` weights can fit the training noise and add it back on new
-  data. Dropped, it returns ``(split, None, stats)``.
+  ``lengths`` (taps; one or several) are tried over the witnesses, and with ``max_products``
+  also over the witnesses widened by the products of witness pairs that the training targets
+  are coherent with (``lstm_jax.volterra``): a bilinear coupling, then linear dynamics. The
+  filter kept lowers the validation stretch's target the most among those that lower it by
+  more than ``MIN_T`` standard errors over its blocks (``_pick_filter``): on a short recording
+  a filter's weights can fit the training noise and add it back on new data. None qualifying,
+  it returns ``(split, None, stats)``.
   """
   t0 = time.perf_counter()
-  fir = baselines.WienerFIR.fit(split.train, n_taps)
+  lengths = _as_lengths(lengths)
+  stats = {'lengths_tried': lengths, 'kept': False}
+  if split.validation is None or not len(split.validation):
+    logging.info('linear path skipped: no validation stretch to check it on (--val_fraction=0)')
+    return split, None, dict(stats, skipped='no validation stretch')
+  candidates = _filter_candidates(split.train, None, lengths, max_products, stats)
+  val = split.validation
+  best, stats['tried'] = _pick_filter(candidates, val, split.validation_lead, val.target,
+                                      np.zeros(len(val)))
+  if best is not None:
+    entry, fir, _ = best
+  else:  # the nearest miss, for the record
+    entry = max(stats['tried'], key=lambda e: e['validation_t'])
+    fir = candidates[stats['tried'].index(entry)][0]
+  stats.update(entry, kept=best is not None)
 
   def residual(rec, lead=None):
     return dataclasses.replace(rec, target=rec.target - predict_stretch(fir, rec, lead))
 
   train = [residual(r) for r in split.train]
-  stats = {'n_taps': n_taps, 'train_target_nr_db': _removed_db(split.train, train)}
-  validation = split.validation
-  if validation is not None and len(validation):
-    validation = residual(split.validation, split.validation_lead)
-    stats['validation_target_nr_db'] = _removed_db([split.validation], [validation])
-  stats['kept'] = stats.get('validation_target_nr_db', 1.0) > 0.0
+  stats['train_target_nr_db'] = _removed_db(split.train, train)
+  stats['validation_target_nr_db'] = entry['validation_residual_nr_db']
   stats['fit_s'] = time.perf_counter() - t0
-  if not stats['kept']:
-    logging.warning('linear path dropped: the Wiener FIR of %d taps per witness removes %.2f dB '
-                    'of the training target and %.2f dB of the validation stretch, so nothing '
-                    'it finds carries over to new data (no linear coupling, or too few samples '
-                    'for its weights); the recurrent model learns the whole target', n_taps,
-                    stats['train_target_nr_db'], stats['validation_target_nr_db'])
+  if best is None:
+    logging.info('linear path dropped: no filter of %s taps lowers the validation stretch\'s '
+                 'target by more than %g standard errors over its blocks (at best %.2f, %.2f dB; '
+                 'no linear or bilinear coupling, or too few samples for the weights); the '
+                 'recurrent model learns the whole target', lengths, MIN_T,
+                 entry['validation_t'], stats['validation_target_nr_db'])
     return split, None, stats
-  on_validation = ('%.2f dB' % stats['validation_target_nr_db']
-                   if 'validation_target_nr_db' in stats else 'no validation')
-  logging.info('linear path: a Wiener FIR of %d taps per witness removes %.2f dB of the training '
-               'target (%s of the validation stretch); the recurrent model learns the rest '
-               '(%.1f s)', n_taps, stats['train_target_nr_db'], on_validation, stats['fit_s'])
-  return split._replace(train=train, validation=validation), fir, stats
+  logging.info('linear path: a Wiener FIR of %d taps per witness%s removes %.2f dB of the '
+               'training target and %.2f dB of the validation stretch (%.1f standard errors); '
+               'the recurrent model learns the rest (%.1f s)', entry['n_taps'],
+               _products_text(entry), stats['train_target_nr_db'],
+               stats['validation_target_nr_db'], entry['validation_t'], stats['fit_s'])
+  return split._replace(train=train, validation=residual(val, split.validation_lead)), fir, stats
+
+
+def _as_lengths(lengths) -> list[int]:
+  return [int(lengths)] if np.isscalar(lengths) else sorted(int(n) for n in lengths)
+
+
+def _products_text(entry: dict) -> str:
+  pairs = entry.get('products') or []
+  return ' and per product of witnesses ' + volterra.describe(pairs) if pairs else ''
+
+
+def _filter_candidates(records, predictions, lengths, max_products: int, stats: dict,
+                       input_norm=None, products=None, left=None) -> list:
+  """``(fir, gain, n_taps)`` for each length: the Wiener FIR of ``records``' targets, fitted
+  beside ``predictions`` (one per record, with a gain; None: none), over the witnesses alone,
+  and over the witnesses widened by products of witness pairs: ``products`` where given
+  (then only those), else up to ``max_products`` pairs that what is left is coherent with
+  (``left``: the targets the predictions leave, one per record; None: the targets).
+  ``input_norm`` is the witnesses' normalizer to share (a filter ``plus`` must match)."""
+  n_ch = records[0].witnesses.shape[1]
+
+  def fits(recs, lengths_, norm):
+    return [(fir, gain, n) for (fir, gain), n in zip(
+        baselines.WienerFIR.fit_beside_each(recs, predictions, lengths_, input_norm=norm),
+        lengths_)]
+
+  candidates = [] if products is not None else fits(records, lengths, input_norm)
+  if products is None and max_products > 0:
+    if left is None:  # what the middle-length filter over the witnesses leaves
+      fir, gain, _ = candidates[len(candidates) // 2]
+      left = [r.target - fir.predict(r.witnesses) for r in records]
+    pairs, scores = volterra.screen_pairs(records, left, max_products)
+    stats['products_screened'] = scores[:2 * max_products]
+    if pairs:
+      products = volterra.Products(pairs, data_lib.Normalizer.fit(
+          np.concatenate([r.witnesses for r in records]), 'standardize', 'witness channel'))
+      input_norm = None
+  if products is not None:
+    most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(products.pairs)))
+    wide_lengths = sorted({min(n, most) for n in lengths})
+    candidates += [(dataclasses.replace(fir, products=products), gain, n) for fir, gain, n in
+                   fits([products.widened(r) for r in records], wide_lengths, input_norm)]
+  return candidates
+
+
+def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_prediction):
+  """The candidate ``(fir, gain, n_taps)`` whose residual on the validation stretch,
+  ``target - (gain * base_prediction + fir)``, is lowest beside ``before`` (the residual
+  without it), among those whose drop clears ``MIN_T`` standard errors over the stretch's
+  blocks: ``((entry, fir, gain) or None, entries)``.
+
+  The check is the validation stretch, judged after its lead-in: its residual must fall in
+  the mean over VALIDATION_BLOCKS blocks by MIN_T standard errors of that mean. A chance fit
+  adds its own noise to every prediction, which costs most where the model is already good,
+  and there the blocks disagree. The training residual is no check: it is mostly target
+  content no witness explains, so what the filter removes of the noise is a sliver of it
+  (docs/quality.md, "Residual FIR").
+  """
+  before = np.asarray(before, np.float64)
+  before_rec = [dataclasses.replace(validation, target=before)]
+  tried, best = [], None
+  for fir, gain, n_taps in candidates:
+    after = np.asarray(validation.target, np.float64) - (
+        gain * base_prediction + predict_stretch(fir, validation, lead))
+    entry = {'n_taps': n_taps, 'gain': gain,
+             'products': [] if fir.products is None else [list(p) for p in fir.products.pairs],
+             'validation_residual_nr_db': _removed_db(
+                 before_rec, [dataclasses.replace(validation, target=after)]),
+             'validation_t': _drop_t(before, after)}
+    tried.append(entry)
+    if entry['validation_t'] > MIN_T and (
+        best is None or entry['validation_residual_nr_db'] > best[0]['validation_residual_nr_db']):
+      best = (entry, fir, gain)
+  return best, tried
 
 
 def _predict_records(trained: TrainedModel, records, leads=None) -> list:
@@ -432,40 +521,40 @@ def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
   return float(np.mean(drops) / spread)
 
 
-MAX_FIR_WEIGHTS = 4096  # the residual FIR's C x n_taps: a 4096^2 solve takes seconds
-# ``residual_taps=-1``: the lengths tried, in seconds; validation picks one (or none).
-RESIDUAL_SECONDS = (0.008, 0.03, 0.12, 0.5)
+MAX_FIR_WEIGHTS = 4096  # a filter's C x n_taps: a 4096^2 solve takes seconds
+# ``residual_taps``/``linear_taps`` = -1: the lengths tried, in seconds; validation picks one.
+FILTER_SECONDS = (0.008, 0.03, 0.12, 0.5)
 
 
-def residual_lengths(config: Config, fs: float, n_ch: int) -> list[int]:
-  """The residual FIR lengths (taps) to try: ``residual_taps`` itself, or with -1 each of
-  ``RESIDUAL_SECONDS`` at ``fs``; at most ``MAX_FIR_WEIGHTS`` weights over ``n_ch`` witnesses.
-  The normal equations grow as (C n_taps)^2, their solve as its cube."""
-  if config.residual_taps == 0:
+def filter_lengths(taps: int, fs: float, n_ch: int) -> list[int]:
+  """The FIR lengths (taps) to try for a ``residual_taps`` or ``linear_taps`` value: that one,
+  or with -1 each of ``FILTER_SECONDS`` at ``fs``; at most ``MAX_FIR_WEIGHTS`` weights over
+  ``n_ch`` witnesses (the normal equations grow as (C n_taps)^2, their solve as its cube)."""
+  if taps == 0:
     return []
-  wanted = ([config.residual_taps] if config.residual_taps > 0 else
-            [int(round(s * fs)) for s in RESIDUAL_SECONDS])
+  wanted = [taps] if taps > 0 else [int(round(s * fs)) for s in FILTER_SECONDS]
   most = max(1, MAX_FIR_WEIGHTS // max(n_ch, 1))
   return sorted({max(1, min(n, most)) for n in wanted})
 
 
-def fit_residual_path(trained: TrainedModel, split: Split, lengths: Sequence[int]
+def fit_residual_path(trained: TrainedModel, split: Split, lengths
                       ) -> tuple[TrainedModel, dict]:
   """After training: the Wiener FIR of what ``trained`` leaves of the training targets, fitted
-  together with a gain on its prediction, for each filter length in ``lengths``. The length
-  kept is the one that lowers the validation stretch's residual (after the lead-in) the most
-  among those that lower it by more than ``MIN_T`` standard errors over its blocks; none
+  together with a gain on its prediction, for each filter length in ``lengths`` (one or
+  several), over the witnesses and, with ``Config.residual_products``, over the witnesses
+  widened by witness-pair products the residual is coherent with. The one kept lowers the
+  validation residual the most among those that clear ``_pick_filter``'s test; none
   qualifying, the model is returned as it was.
 
   The filter takes up linear structure that the recurrent model only approximated (a delay, a
-  resonance); the gain lets it stand in for a model that learnt the linear coupling worse
-  than the filter does (gain near 0) or scale one that is right but off in size. With a
-  linear path fitted first, it refits that path beside the trained model (one backfitting
-  pass). Only a linear output layer can carry a gain (``output_activation='linear'``, the
-  default); with another one the gain stays 1. Without a validation stretch nothing can vouch
-  for the filter, and it is skipped.
+  resonance); the gain lets it stand in for a model that learnt the coupling worse than the
+  filter does (gain near 0) or scale one that is right but off in size. With a linear path
+  fitted first, it refits that path beside the trained model (one backfitting pass), over the
+  same inputs (products included). Only a linear output layer can carry a gain
+  (``output_activation='linear'``, the default); with another one the gain stays 1. Without a
+  validation stretch nothing can vouch for the filter, and it is skipped.
   """
-  lengths = list(lengths)
+  lengths = _as_lengths(lengths)
   stats = {'n_taps': max(lengths), 'lengths_tried': lengths, 'kept': False}
   if split.validation is None or not len(split.validation):
     logging.info('residual FIR skipped: no validation stretch to check it on (--val_fraction=0)')
@@ -474,81 +563,46 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths: Sequence[int
   records = list(split.train) + [split.validation]
   leads = [None] * len(split.train) + [split.validation_lead]
   predictions = _predict_records(trained, records, leads)
-  norm = trained.linear.input_norm if trained.linear is not None else None
   # What the model leaves of each record's target: training records, then validation.
-  left = [dataclasses.replace(r, target=r.target - y) for r, y in zip(records, predictions)]
-  beside = trained.config.output_activation == 'linear'  # else the gain stays 1
-
-  def fits(train_records, lengths_, input_norm):
-    if beside:
-      return baselines.WienerFIR.fit_beside_each(train_records, predictions[:-1], lengths_,
-                                                 input_norm=input_norm)
-    widened_left = [dataclasses.replace(r, target=l.target) for r, l in zip(train_records, left)]
-    return [(fir, 1.0) for fir, _ in baselines.WienerFIR.fit_beside_each(
-        widened_left, None, lengths_, input_norm=input_norm)]
-
-  candidates = [(fir, gain, n_taps) for (fir, gain), n_taps in
-                zip(fits(split.train, lengths, norm), lengths)]
-  # Products of witness pairs that the residual follows (a bilinear coupling the model left):
-  # the filter over the witnesses and those products renders "product, then linear dynamics".
-  # Not beside a linear path, whose filter takes the witnesses alone.
-  if trained.config.residual_products > 0 and trained.linear is None:
-    n_ch = split.train[0].witnesses.shape[1]
-    pairs, scores = volterra.screen_pairs(
-        split.train, [l.target for l in left[:-1]], max(2, lengths[len(lengths) // 2]),
-        trained.config.residual_products)
-    stats['products_screened'] = scores[:2 * trained.config.residual_products]
-    if pairs:
-      products = volterra.Products(pairs, data_lib.Normalizer.fit(
-          np.concatenate([r.witnesses for r in split.train]), 'standardize', 'witness channel'))
-      most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(pairs)))
-      wide_lengths = sorted({min(n, most) for n in lengths})
-      wide = [products.widened(r) for r in split.train]
-      candidates += [(dataclasses.replace(fir, products=products), gain, n_taps)
-                     for (fir, gain), n_taps in zip(fits(wide, wide_lengths, None), wide_lengths)]
-
-  # The check is the validation stretch, judged after its lead-in: its residual must fall in
-  # the mean over VALIDATION_BLOCKS blocks by MIN_T standard errors of that mean. A chance fit
-  # adds its own noise to every prediction, which costs most where the model is already good,
-  # and there the blocks disagree. The training residual is no check: it is mostly target
-  # content no witness explains, so what the filter removes of the noise is a sliver of it
-  # (docs/quality.md, "Residual FIR").
-  tried, best = [], None
-  for fir, gain, n_taps in candidates:
-    val = split.validation
-    after = val.target - (gain * predictions[-1] + predict_stretch(fir, val, leads[-1]))
-    entry = {'n_taps': n_taps, 'gain': gain,
-             'products': [] if fir.products is None else [list(p) for p in fir.products.pairs],
-             'validation_residual_nr_db': _removed_db(
-                 left[-1:], [dataclasses.replace(val, target=after)]),
-             'validation_t': _drop_t(left[-1].target, after)}
-    tried.append(entry)
-    if entry['validation_t'] > MIN_T and (
-        best is None or entry['validation_residual_nr_db'] > best[0]['validation_residual_nr_db']):
-      best = (entry, fir, gain)
-  stats['tried'] = tried
-  chosen = best[0] if best else max(tried, key=lambda e: e['validation_t'])
-  fir, gain = (best[1], best[2]) if best else candidates[tried.index(chosen)][:2]
+  left = [r.target - y for r, y in zip(records, predictions)]
+  linear = trained.linear
+  if trained.config.output_activation == 'linear':
+    train_records, beside = split.train, predictions[:-1]
+  else:  # the gain stays 1: the filter is fitted on what the model leaves
+    train_records = [dataclasses.replace(r, target=l) for r, l in zip(split.train, left)]
+    beside = None
+  candidates = _filter_candidates(
+      train_records, beside, lengths,
+      trained.config.residual_products, stats,
+      input_norm=None if linear is None else linear.input_norm,
+      products=None if linear is None else linear.products, left=left[:-1])
+  if linear is not None and linear.products is None:
+    candidates = [c for c in candidates if c[0].products is None]
+  if beside is None:
+    candidates = [(fir, 1.0, n) for fir, _, n in candidates]
+  best, stats['tried'] = _pick_filter(candidates, split.validation, leads[-1], left[-1],
+                                      predictions[-1])
+  chosen = best[0] if best else max(stats['tried'], key=lambda e: e['validation_t'])
+  fir, gain = (best[1], best[2]) if best else candidates[stats['tried'].index(chosen)][:2]
   stats.update(chosen, kept=best is not None)
-  stats['train_residual_nr_db'] = _removed_db(left[:-1], [
-      dataclasses.replace(r, target=r.target - (gain * y + fir.predict(r.witnesses)))
-      for r, y in zip(records[:-1], predictions[:-1])])
+  stats['train_residual_nr_db'] = _removed_db(
+      [dataclasses.replace(r, target=l) for r, l in zip(records[:-1], left[:-1])],
+      [dataclasses.replace(r, target=r.target - (gain * y + fir.predict(r.witnesses)))
+       for r, y in zip(records[:-1], predictions[:-1])])
   stats['fit_s'] = time.perf_counter() - t0
   if not stats['kept']:
-    logging.info('residual FIR dropped: at best (%d taps, gain %.3f on the prediction) it removes '
-                 '%.4f dB of the validation residual, %.2f standard errors over %d blocks (must '
-                 'be > %g), and %.4f dB of the training residual', stats['n_taps'], gain,
-                 stats['validation_residual_nr_db'], stats['validation_t'], VALIDATION_BLOCKS,
-                 MIN_T, stats['train_residual_nr_db'])
+    logging.info('residual FIR dropped: at best (%d taps%s, gain %.3f on the prediction) it '
+                 'removes %.4f dB of the validation residual, %.2f standard errors over %d '
+                 'blocks (must be > %g), and %.4f dB of the training residual', stats['n_taps'],
+                 _products_text(stats), gain, stats['validation_residual_nr_db'],
+                 stats['validation_t'], VALIDATION_BLOCKS, MIN_T, stats['train_residual_nr_db'])
     return trained, stats
   logging.info('residual FIR kept: a Wiener FIR of %d taps per witness%s (of %s tried), with '
                'the gain %.3f on the trained model, removes %.3f dB of the validation residual '
                '(%.1f standard errors over %d blocks) and %.3f dB of the training residual '
-               '(%.1f s)', stats['n_taps'],
-               f" and per product of the witness pairs {stats['products']}"
-               if stats['products'] else '', lengths, gain, stats['validation_residual_nr_db'],
-               stats['validation_t'], VALIDATION_BLOCKS, stats['train_residual_nr_db'],
-               stats['fit_s'])
+               '(%.1f s)', stats['n_taps'], _products_text(stats), lengths, gain,
+               stats['validation_residual_nr_db'], stats['validation_t'], VALIDATION_BLOCKS,
+               stats['train_residual_nr_db'], stats['fit_s'])
   return _scaled(trained, gain, fir), stats
 
 
@@ -582,8 +636,10 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   check_layout(config)
   given_split = split  # the targets as recorded, for the residual FIR at the end
   linear = linear_stats = None
-  if config.linear_taps > 0:
-    split, linear, linear_stats = fit_linear_path(split, config.linear_taps)
+  first = split.train[0]
+  linear_lengths = filter_lengths(config.linear_taps, first.fs, first.witnesses.shape[1])
+  if linear_lengths:
+    split, linear, linear_stats = fit_linear_path(split, linear_lengths, config.linear_products)
   placement = parallel.Placement.for_streams(config.num_devices, config.n_streams)
   n_streams = data_lib.streams_that_fit([len(r) for r in split.train], config.n_streams,
                                         config.chunk_len, placement.n_devices)
@@ -730,7 +786,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       'doctor_start': findings,
   }
   trained = TrainedModel(config, params, input_norm, target_norm, n_inputs, linear)
-  lengths = residual_lengths(config, split.train[0].fs, n_inputs)
+  lengths = filter_lengths(config.residual_taps, split.train[0].fs, n_inputs)
   if lengths:
     trained, stats['residual_fir'] = fit_residual_path(trained, given_split, lengths)
   return trained, stats

@@ -4,7 +4,7 @@ A bilinear coupling, the field's commonest nonlinear one (a slow angular motion 
 line, a witness squared), is a product of two witnesses, often seen through a filter
 afterwards (a resonance, a delay). A linear filter over the witnesses cannot render it; over the
 witnesses *and the right products* it can, exactly and in closed form. ``screen_pairs`` finds
-the products that a residual correlates with, over a few lags, far above chance; ``Products``
+the products that a residual is coherent with far above chance; ``Products``
 appends them to the witnesses, so any filter fitted on the widened witnesses
 (``lstm_jax.baselines.WienerFIR``) renders "product, then linear dynamics".
 """
@@ -21,20 +21,36 @@ from lstm_jax import data as data_lib
 # turn): its cost stays bounded on hour-long recordings; a coupling worth a product is plain
 # in far fewer samples.
 SCREEN_SAMPLES = 1 << 18
-GROUP = 32  # candidate products transformed at once (memory: GROUP x SCREEN_SAMPLES floats)
+GROUP = 16  # candidate products transformed at once (memory: GROUP x SCREEN_SAMPLES complex)
+# A coupling may see one factor later than the other (a slow modulation reaching the target
+# through a delay): pairs the screen finds are tried with one factor up to this much earlier.
+MAX_LAG_SECONDS = 0.05
 
 
 @dataclasses.dataclass
 class Products:
-  """Products ``x_i x_j`` of standardized witnesses (``i == j``: a square), appended to them."""
-  pairs: list  # of (i, j), i <= j
+  """Products ``x_i(t - lag) x_j(t)`` of standardized witnesses (``i == j``, lag 0: a square),
+  appended to them."""
+  pairs: list  # of (i, j, lag), lag >= 0 samples
   norm: data_lib.Normalizer  # standardizes the witnesses before the products
 
-  def widen(self, witnesses_TxC) -> np.ndarray:
-    """``[witnesses, products]`` (T, C + K), float64; the witnesses as given."""
+  @property
+  def max_lag(self) -> int:
+    return max([p[2] for p in self.pairs], default=0)
+
+  def widen(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
+    """``[witnesses, products]`` (T, C + K), float64; the witnesses as given. ``before_TxC``:
+    the witnesses just before (at least ``max_lag`` rows, for a lagged factor; None or fewer:
+    the witnesses' means, as a filter's history of zeros)."""
     w = np.asarray(witnesses_TxC)
-    x = self.norm.apply(w).astype(np.float64)
-    prods = [x[:, i] * x[:, j] for i, j in self.pairs]
+    lag = self.max_lag
+    x = np.zeros((lag + len(w), w.shape[1]))
+    x[lag:] = self.norm.apply(w)
+    if lag and before_TxC is not None and len(before_TxC):
+      b = self.norm.apply(np.asarray(before_TxC)[-lag:])
+      x[lag - len(b):lag] = b
+    t = len(w)
+    prods = [x[lag - k:lag - k + t, i] * x[lag:, j] for i, j, k in self.pairs]
     return np.concatenate([w.astype(np.float64)] + [p[:, None] for p in prods], axis=1)
 
   def widened(self, rec: data_lib.Recording) -> data_lib.Recording:
@@ -48,8 +64,18 @@ class Products:
     return cls([tuple(p) for p in d['pairs']], data_lib.Normalizer.from_dict(d['norm']))
 
 
+def describe(pairs) -> str:
+  """``[(i, j, lag), ...]`` as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``."""
+  def one(p):
+    i, j, lag = (tuple(p) + (0,))[:3]
+    if i == j and not lag:
+      return f'w{i}^2'
+    return f'w{i}(t-{lag})*w{j}' if lag else f'w{i}*w{j}'
+  return ', '.join(one(p) for p in pairs)
+
+
 def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:
-  """Standardized witnesses and the residual over at most ``SCREEN_SAMPLES`` samples."""
+  """The witnesses and the residual over at most ``SCREEN_SAMPLES`` samples."""
   xs, rs, left = [], [], SCREEN_SAMPLES
   for rec, res in zip(records, residuals):
     take = min(left, len(rec))
@@ -61,37 +87,68 @@ def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:
   return np.concatenate(xs), np.concatenate(rs)
 
 
-def screen_pairs(records: Sequence[data_lib.Recording], residuals, n_lags: int,
-                 max_pairs: int = 8, min_ratio: float = 3.0) -> tuple[list, list]:
+def lag_grid(max_lag: int) -> list[int]:
+  """0 and roughly geometric lags up to ``max_lag`` samples."""
+  return sorted({0, *(int(round(1.5 ** k)) for k in range(40) if 1.5 ** k <= max_lag)})
+
+
+def screen_pairs(records: Sequence[data_lib.Recording], residuals, max_pairs: int = 8,
+                 min_ratio: float = 5.0, nperseg: int = 0) -> tuple[list, list]:
   """The witness pairs whose product the residual follows, strongest first.
 
-  A product's score is the share of the residual's variance its lags ``0..n_lags-1`` explain,
-  taken one lag at a time (the sum of squared correlations), over the chance level
-  ``n_lags / N`` for N samples. The strongest ``max_pairs`` above ``min_ratio`` times chance
-  are kept: a coloured product's chance correlations are larger than a white one's, so the
-  screen only ranks, and whoever uses the products checks them on data it did not fit (the
-  residual FIR's validation blocks). Returns ``(pairs, scores)``; each candidate's score is
-  ``[i, j, ratio]``, strongest first.
+  A product's score is the residual's power that is coherent with it, as a share of all its
+  power (``sum_f MSC(f) P_rr(f) / sum_f P_rr(f)``, Welch estimates over K segments), over the
+  share a product unrelated to the residual shows by chance, ``1 / K``. Coherence is judged
+  frequency by frequency, so a slow or coloured product is not favoured for its colour (a
+  lagged correlation would be). Every pair is scored with both factors at the same time;
+  those above half ``min_ratio`` are scored again with either factor up to
+  ``MAX_LAG_SECONDS`` earlier, and keep their best lag. Pairs above ``min_ratio`` are kept, at
+  most ``max_pairs``; whoever uses them still checks them on data it did not fit. Returns
+  ``(pairs, scores)``: ``(i, j, lag)`` for ``x_i(t - lag) x_j(t)``, and each scored candidate
+  as ``[i, j, lag, ratio]``, strongest first.
   """
-  from lstm_jax import baselines  # here: baselines imports this module
+  import scipy.signal
   w, r = _screen_stretch(records, residuals)
   n, n_ch = w.shape
-  norm = data_lib.Normalizer.fit(w, 'standardize', 'witness channel')
-  x = norm.apply(w).astype(np.float64)
-  r = r - r.mean()
-  r_norm = np.sqrt(np.dot(r, r))
-  pairs = [(i, j) for i in range(n_ch) for j in range(i, n_ch)]
-  scores = []
-  for lo in range(0, len(pairs), GROUP):
-    group = pairs[lo:lo + GROUP]
-    p = np.stack([x[:, i] * x[:, j] for i, j in group], axis=1)
-    p -= p.mean(0)
-    p_norm = np.sqrt(np.einsum('tk,tk->k', p, p))
-    # sums[k, 0, j] = sum_s p_k[s] r[s + j]: product k, j samples before the residual.
-    sums = baselines.lag_sums(p, r[:, None], n_lags)[:, 0]
-    rho = sums / np.maximum(p_norm[:, None] * r_norm, 1e-300)
-    ratio = np.sum(rho * rho, axis=1) / (n_lags / n)
-    scores += [[i, j, float(v)] for (i, j), v in zip(group, ratio)]
-  ranked = sorted(scores, key=lambda s: -s[2])
-  chosen = [(i, j) for i, j, v in ranked[:max_pairs] if v > min_ratio]
+  nperseg = nperseg or int(min(4096, max(64, 2 ** np.floor(np.log2(n / 64)))))
+  max_lag = int(MAX_LAG_SECONDS * records[0].fs)
+  x = data_lib.Normalizer.fit(w, 'standardize', 'witness channel').apply(w).astype(np.float64)
+  window = scipy.signal.get_window('hann', nperseg)
+  starts = np.arange(max_lag, n - nperseg + 1, nperseg // 2)  # room for a lagged factor
+
+  def segment_spectra(v_TxK):  # (S, F, K)
+    segs = np.stack([v_TxK[a:a + nperseg] for a in starts])
+    segs = segs - segs.mean(axis=1, keepdims=True)
+    return np.fft.rfft(segs * window[None, :, None], axis=1)
+
+  fr = segment_spectra((r - r.mean())[:, None])[..., 0]  # (S, F)
+  p_rr = np.sum(np.abs(fr) ** 2, axis=0)
+  total = max(float(np.sum(p_rr[1:])), 1e-300)
+  chance = 1.0 / len(starts)
+
+  def scores_of(candidates):
+    out = []
+    for lo in range(0, len(candidates), GROUP):
+      group = candidates[lo:lo + GROUP]
+      fp = segment_spectra(np.stack([np.roll(x[:, i], k) * x[:, j] for i, j, k in group], 1))
+      p_pp = np.sum(np.abs(fp) ** 2, axis=0)  # (F, K)
+      p_pr = np.einsum('sfk,sf->fk', np.conj(fp), fr)
+      msc = np.abs(p_pr) ** 2 / np.maximum(p_pp * p_rr[:, None], 1e-300)
+      coherent = np.sum(msc[1:] * p_rr[1:, None], axis=0) / total
+      out += [[i, j, k, float(v / chance)] for (i, j, k), v in zip(group, coherent)]
+    return out
+
+  scores = scores_of([(i, j, 0) for i in range(n_ch) for j in range(i, n_ch)])
+  best = {}
+  for i, j, k, v in sorted(scores, key=lambda c: -c[3])[:2 * max_pairs]:
+    if v <= min_ratio / 2 or max_lag < 1:
+      continue
+    lagged = [(a, b, k) for k in lag_grid(max_lag)[1:] for a, b in {(i, j), (j, i)}]
+    scores += scores_of(lagged)
+  for i, j, k, v in scores:  # each pair's best lag
+    key = (min(i, j), max(i, j))
+    if key not in best or v > best[key][3]:
+      best[key] = [i, j, k, v]
+  ranked = sorted(best.values(), key=lambda c: -c[3])
+  chosen = [(i, j, k) for i, j, k, v in ranked[:max_pairs] if v > min_ratio]
   return chosen, ranked

@@ -127,8 +127,8 @@ def test_residual_fir_findings():
   assert 'coupling looks linear' in linear['message']
   [left] = doctor.check_residual_fir(dict(residual, gain=0.99))
   assert 'only approximated' in left['message'] and 'looks linear' not in left['message']
-  [bilinear] = doctor.check_residual_fir(dict(residual, products=[[0, 2]]))
-  assert 'witness pairs 0x2' in bilinear['message'] and 'bilinear coupling' in bilinear['message']
+  [bilinear] = doctor.check_residual_fir(dict(residual, products=[[0, 2, 5]]))
+  assert 'witnesses w0(t-5)*w2' in bilinear['message'] and 'bilinear coupling' in bilinear['message']
   assert 'looks linear' not in bilinear['message']
   assert doctor.check_residual_fir(dict(residual, validation_residual_nr_db=0.09)) == []
   assert doctor.check_residual_fir(dict(residual, kept=False)) == []
