@@ -429,7 +429,8 @@ def output_fan_in(config, n_inputs: int) -> int:
 def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTxD: np.ndarray,
                    n_inputs: int, lr_per_step: np.ndarray,
                    witness_names: Optional[Sequence[str]] = None,
-                   fs: Optional[float] = None) -> list[dict]:
+                   fs: Optional[float] = None,
+                   recorded: Optional[Sequence[np.ndarray]] = None) -> list[dict]:
   """Findings before the first update of a noise-regression run.
 
   Args:
@@ -441,6 +442,8 @@ def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTx
     lr_per_step: the learning rate at each planned step.
     witness_names: the witnesses' channel names, where the file names them.
     fs: the sampling rate (Hz).
+    recorded: the records with the target as recorded, where ``records`` hold what is left
+      after a linear path; the sensing check looks at these.
   """
   everything = np.concatenate(records)
   x, y = everything[:, :n_inputs], everything[:, n_inputs]
@@ -455,7 +458,8 @@ def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTx
   out += check_data_size(len(everything), count_params(params))
   out += check_state_reset(config.reset_carry_each_epoch, n_chunks, config.num_steps)
   out += check_stream_alignment(streams_NxBxTxD, records)
-  out += check_sensing_witnesses(records, n_inputs, witness_names, fs)
+  out += check_sensing_witnesses(records if recorded is None else recorded, n_inputs,
+                                 witness_names, fs)
   return sort_findings(out)
 
 

@@ -636,13 +636,14 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   check_layout(config)
   given_split = split  # the targets as recorded, for the residual FIR at the end
   linear = linear_stats = None
+  placement = parallel.Placement.for_streams(config.num_devices, config.n_streams)
+  # Judged first, so data too short to train on is named before any fit uses it.
+  n_streams = data_lib.streams_that_fit([len(r) for r in split.train], config.n_streams,
+                                        config.chunk_len, placement.n_devices)
   first = split.train[0]
   linear_lengths = filter_lengths(config.linear_taps, first.fs, first.witnesses.shape[1])
   if linear_lengths:
     split, linear, linear_stats = fit_linear_path(split, linear_lengths, config.linear_products)
-  placement = parallel.Placement.for_streams(config.num_devices, config.n_streams)
-  n_streams = data_lib.streams_that_fit([len(r) for r in split.train], config.n_streams,
-                                        config.chunk_len, placement.n_devices)
   if n_streams < config.n_streams:
     logging.warning('the training data holds only %d chunks of %d samples: training %d parallel '
                     'streams instead of %d', n_streams, config.chunk_len, n_streams,
@@ -675,8 +676,10 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   plateau = config.schedule == 'plateau' and validate is not None
   lr_plan = learning_rates(config if plateau or config.schedule != 'plateau'
                            else config.replace(schedule='cosine'))
+  recorded = [np.concatenate([r.witnesses, r.target[:, None]], axis=1)
+               for r in given_split.train]  # the sensing check needs the target as recorded
   findings = doctor.diagnose_start(config, params0, records, streams, n_inputs, lr_plan,
-                                   split.train[0].witness_names, split.train[0].fs)
+                                   split.train[0].witness_names, split.train[0].fs, recorded)
   doctor.log_findings(findings, 'start')
   # Everything besides the state that an exact continuation needs, or must agree with. The data
   # position is the step: chunk k = step % n_chunks of a layout fixed by the config.

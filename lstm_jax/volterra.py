@@ -115,6 +115,8 @@ def screen_pairs(records: Sequence[data_lib.Recording], residuals, max_pairs: in
   x = data_lib.Normalizer.fit(w, 'standardize', 'witness channel').apply(w).astype(np.float64)
   window = scipy.signal.get_window('hann', nperseg)
   starts = np.arange(max_lag, n - nperseg + 1, nperseg // 2)  # room for a lagged factor
+  if len(starts) < 2:  # too short to estimate a coherence: no pair is screened in
+    return [], []
 
   def segment_spectra(v_TxK):  # (S, F, K)
     segs = np.stack([v_TxK[a:a + nperseg] for a in starts])
