@@ -481,7 +481,9 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
                  before_rec, [dataclasses.replace(validation, target=after)]),
              'validation_t': _drop_t(before, after)}
     tried.append(entry)
-    if entry['validation_t'] > MIN_T and (
+    # Both: the blocks' drops must agree, and the stretch's total must fall (a few loud
+    # blocks can rise while most fall a little).
+    if entry['validation_t'] > MIN_T and entry['validation_residual_nr_db'] > 0 and (
         best is None or entry['validation_residual_nr_db'] > best[0]['validation_residual_nr_db']):
       best = (entry, fir, gain)
   return best, tried
@@ -576,10 +578,12 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths
       trained.config.residual_products, stats,
       input_norm=None if linear is None else linear.input_norm,
       products=None if linear is None else linear.products, left=left[:-1])
-  if linear is not None and linear.products is None:
-    candidates = [c for c in candidates if c[0].products is None]
   if beside is None:
     candidates = [(fir, 1.0, n) for fir, _, n in candidates]
+  else:
+    candidates += _without_network(split.train, lengths, candidates, linear)
+  if linear is not None and linear.products is None:
+    candidates = [c for c in candidates if c[0].products is None]
   best, stats['tried'] = _pick_filter(candidates, split.validation, leads[-1], left[-1],
                                       predictions[-1])
   chosen = best[0] if best else max(stats['tried'], key=lambda e: e['validation_t'])
@@ -590,6 +594,14 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths
       [dataclasses.replace(r, target=r.target - (gain * y + fir.predict(r.witnesses)))
        for r, y in zip(records[:-1], predictions[:-1])])
   stats['fit_s'] = time.perf_counter() - t0
+  stats['network_dropped'] = bool(stats['kept'] and gain == 0.0)
+  if stats['network_dropped']:
+    logging.warning('the recurrent model is dropped: on the validation stretch it does worse '
+                    'than a Wiener FIR alone of %d taps per witness%s (the FIR removes %.3f dB '
+                    'of what the model leaves, %.1f standard errors); it learnt what the '
+                    'witnesses do not explain (the training fit is not held out)',
+                    stats['n_taps'], _products_text(stats), stats['validation_residual_nr_db'],
+                    stats['validation_t'])
   if not stats['kept']:
     logging.info('residual FIR dropped: at best (%d taps%s, gain %.3f on the prediction) it '
                  'removes %.4f dB of the validation residual, %.2f standard errors over %d '
@@ -604,6 +616,21 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths
                stats['validation_residual_nr_db'], stats['validation_t'], VALIDATION_BLOCKS,
                stats['train_residual_nr_db'], stats['fit_s'])
   return _scaled(trained, gain, fir), stats
+
+
+def _without_network(records, lengths, candidates, linear) -> list:
+  """``(fir, 0.0, n_taps)``: the filters of ``candidates``' lengths and inputs fitted on the
+  targets alone, the network's gain 0. Validation keeps one only where the trained network
+  does worse on new data than a filter without it (it fitted what no witness explains)."""
+  norm = None if linear is None else linear.input_norm  # a filter ``plus`` the path must match
+  products = next((fir.products for fir, _, _ in candidates if fir.products is not None), None)
+  alone = []
+  if linear is None or linear.products is None:
+    alone += _filter_candidates(records, None, lengths, 0, {}, input_norm=norm)
+  if products is not None and (linear is None or linear.products is not None):
+    alone += _filter_candidates(records, None, lengths, 0, {}, input_norm=norm,
+                                products=products)
+  return [(fir, 0.0, n) for fir, _, n in alone]
 
 
 def _scaled(trained: TrainedModel, gain: float, fir: baselines.WienerFIR) -> TrainedModel:

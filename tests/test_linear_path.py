@@ -120,17 +120,40 @@ def test_residual_fir_takes_up_the_linear_part_the_model_left():
   assert after > 20 > before + 10
   # With a linear path already there, the two filters become one (the longer taps), and the
   # prediction is the gain times the old one (recurrent part and path) plus the new filter.
+  # Here the network's output is part of every target, so the network stays (gain near 1).
+  def with_network(r):
+    return dataclasses.replace(r, target=r.target + trained.predict(r.witnesses))
+
+  split = split._replace(train=[with_network(r) for r in split.train],
+                         validation=with_network(split.validation),
+                         heldout=with_network(split.heldout))
   first = baselines.WienerFIR.fit(split.train, 4)
   with_path = dataclasses.replace(trained, linear=first)
   both, stats = train_lib.fit_residual_path(with_path, split, 16)
-  assert stats['kept'] and both.linear.n_taps == 16
+  assert stats['kept'] and both.linear.n_taps == 16 and not stats['network_dropped']
   new_fir, gain = baselines.WienerFIR.fit_beside(
       split.train, [with_path.predict(r.witnesses) for r in split.train], 16,
       input_norm=first.input_norm)
-  assert stats['gain'] == pytest.approx(gain, rel=1e-4)
+  assert stats['gain'] == pytest.approx(gain, rel=1e-4) and gain != 0.0
   x = heldout.witnesses
   np.testing.assert_allclose(both.predict(x), gain * with_path.predict(x) + new_fir.predict(x),
                              atol=1e-4)
+
+
+def test_a_network_that_does_worse_on_validation_than_a_filter_alone_is_dropped():
+  # The network's output is in the training targets (it "fitted" them) but not in the
+  # validation stretch's: a chance fit, which a gain fitted on training would keep at 1.
+  trained, split = untrained_model(), split_of(delayed_witness)
+  fitted = [dataclasses.replace(r, target=r.target + trained.predict(r.witnesses))
+            for r in split.train]
+  cleaned, stats = train_lib.fit_residual_path(trained, split._replace(train=fitted), 8)
+  assert stats['kept'] and stats['network_dropped'] and stats['gain'] == 0.0
+  assert any(e['gain'] > 0.9 for e in stats['tried'])  # the fits beside it kept the network
+  x = split.heldout.witnesses
+  alone = baselines.WienerFIR.fit(fitted, 8)  # the same filter, fitted without the network
+  np.testing.assert_allclose(cleaned.predict(x), alone.predict(x), atol=2e-2)
+  nr = metrics.evaluate(split.heldout, cleaned.predict(x))['nr_db']
+  assert nr > metrics.evaluate(split.heldout, trained.predict(x) + alone.predict(x))['nr_db'] + 3
 
 
 def test_fit_beside_finds_the_gain_and_the_filter():
