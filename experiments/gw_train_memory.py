@@ -20,7 +20,11 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from experiments.gw_clean_stream import FS, NAMES, TARGET
+FS = 4096
+NAMES = ['H1:PEM-CS_MAINSMON_EBAY_1_DQ'] + [f'H1:ASC-{d}_{a}_OUT_DQ' for d in (
+    'CHARD', 'DHARD', 'CSOFT', 'DSOFT', 'INP1', 'INP2', 'MICH', 'PRC1', 'PRC2', 'SRC1')
+    for a in ('P', 'Y')]  # as experiments/gw_clean_stream.py
+TARGET = 'H1:GDS-CALIB_STRAIN'
 
 WORKDIR = flags.DEFINE_string('workdir', '/tmp/gw_train_memory', 'Data, runs and logs go here.')
 SECONDS = flags.DEFINE_integer('seconds', 4096, 'Length of the recording.')
