@@ -53,14 +53,18 @@ def make(path: str, seconds: int, block_s: int = 16) -> None:
   os.replace(path + '.tmp', path)
 
 
-def timed(args, env) -> tuple[str, dict]:
-  """Runs ``args`` under /usr/bin/time -v: (stdout, {'peak_rss_mb', 'wall'})."""
-  proc = subprocess.run(['/usr/bin/time', '-v', sys.executable, *args], env=env,
-                        capture_output=True, text=True)
+def timed(args, env, log: str) -> tuple[str, dict]:
+  """Runs ``args`` under /usr/bin/time -v, its log (stderr) to ``log``: (stdout,
+  {'peak_rss_mb', 'process_wall'})."""
+  with open(log, 'w') as err:
+    proc = subprocess.run(['/usr/bin/time', '-v', sys.executable, *args], env=env,
+                          stdout=subprocess.PIPE, stderr=err, text=True)
+  with open(log) as f:
+    text = f.read()
   if proc.returncode:
-    sys.exit(proc.stderr[-4000:])
-  rss_kb = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', proc.stderr).group(1))
-  wall = re.search(r'Elapsed \(wall clock\) time.*: (\S+)', proc.stderr).group(1)
+    sys.exit(text[-4000:])
+  rss_kb = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', text).group(1))
+  wall = re.search(r'Elapsed \(wall clock\) time.*: (\S+)', text).group(1)
   return proc.stdout, {'peak_rss_mb': rss_kb / 1024, 'process_wall': wall}
 
 
@@ -74,11 +78,13 @@ def main(argv):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   run = os.path.join(work, 'run')
   _, train_time = timed(['-m', 'experiments.noise_regression', f'--data={data}',
-                         f'--target_channel={TARGET}', f'--workdir={run}'], env)
+                         f'--target_channel={TARGET}', f'--workdir={run}'], env,
+                        os.path.join(work, 'train.log'))
   with open(os.path.join(run, 'metrics.json')) as f:
     metrics = json.load(f)
   out, clean_time = timed(['-m', 'experiments.clean', f'--model_dir={run}', f'--input={data}',
-                           f'--output={os.path.join(work, "clean.h5")}'], env)
+                           f'--output={os.path.join(work, "clean.h5")}'], env,
+                          os.path.join(work, 'clean.log'))
   cleaned = json.loads(out[out.index('{'):out.rindex('}') + 1])
   train = metrics['train']
   result = {

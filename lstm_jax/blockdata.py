@@ -36,7 +36,7 @@ from lstm_jax import data as data_lib
 from lstm_jax import spectra
 
 BLOCK = 1 << 16  # samples read at a time in a streaming pass
-VALIDATION_SAMPLES = 1 << 18  # the most a validation stretch holds (64 s at 4096 Hz)
+VALIDATION_SAMPLES = 1 << 17  # the most a validation stretch holds (32 s at 4096 Hz)
 FIT_SAMPLES = 1 << 19  # the fit sample (128 s at 4096 Hz) ...
 FIT_PIECES = 4  # ... in this many pieces
 LAG_SEGMENT = 1 << 12  # the filters' ``lag_sums`` segment: a quarter of the memory of 1 << 14
