@@ -134,3 +134,21 @@ def test_gaps_found_streaming_and_the_validation_cap(tmp_path, caplog):
   assert sum(len(s) for s in train_part) + 1000 + len(heldout) == len(got[0]) + len(got[1])
   assert len(validation_lead) == 100 and n_val > 1000
   reader.close()
+
+
+def test_auto_reads_a_small_file_whole_and_validation_by_chunks_scores_the_same(h5_path, rng):
+  assert train._split_in_blocks(_config(h5_path, 'auto')) is None  # pylint: disable=protected-access
+  assert train.in_blocks(train.load_split(_config(h5_path, 'always')))
+  config = _config(h5_path, 'never')
+  model = train.build_model(config)
+  rec = data_lib.Recording(rng.standard_normal((3000, 4)).astype(np.float32),
+                           rng.standard_normal(3000), 256.0)
+  lead = rng.standard_normal((500, 4)).astype(np.float32)
+  norm = data_lib.Normalizer.fit(rec.witnesses)
+  target_norm = data_lib.Normalizer.fit(rec.target)
+  import jax  # pylint: disable=g-import-not-at-top
+  params = model.init(jax.random.key(0), model.initialize_carry(1),
+                      np.zeros((1, 64, 4), np.float32))['params']
+  whole = train.make_validator(model, rec, norm, target_norm, 128, lead)(params)
+  by_chunks = train.make_validator(model, rec, norm, target_norm, 128, lead, piece=100)(params)
+  np.testing.assert_allclose(float(by_chunks), float(whole), rtol=1e-5)
