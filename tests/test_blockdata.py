@@ -152,3 +152,27 @@ def test_auto_reads_a_small_file_whole_and_validation_by_chunks_scores_the_same(
   whole = train.make_validator(model, rec, norm, target_norm, 128, lead)(params)
   by_chunks = train.make_validator(model, rec, norm, target_norm, 128, lead, piece=100)(params)
   np.testing.assert_allclose(float(by_chunks), float(whole), rtol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['gwf', 'npy'])
+def test_frames_and_npy_pairs_read_in_blocks(tmp_path, kind):
+  rec = gw.ligo_mock(fs=256.0, duration=24.0, seed=5)
+  if kind == 'gwf':
+    pytest.importorskip('gwpy.timeseries', reason="the gw extra is not installed")
+    pytest.importorskip('lalframe', reason='no GWF frame library (lalsuite)')
+    path = str(tmp_path / 'rec.gwf')
+    channels.save_recording(path, rec, block=1024)  # a frame per 4 s
+    config = Config(data=path, target_channel=TARGET, read_in_blocks='always')
+  else:
+    path = f'{tmp_path}/w.npy,{tmp_path}/t.npy'
+    np.save(f'{tmp_path}/w.npy', rec.witnesses)
+    np.save(f'{tmp_path}/t.npy', rec.target)
+    config = Config(data=path, fs=256.0, read_in_blocks='always')
+  split = train.load_split(config)
+  assert train.in_blocks(split)
+  whole = train.load_split(config.replace(read_in_blocks='never'))
+  assert [len(s) for s in split.train] == [len(r) for r in whole.train]
+  got = split.heldout.read(500, 1000)
+  np.testing.assert_array_equal(got.witnesses, whole.heldout.witnesses[500:1000])
+  np.testing.assert_array_equal(got.target, whole.heldout.target[500:1000])
+  np.testing.assert_array_equal(split.heldout_lead, whole.heldout_lead)
