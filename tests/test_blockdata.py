@@ -82,7 +82,8 @@ def test_streamed_pieces_equal_their_in_memory_counterparts(h5_path):
       left[:5000], np.asarray(rec.target[5000:], np.float64)
       - fir.predict(rec.witnesses[5000:])]))
   for got, want in ((input_norm, ref_in), (target_norm, ref_tgt)):
-    np.testing.assert_allclose(got.offset, want.offset, rtol=1e-12, atol=1e-14 * float(want.scale.max()))
+    np.testing.assert_allclose(got.offset, want.offset, rtol=1e-12,
+                               atol=1e-14 * float(want.scale.max()))
     np.testing.assert_allclose(got.scale, want.scale, rtol=1e-12)
   # The chunks read as the loop reaches them are make_streams' chunks.
   parts = [stretch.slice(0, 4000), stretch.slice(4000, len(rec))]
@@ -102,20 +103,17 @@ def test_lag_sums_do_not_depend_on_how_many_bins_a_step_takes(rng):
   x, later = rng.standard_normal((5000, 3)), rng.standard_normal((5000, 4))
   whole = baselines.lag_sums(x, later, 40, segment=512, group=3)
   assert np.array_equal(baselines.lag_sums(x, later, 40, segment=512, group=3, bins=7), whole)
-  reference = baselines.lagged(later, 40).reshape(5000, 4, 40)  # later[t - j]
   # sum_s x[s, c] later[s + j, e] = sum_t x[t - j, c] later[t, e]
   want = np.einsum('tcj,te->cej', baselines.lagged(x, 40).reshape(5000, 3, 40), later)
   np.testing.assert_allclose(whole, want, atol=1e-9)
-  del reference
 
 
 def test_gaps_found_streaming_and_the_validation_cap(tmp_path, caplog):
-  h5py = pytest.importorskip('h5py')
+  pytest.importorskip('h5py', reason="the gw extra is not installed: pip install -e '.[gw]'")
   rec = gw.ligo_mock(fs=256.0, duration=40.0, seed=4)
   rec.witnesses[2560:2700, 1] = np.nan  # a gap across a block edge below
   path = str(tmp_path / 'gap.h5')
   channels.save_recording(path, rec)
-  del h5py
   selection = channels.Selection(target=TARGET)
   want = channels.load_segments(path, selection)
   reader = channels.open_reader(path, selection)
@@ -137,7 +135,8 @@ def test_gaps_found_streaming_and_the_validation_cap(tmp_path, caplog):
 
 
 def test_auto_reads_a_small_file_whole_and_validation_by_chunks_scores_the_same(h5_path, rng):
-  assert train._split_in_blocks(_config(h5_path, 'auto')) is None  # pylint: disable=protected-access
+  small = _config(h5_path, 'auto')
+  assert train._split_in_blocks(small) is None  # pylint: disable=protected-access
   assert train.in_blocks(train.load_split(_config(h5_path, 'always')))
   config = _config(h5_path, 'never')
   model = train.build_model(config)
