@@ -46,28 +46,40 @@ def lagged(x_TxC: np.ndarray, n_taps: int, history=None) -> np.ndarray:
 
 
 def lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
-              segment: int = 1 << 14, group: int = 16) -> np.ndarray:
+              segment: int = 1 << 14, group: int = 16, bins: int = 1024) -> np.ndarray:
   """``out[c, e, j] = sum_s x[s, c] later[s + j, e]`` for lags ``0 <= j < n_taps`` (zeros
   past the end), exact.
 
   The record is cut into segments; each segment of ``x`` meets the same stretch of ``later``
   extended by ``n_taps - 1`` samples, so no product is lost at a seam. Cross-spectra are summed
   over segments and turned into lags once at the end: C x D short inverse FFTs, not one
-  record-long FFT per channel pair.
+  record-long FFT per channel pair. Memory: the summed cross-spectra, ``group`` segments'
+  spectra, and ``bins`` frequencies' products at a time (the numbers do not depend on
+  ``bins``).
   """
   t, n_ch = x_TxC.shape
+  n_later = later_TxD.shape[1]
   segment = max(segment, n_taps)
   n_fft = 1 << int(np.ceil(np.log2(segment + n_taps - 1)))
-  spectra = np.zeros((n_fft // 2 + 1, n_ch, later_TxD.shape[1]), np.complex128)
+  n_freq = n_fft // 2 + 1
+  spectra = np.zeros((n_freq, n_ch, n_later), np.complex128)
   starts = range(0, t, segment)
+  fx = np.empty((n_freq, n_ch, min(group, len(starts))), np.complex128)
+  fl = np.empty((n_freq, min(group, len(starts)), n_later), np.complex128)
   for g in range(0, len(starts), group):  # `group` segments a time: one batched matmul
-    fx = np.stack([np.fft.rfft(x_TxC[lo:lo + segment], n_fft, axis=0)
-                   for lo in starts[g:g + group]], axis=-1)  # (F, C, G)
-    fl = np.stack([np.fft.rfft(later_TxD[lo:lo + segment + n_taps - 1], n_fft, axis=0)
-                   for lo in starts[g:g + group]], axis=1)  # (F, G, D)
+    chunk = starts[g:g + group]
+    for i, lo in enumerate(chunk):
+      fx[:, :, i] = np.fft.rfft(x_TxC[lo:lo + segment], n_fft, axis=0)
+      fl[:, i, :] = np.fft.rfft(later_TxD[lo:lo + segment + n_taps - 1], n_fft, axis=0)
+    n = len(chunk)
     # sum_s a[s] b[s + j] is irfft(conj(A) B)[j]; no wrap for j < n_taps with this n_fft.
-    spectra += np.matmul(np.conj(fx), fl)
-  return np.fft.irfft(np.transpose(spectra, (1, 2, 0)), n_fft, axis=-1)[..., :n_taps]
+    for f in range(0, n_freq, bins):
+      spectra[f:f + bins] += np.matmul(np.conj(fx[f:f + bins, :, :n]), fl[f:f + bins, :n])
+  del fx, fl
+  out = np.empty((n_ch, n_later, n_taps))
+  for c in range(n_ch):
+    out[c] = np.fft.irfft(spectra[:, c].T, n_fft, axis=-1)[..., :n_taps]
+  return out
 
 
 def _filter_sum(x_TxC: np.ndarray, weights_CxK: np.ndarray) -> np.ndarray:
@@ -179,10 +191,11 @@ class WienerFIR:
   @classmethod
   def fit_beside_each(cls, records: Sequence[data_lib.Recording], predictions,
                       lengths: Sequence[int], ridge: float = 1e-6,
-                      input_norm: Optional[data_lib.Normalizer] = None
-                      ) -> list[tuple['WienerFIR', float]]:
+                      input_norm: Optional[data_lib.Normalizer] = None,
+                      segment: int = 1 << 14) -> list[tuple['WienerFIR', float]]:
     """``fit_beside`` for each filter length in ``lengths``, from one pass over the records:
-    a shorter filter's normal equations are a part of the longest one's."""
+    a shorter filter's normal equations are a part of the longest one's. ``segment``: the
+    segment ``lag_sums`` transforms (memory grows with it, the numbers only by rounding)."""
     if min(lengths) < 1:
       raise ValueError(f'n_taps must be >= 1, got {min(lengths)}')
     norm = input_norm if input_norm is not None else data_lib.Normalizer.fit(
@@ -199,7 +212,8 @@ class WienerFIR:
       if sum(float(np.dot(p, p)) for p in ps) <= 1e-12 * sum(float(np.dot(y, y)) for y in ys):
         # A constant prediction leaves its gain undetermined: keep it as it is (gain 1).
         left = [dataclasses.replace(r, target=r.target - p) for r, p in zip(records, predictions)]
-        return [(fir, 1.0) for fir, _ in cls.fit_beside_each(left, None, lengths, ridge, norm)]
+        return [(fir, 1.0) for fir, _ in cls.fit_beside_each(left, None, lengths, ridge, norm,
+                                                                    segment)]
       series.append(ps)
     n_ch = records[0].witnesses.shape[1]
     longest = max(lengths)
@@ -208,7 +222,7 @@ class WienerFIR:
     for r, rec in enumerate(records):
       x = norm.apply(rec.witnesses).astype(np.float64)
       later = np.concatenate([x] + [values[r][:, None] for values in series], axis=1)
-      sums = lag_sums(x, later, longest)  # (C, C + S, longest): lags 0..longest-1
+      sums = lag_sums(x, later, longest, segment)  # (C, C + S, longest): lags 0..longest-1
       corr[:, :, longest - 1:] += sums[:, :n_ch]
       corr[:, :, :longest - 1] += np.transpose(sums[:, :n_ch, :0:-1], (1, 0, 2))  # negative lags
       cross += np.transpose(sums[:, n_ch:], (1, 0, 2))
@@ -218,18 +232,27 @@ class WienerFIR:
     for n_taps in lengths:
       d = n_ch * n_taps
       k = np.arange(n_taps)
+      lag = (longest - 1) + k[:, None] - k[None, :]
+      # The normal equations, built in place (memory: the system and the solver's copy). With
+      # a prediction beside, its row and column border the witnesses' block.
+      size = d + (predictions is not None)
+      system = np.empty((size, size))
+      gram = system[:d, :d]
       # R[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, lag k - m].
-      gram = corr[:, :, (longest - 1) + k[:, None] - k[None, :]]  # (C, C, K, K)
-      gram = gram.transpose(0, 2, 1, 3).reshape(d, d)
-      gram = 0.5 * (gram + gram.T)
-      gram += ridge * np.trace(gram) / d * np.eye(d)
+      blocks = gram.reshape(n_ch, n_taps, n_ch, n_taps)
+      for c in range(n_ch):
+        blocks[c] = corr[c][:, lag].transpose(1, 0, 2)
+      gram += gram.T
+      gram *= 0.5
+      gram[np.diag_indices(d)] += ridge * np.trace(gram) / d
       xy = cross[:, :, :n_taps].reshape(len(series), d)
       if predictions is None:
-        fits.append((cls(n_taps, np.linalg.solve(gram, xy[0]), y_mean, norm), 0.0))
+        fits.append((cls(n_taps, np.linalg.solve(system, xy[0]), y_mean, norm), 0.0))
         continue
-      # The normal equations of [lagged x, p]: p's row and column border the witnesses' block.
-      system = np.block([[gram, xy[1][:, None]], [xy[1][None, :], np.array([[p_dot(ps)]])]])
+      system[:d, d] = system[d, :d] = xy[1]
+      system[d, d] = p_dot(ps)
       solution = np.linalg.solve(system, np.r_[xy[0], p_dot(ys)])
+      del system, gram, blocks
       gain = float(solution[d])
       fits.append((cls(n_taps, solution[:d], y_mean - gain * p_mean, norm), gain))
     return fits

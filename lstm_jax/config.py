@@ -35,6 +35,9 @@ class Config:
   gps_end: float = 0.0
   resample_to: float = 0.0
   target_strain: Optional[bool] = None
+  # A .gwf, .h5 or .npy-pair ``data`` file read in blocks, never whole (lstm_jax.blockdata):
+  # 'auto' where its selected channels exceed 256 MB as float32, 'always', or 'never'.
+  read_in_blocks: str = 'auto'
   # Scaling, fitted on training data only.
   input_scaling: str = 'standardize'  # standardize | minmax | none
   target_scaling: str = 'standardize'

@@ -404,6 +404,14 @@ class Normalizer:
     moments = Moments()
     for block in blocks:
       moments.add(block)
+    return cls.from_moments(moments, method, what)
+
+  @classmethod
+  def from_moments(cls, moments: 'Moments', method: str = 'standardize',
+                   what: str = 'channel'):
+    """The scaling ``method`` from a column's accumulated ``Moments``."""
+    if method not in ('standardize', 'minmax', 'none'):
+      raise ValueError(f"scaling must be 'standardize', 'minmax' or 'none', got {method!r}")
     if not moments.count:
       raise DataError(f'no samples to fit the {what} scaling on')
     if method == 'standardize':

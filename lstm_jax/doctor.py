@@ -430,7 +430,9 @@ def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTx
                    n_inputs: int, lr_per_step: np.ndarray,
                    witness_names: Optional[Sequence[str]] = None,
                    fs: Optional[float] = None,
-                   recorded: Optional[Sequence[np.ndarray]] = None) -> list[dict]:
+                   recorded: Optional[Sequence[np.ndarray]] = None,
+                   n_chunks: Optional[int] = None, n_samples: Optional[int] = None
+                   ) -> list[dict]:
   """Findings before the first update of a noise-regression run.
 
   Args:
@@ -444,20 +446,26 @@ def diagnose_start(config, params, records: Sequence[np.ndarray], streams_NxBxTx
     fs: the sampling rate (Hz).
     recorded: the records with the target as recorded, where ``records`` hold what is left
       after a linear path; the sensing check looks at these.
+    n_chunks, n_samples: where ``records`` are a sample of data read in blocks
+      (``lstm_jax.blockdata``) and ``streams_NxBxTxD`` is None: the chunks per stream and the
+      training samples of the whole (the stream layout is then not checked).
   """
   everything = np.concatenate(records)
   x, y = everything[:, :n_inputs], everything[:, n_inputs]
   lr_sum = float(np.sum(lr_per_step))
-  n_chunks = streams_NxBxTxD.shape[0]
+  if streams_NxBxTxD is not None:
+    n_chunks = streams_NxBxTxD.shape[0]
   out = []
   out += check_lr_budget(lr_per_step, params, config.decay)
   out += check_updates(config.num_steps, config.adam_b2, n_chunks)
   out += check_output_activation(config.output_activation, y)
   out += check_scaling(x, y, config.input_scaling, config.target_scaling, lr_sum,
                        output_fan_in(config, n_inputs))
-  out += check_data_size(len(everything), count_params(params))
+  out += check_data_size(len(everything) if n_samples is None else n_samples,
+                         count_params(params))
   out += check_state_reset(config.reset_carry_each_epoch, n_chunks, config.num_steps)
-  out += check_stream_alignment(streams_NxBxTxD, records)
+  if streams_NxBxTxD is not None:
+    out += check_stream_alignment(streams_NxBxTxD, records)
   out += check_sensing_witnesses(records if recorded is None else recorded, n_inputs,
                                  witness_names, fs)
   return sort_findings(out)
@@ -621,6 +629,9 @@ def validate_config(config) -> None:
     v = getattr(config, name)
     _require(v in ('standardize', 'minmax', 'none'),
              f"--{name} must be 'standardize', 'minmax' or 'none', got {v!r}")
+  _require(config.read_in_blocks in ('auto', 'always', 'never'),
+           "--read_in_blocks must be 'auto', 'always' or 'never', got "
+           f'{config.read_in_blocks!r}')
   _require(config.schedule in ('plateau', 'constant', 'cosine', 'inverse_time'),
            "--schedule must be 'plateau', 'constant', 'cosine' or 'inverse_time', got "
            f'{config.schedule!r}')

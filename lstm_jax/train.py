@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from lstm_jax import baselines
+from lstm_jax import blockdata
 from lstm_jax import channels
 from lstm_jax import checkpoint as ckpt_lib
 from lstm_jax import data as data_lib
@@ -203,11 +204,14 @@ def _after_lead(rec: data_lib.Recording, lead_TxC) -> np.ndarray:
 def load_split(config: Config) -> Split:
   """Training records, a validation stretch and a held-out stretch, none sharing a sample."""
   if config.data:
+    if not 0.0 < config.holdout_fraction < 1.0:
+      raise data_lib.DataError(f'holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
+    in_blocks = _split_in_blocks(config)
+    if in_blocks is not None:
+      return in_blocks
     # One record, or one per stretch between gaps (NaN) of a frame or HDF5 file.
     segments = channels.load_segments(config.data, channels.Selection.from_config(config),
                                       config.fs or None)
-    if not 0.0 < config.holdout_fraction < 1.0:
-      raise data_lib.DataError(f'holdout_fraction must be in (0, 1), got {config.holdout_fraction}')
     # The validation stretch is the end of the training part: the nearest in time to the
     # held-out stretch without touching it.
     train, heldout, validation, heldout_lead, validation_lead = channels.split_segments(
@@ -236,6 +240,44 @@ def load_split(config: Config) -> Split:
   if val_seconds > 0:  # before the first training record, with a seed of its own
     validation, validation_lead = with_lead(val_seconds, -val_seconds, 1000 * config.seed + 998)
   return Split(train, heldout, f'mock:{config.mock}', validation, heldout_lead, validation_lead)
+
+
+def _split_in_blocks(config: Config) -> Optional[Split]:
+  """The split of a recording read in blocks (``Config.read_in_blocks``): training and
+  held-out stretches that read on demand (``blockdata.Stretch``), the validation stretch in
+  memory and at most ``blockdata.VALIDATION_SAMPLES`` long. None: the recording is loaded
+  whole instead (an ``.npz`` or ``.csv`` file, or one below ``blockdata.AUTO_BYTES`` with
+  'auto')."""
+  if config.read_in_blocks == 'never':
+    return None
+  reader = channels.open_reader(config.data, channels.Selection.from_config(config),
+                                config.fs or None)
+  in_memory = isinstance(getattr(reader, 'inner', reader), channels.ArrayReader)
+  if config.read_in_blocks == 'auto' and (
+      in_memory or blockdata.recording_bytes(reader) <= blockdata.AUTO_BYTES):
+    reader.close()
+    return None
+  segments = blockdata.scan_segments(reader)
+  lead = lead_in_samples(config, reader.fs)
+  train, heldout, validation, heldout_lead, validation_lead = channels.split_segments(
+      segments, config.holdout_fraction, config.val_fraction, lead)
+  given = 0 if validation is None else len(validation)
+  train, validation, validation_lead = blockdata.cap_validation(train, validation,
+                                                                validation_lead, lead)
+  logging.info('%s: read in blocks (%.0f MB as float32): %d training stretch(es), %.1f s; '
+               'validation %.1f s%s; held out %.1f s', config.data,
+               blockdata.recording_bytes(reader) / 2 ** 20, len(train),
+               sum(len(r) for r in train) / reader.fs,
+               0 if validation is None else len(validation) / reader.fs,
+               f' (the first {(given - len(validation)) / reader.fs:.1f} s of the validation '
+               'fraction are trained on)' if validation is not None and given > len(validation)
+               else '', len(heldout) / reader.fs)
+  return Split(train, heldout, config.data, validation, heldout_lead, validation_lead)
+
+
+def in_blocks(split: Split) -> bool:
+  """Whether ``split`` reads its training and held-out data in blocks."""
+  return isinstance(split.train[0], blockdata.Stretch)
 
 
 def check_layout(config: Config) -> None:
@@ -323,13 +365,15 @@ def _kept_params(last_params, best_params, val_history, config: Config, validati
 
 
 def make_validator(model, validation: data_lib.Recording, input_norm, target_norm,
-                   chunk_len: int, lead_TxC=None, max_streams: int = 8):
+                   chunk_len: int, lead_TxC=None, max_streams: int = 8, piece: int = 0):
   """``params -> MSE`` of the scaled target on the validation stretch.
 
   The stretch is cut into up to ``max_streams`` parallel streams of at least ``chunk_len``
   samples: one short program instead of a long serial scan. Each stream first runs over the
   ``chunk_len`` witness samples before it (from ``lead_TxC`` for the first, where given), whose
-  outputs are not scored, so the score is not the zero carry's transient.
+  outputs are not scored, so the score is not the zero carry's transient. With ``piece`` the
+  streams are run ``piece`` samples at a time, the carry passed on (the program's buffers are
+  a piece's, not the whole stretch's: a 64 s stretch at 4096 Hz otherwise takes about 280 MB).
   """
   n = len(validation)
   n_streams = max(1, min(max_streams, n // max(chunk_len, 1)))
@@ -343,9 +387,33 @@ def make_validator(model, validation: data_lib.Recording, input_norm, target_nor
     got = x_all[max(0, start - warm):start + length]
     x[s, x.shape[1] - len(got):] = got
   y = target_norm.apply(validation.target[:, None])[:n_streams * length]
+  del x_all
+  carry0 = model.initialize_carry(n_streams)
+  if piece:
+    total = x.shape[1]
+    n_pieces = -(-total // piece)
+    xs = np.zeros((n_streams, n_pieces * piece, x.shape[2]), np.float32)
+    xs[:, :total] = x
+    ys = np.zeros((n_streams, n_pieces * piece, 1), np.float32)
+    ys[:, warm:total] = y.reshape(n_streams, length, 1)
+    mask = np.zeros(n_pieces * piece, np.float32)
+    mask[warm:total] = 1.0
+    as_pieces = lambda a: jnp.asarray(a.reshape(n_streams, n_pieces, piece, -1).swapaxes(0, 1))
+    xs, ys, mask = as_pieces(xs), as_pieces(ys), jnp.asarray(mask.reshape(n_pieces, piece))
+    count = n_streams * length
+
+    @jax.jit
+    def mse_by_pieces(params):
+      def body(carry, inputs):
+        x_k, y_k, mask_k = inputs
+        carry, pred = model.apply({'params': params}, carry, x_k)
+        return carry, jnp.sum(jnp.square(pred - y_k) * mask_k[None, :, None])
+      _, sums = jax.lax.scan(body, carry0, (xs, ys, mask))
+      return jnp.sum(sums) / count
+
+    return mse_by_pieces
   x = jnp.asarray(x)
   y = jnp.asarray(y.reshape(n_streams, length, -1))
-  carry0 = model.initialize_carry(n_streams)
 
   @jax.jit
   def mse(params):
@@ -361,7 +429,7 @@ def _removed_db(before, after) -> float:
   return float(10 * np.log10(power(before) / max(power(after), eval_lib.TINY)))
 
 
-def fit_linear_path(split: Split, lengths, max_products: int = 0
+def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int = 1 << 14
                     ) -> tuple[Split, Optional[baselines.WienerFIR], dict]:
   """The Wiener FIR of the training records, and ``split`` with the filter's output taken off
   every target the recurrent model learns from (training and validation; held out as is).
@@ -380,7 +448,8 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0
   if split.validation is None or not len(split.validation):
     logging.info('linear path skipped: no validation stretch to check it on (--val_fraction=0)')
     return split, None, dict(stats, skipped='no validation stretch')
-  candidates = _filter_candidates(split.train, None, lengths, max_products, stats)
+  candidates = _filter_candidates(split.train, None, lengths, max_products, stats,
+                                  segment=segment)
   val = split.validation
   best, stats['tried'] = _pick_filter(candidates, val, split.validation_lead, val.target,
                                       np.zeros(len(val)))
@@ -423,7 +492,8 @@ def _products_text(entry: dict) -> str:
 
 
 def _filter_candidates(records, predictions, lengths, max_products: int, stats: dict,
-                       input_norm=None, products=None, left=None) -> list:
+                       input_norm=None, products=None, left=None,
+                       segment: int = 1 << 14) -> list:
   """``(fir, gain, n_taps)`` for each length: the Wiener FIR of ``records``' targets, fitted
   beside ``predictions`` (one per record, with a gain; None: none), over the witnesses alone,
   and over the witnesses widened by products of witness pairs: ``products`` where given
@@ -434,7 +504,8 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
 
   def fits(recs, lengths_, norm):
     return [(fir, gain, n) for (fir, gain), n in zip(
-        baselines.WienerFIR.fit_beside_each(recs, predictions, lengths_, input_norm=norm),
+        baselines.WienerFIR.fit_beside_each(recs, predictions, lengths_, input_norm=norm,
+                                            segment=segment),
         lengths_)]
 
   candidates = [] if products is not None else fits(records, lengths, input_norm)
@@ -539,7 +610,7 @@ def filter_lengths(taps: int, fs: float, n_ch: int) -> list[int]:
   return sorted({max(1, min(n, most)) for n in wanted})
 
 
-def fit_residual_path(trained: TrainedModel, split: Split, lengths
+def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int = 1 << 14
                       ) -> tuple[TrainedModel, dict]:
   """After training: the Wiener FIR of what ``trained`` leaves of the training targets, fitted
   together with a gain on its prediction, for each filter length in ``lengths`` (one or
@@ -577,11 +648,11 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths
       train_records, beside, lengths,
       trained.config.residual_products, stats,
       input_norm=None if linear is None else linear.input_norm,
-      products=None if linear is None else linear.products, left=left[:-1])
+      products=None if linear is None else linear.products, left=left[:-1], segment=segment)
   if beside is None:
     candidates = [(fir, 1.0, n) for fir, _, n in candidates]
   else:
-    candidates += _without_network(split.train, lengths, candidates, linear)
+    candidates += _without_network(split.train, lengths, candidates, linear, segment)
   if linear is not None and linear.products is None:
     candidates = [c for c in candidates if c[0].products is None]
   best, stats['tried'] = _pick_filter(candidates, split.validation, leads[-1], left[-1],
@@ -618,7 +689,7 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths
   return _scaled(trained, gain, fir), stats
 
 
-def _without_network(records, lengths, candidates, linear) -> list:
+def _without_network(records, lengths, candidates, linear, segment: int = 1 << 14) -> list:
   """``(fir, 0.0, n_taps)``: the filters of ``candidates``' lengths and inputs fitted on the
   targets alone, the network's gain 0. Validation keeps one only where the trained network
   does worse on new data than a filter without it (it fitted what no witness explains)."""
@@ -626,10 +697,11 @@ def _without_network(records, lengths, candidates, linear) -> list:
   products = next((fir.products for fir, _, _ in candidates if fir.products is not None), None)
   alone = []
   if linear is None or linear.products is None:
-    alone += _filter_candidates(records, None, lengths, 0, {}, input_norm=norm)
+    alone += _filter_candidates(records, None, lengths, 0, {}, input_norm=norm,
+                                segment=segment)
   if products is not None and (linear is None or linear.products is not None):
     alone += _filter_candidates(records, None, lengths, 0, {}, input_norm=norm,
-                                products=products)
+                                products=products, segment=segment)
   return [(fir, 0.0, n) for fir, _, n in alone]
 
 
@@ -661,31 +733,55 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   from the newest checkpoint and ends with the same parameters as an uninterrupted run.
   """
   check_layout(config)
+  stretches = None
+  if in_blocks(split):
+    # Read in blocks: the filters are fitted, and the start checks look, on a sample of the
+    # training part held in memory; the normalizers and the updates see all of it.
+    stretches = split.train
+    split = split._replace(train=blockdata.fit_sample(stretches))
+  segment = 1 << 14 if stretches is None else blockdata.LAG_SEGMENT  # lag_sums' memory
   given_split = split  # the targets as recorded, for the residual FIR at the end
   linear = linear_stats = None
   placement = parallel.Placement.for_streams(config.num_devices, config.n_streams)
   # Judged first, so data too short to train on is named before any fit uses it.
-  n_streams = data_lib.streams_that_fit([len(r) for r in split.train], config.n_streams,
-                                        config.chunk_len, placement.n_devices)
+  n_streams = data_lib.streams_that_fit([len(r) for r in stretches or split.train],
+                                        config.n_streams, config.chunk_len, placement.n_devices)
   first = split.train[0]
   linear_lengths = filter_lengths(config.linear_taps, first.fs, first.witnesses.shape[1])
   if linear_lengths:
-    split, linear, linear_stats = fit_linear_path(split, linear_lengths, config.linear_products)
+    split, linear, linear_stats = fit_linear_path(split, linear_lengths, config.linear_products,
+                                                  segment)
   if n_streams < config.n_streams:
     logging.warning('the training data holds only %d chunks of %d samples: training %d parallel '
                     'streams instead of %d', n_streams, config.chunk_len, n_streams,
                     config.n_streams)
     config = config.replace(n_streams=n_streams)
   n_inputs = split.train[0].witnesses.shape[1]
-  all_wit = np.concatenate([r.witnesses for r in split.train])
-  all_tgt = np.concatenate([r.target for r in split.train])
-  input_norm = data_lib.Normalizer.fit(all_wit, config.input_scaling, 'witness channel')
-  target_norm = data_lib.Normalizer.fit(all_tgt, config.target_scaling, 'target channel')
+  if stretches is None:
+    all_wit = np.concatenate([r.witnesses for r in split.train])
+    all_tgt = np.concatenate([r.target for r in split.train])
+    input_norm = data_lib.Normalizer.fit(all_wit, config.input_scaling, 'witness channel')
+    target_norm = data_lib.Normalizer.fit(all_tgt, config.target_scaling, 'target channel')
+    del all_wit, all_tgt
+  else:
+    blockdata.release_memory()  # the filters' temporaries
+    input_norm, target_norm = blockdata.fit_normalizers(
+        stretches, linear, config.input_scaling, config.target_scaling)
   records = [np.concatenate([input_norm.apply(r.witnesses), target_norm.apply(r.target[:, None])],
                             axis=1) for r in split.train]
-  streams = data_lib.make_streams(records, config.n_streams, config.chunk_len)
-  x_chunks, y_chunks = placement.streams((streams[..., :n_inputs], streams[..., n_inputs:]), 1)
-  n_chunks = streams.shape[0]
+  feeder = streams = None
+  if stretches is None:
+    streams = data_lib.make_streams(records, config.n_streams, config.chunk_len)
+    x_chunks, y_chunks = placement.streams((streams[..., :n_inputs], streams[..., n_inputs:]),
+                                           1)
+    n_chunks = streams.shape[0]
+    chunk = lambda k: (x_chunks, y_chunks, k)
+  else:  # chunk k of every stream, read when the loop reaches it
+    feeder = blockdata.ChunkFeeder(stretches, config.n_streams, config.chunk_len, input_norm,
+                                   target_norm, linear)
+    n_chunks = feeder.n_chunks
+    chunk = lambda k: (*placement.streams(tuple(a[None] for a in feeder(k)), 1), 0)
+    x_chunks, y_chunks, _ = chunk(0)
 
   model = build_model(config)
   optimizer = make_optimizer(config)
@@ -698,16 +794,22 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   validate = None
   if split.validation is not None and len(split.validation) > 0:
     validate = make_validator(model, split.validation, input_norm, target_norm,
-                              config.eval_chunk_len, split.validation_lead)
+                              config.eval_chunk_len, split.validation_lead,
+                              piece=0 if stretches is None else config.eval_chunk_len)
   # The plateau schedule needs validation to follow; without it, a cosine decay.
   plateau = config.schedule == 'plateau' and validate is not None
   lr_plan = learning_rates(config if plateau or config.schedule != 'plateau'
                            else config.replace(schedule='cosine'))
   recorded = [np.concatenate([r.witnesses, r.target[:, None]], axis=1)
                for r in given_split.train]  # the sensing check needs the target as recorded
-  findings = doctor.diagnose_start(config, params0, records, streams, n_inputs, lr_plan,
-                                   split.train[0].witness_names, split.train[0].fs, recorded)
+  findings = doctor.diagnose_start(
+      config, params0, records, streams, n_inputs, lr_plan, split.train[0].witness_names,
+      split.train[0].fs, recorded, n_chunks=n_chunks,
+      n_samples=None if stretches is None else sum(len(r) for r in stretches))
   doctor.log_findings(findings, 'start')
+  del recorded
+  if stretches is not None:
+    del records
   # Everything besides the state that an exact continuation needs, or must agree with. The data
   # position is the step: chunk k = step % n_chunks of a layout fixed by the config.
   meta = {'config': config.to_dict(), 'n_chunks': int(n_chunks),
@@ -753,7 +855,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       # A new pass starts each stream from its beginning: the old state does not belong there.
       state = state._replace(carry=placement.streams(model.initialize_carry(config.n_streams), 0))
     lr = np.float32(lr_plan[step] * config.plateau_factor ** drops)
-    state, loss, grad_norm = compiled(state, x_chunks, y_chunks, k, lr)
+    state, loss, grad_norm = compiled(state, *chunk(k), lr)
     if pending:
       _check_finite(*pending, checkpoint_dir)
     pending = (step + 1, loss, grad_norm)
@@ -816,10 +918,19 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
       'doctor_start': findings,
   }
   trained = TrainedModel(config, params, input_norm, target_norm, n_inputs, linear)
+  if stretches is not None:  # the training programs and data are done with
+    del compiled, train_step, x_chunks, y_chunks, chunk, feeder, validate, state
+    jax.clear_caches()
+    blockdata.release_memory()
   lengths = filter_lengths(config.residual_taps, split.train[0].fs, n_inputs)
   if lengths:
-    trained, stats['residual_fir'] = fit_residual_path(trained, given_split, lengths)
+    trained, stats['residual_fir'] = fit_residual_path(trained, given_split, lengths, segment)
   return trained, stats
+
+
+# Read in blocks, the time-domain and ASD plots show the held-out stretch's first this many
+# samples (the figures of merit and their plots are over all of it).
+PLOT_SAMPLES = 1 << 18
 
 
 def _band(config: Config):
@@ -848,18 +959,33 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
   split = load_split(config)
   trained, stats = train(config, split,
                          os.path.join(workdir, 'checkpoints') if workdir else None)
-  prediction = predict_stretch(trained, split.heldout, split.heldout_lead)
-  metrics = {'heldout': eval_lib.evaluate(split.heldout, prediction, _band(config)),
-             'train': stats, 'data': split.source,
+  metrics = {'train': stats, 'data': split.source,
              'heldout_seconds': len(split.heldout) / split.heldout.fs,
              'heldout_lead_in_seconds': split.heldout_lead_in_seconds(),
              'train_seconds_of_data': sum(len(r) for r in split.train) / split.train[0].fs}
   # Training fit on a stretch of the first record, to compare with the held-out one.
   first = split.train[0]
   fit = first.slice(0, min(len(first), len(split.heldout)))
-  metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
-  metrics['gw'] = gw.evaluate_figures(split.heldout, prediction, metrics['heldout']['band_hz'],
-                                      config.target_strain)
+  if in_blocks(split):  # streamed: the held-out stretch is never whole in memory
+    metrics['read_in_blocks'] = {
+        'validation_seconds': (0 if split.validation is None
+                               else len(split.validation) / split.validation.fs),
+        'fit_sample_seconds': min(blockdata.FIT_SAMPLES, sum(len(r) for r in split.train)) /
+                              split.train[0].fs}
+    evaluation, shown = blockdata.evaluate_stretch(trained, split.heldout, split.heldout_lead,
+                                                   _band(config), PLOT_SAMPLES)
+    metrics['heldout'] = evaluation.result()
+    psds = evaluation.psds()
+    metrics['train_fit'] = blockdata.evaluate_stretch(trained, fit, None,
+                                                      _band(config))[0].result()
+  else:
+    prediction = predict_stretch(trained, split.heldout, split.heldout_lead)
+    metrics['heldout'] = eval_lib.evaluate(split.heldout, prediction, _band(config))
+    metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
+    shown = (split.heldout, prediction)
+    psds = gw.psds(split.heldout, prediction)
+  metrics['gw'] = gw.figures_of_merit(*psds, metrics['heldout']['band_hz'], gw.is_strain(
+      split.heldout.target_unit, split.heldout.target_name, config.target_strain))
   end_findings = doctor.diagnose_end(metrics['train_fit'], metrics['heldout'],
                                      stats['weight_change'], config, stats['validation'],
                                      stats.get('residual_fir'))
@@ -875,9 +1001,8 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     trained.save(os.path.join(workdir, 'model'))
     channels.ModelInputs.of(split.train[0]).save(os.path.join(workdir, 'model'))
-    metrics['plots'] = eval_lib.plot(split.heldout, prediction, workdir, band=_band(config))
-    metrics['plots'] += gw.plot_figures(*gw.psds(split.heldout, prediction),
-                                        metrics['heldout']['band_hz'], workdir,
+    metrics['plots'] = eval_lib.plot(*shown, workdir, band=_band(config))
+    metrics['plots'] += gw.plot_figures(*psds, metrics['heldout']['band_hz'], workdir,
                                         'bns_range_mpc' in metrics['gw'])
     metrics['config'] = config.to_dict()
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
