@@ -78,7 +78,7 @@ def test_layer_matches_python_loop_and_chunks(name, options):
   @jax.jit
   def run(params, carry, x):
     out = {'loop': cells.loop_layer(cell, params, carry, x)}
-    own_loop = cell.lstm_params(params) is not None or type(cell).layer is not cells.Cell.layer
+    own_loop = cell.fused(params) is not None or type(cell).layer is not cells.Cell.layer
     for hoist in (False, True):
       scan = ScanConfig(hoist_input=hoist)
       out[f'layer_{hoist}'] = cell.layer(params, carry, x, scan)
