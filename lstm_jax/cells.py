@@ -649,7 +649,7 @@ class MinCell(Cell):
   ``parallel=True`` runs the chunk block by block (``block`` steps each, 0: the whole chunk as
   one block): each block is projected and solved by one ``linear_scan``, and a ``lax.scan``
   hands the last h of a block to the next. Blocks keep the projected inputs in cache, where
-  one whole-chunk projection of a long chunk spills to memory (measured in BUILD_NOTES).
+  one whole-chunk projection of a long chunk spills to memory (docs/cells.md, "min cells").
   """
   Params: ClassVar[type] = MinParams
   Carry: ClassVar[type] = HCarry

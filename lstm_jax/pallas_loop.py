@@ -1,34 +1,38 @@
-"""The LSTM time loop as one Pallas (Triton) kernel per layer: ``ScanConfig(loop='pallas')``.
+"""A cell's time loop as one Pallas (Triton) kernel per layer: ``ScanConfig(loop='pallas')``.
 
 On a GPU, ``lax.scan`` launches the step's kernels again at every time step, so at small batch
 a step costs several microseconds of launches for a few thousand multiply-adds. Here one
-kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s ``h`` and
-``c`` in registers through a ``fori_loop`` over time, reading each step's hoisted input
-projection and writing ``h_t``; the recurrent weight is loaded once and stays in registers
+kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s state
+in registers through a ``fori_loop`` over time, reading each step's hoisted input projection
+and writing the step's outputs; the recurrent weight is loaded once and stays in registers
 (``KernelForm``). The recurrent product is a broadcast multiply and a row sum in f32 (Triton's
 ``dot`` needs 16 rows; a batch-1 step has one), so there are no TF32 products: the kernel
 computes the reference's function.
 
-The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
-in the same form; the weight gradients stay single einsums after it. Off a GPU both kernels run
-in Pallas' interpreter, which is how the tests check them against the plain scan on CPU.
+The kernels hold no cell math of their own. Each step is ``z = x W + b + h U`` and then the
+cell's pointwise ``update`` (``lstm_jax.cells.Cell.update``; for the LSTM
+``lstm_jax.cell.activate_gates`` and ``lstm_update``), traced into the kernel; the backward
+kernel is the custom backward's reverse scan (``recurrent._reverse_scan``): ``jax.vjp`` of
+that update at each step's saved carry and pre-activation, then ``dz U^T``. Arrays the update
+closes over are passed in as operands (``_lifted``). The weight gradients stay single einsums
+after it. Off a GPU both kernels run in Pallas' interpreter, which is how the tests check
+them against the plain scan on CPU.
 
 With several devices, each call splits by streams where jit splits them (``_split_by_streams``):
 each device runs the programs of its own streams instead of all of them.
 
-Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
-small enough for one program's registers (a larger one is left to the compiler to spill; not
-profiled). The per-step temporary is ``H x H`` per gate.
+Limits (``unsupported``): f32, the hidden size and the gate width powers of two (Triton's block
+shapes), a cell whose update takes ``z`` summed and no parameters besides W, U and b, and a
+weight small enough for one program's registers (a larger one is left to the compiler to
+spill; not profiled). Triton lowers only some array operations (its ``concatenate`` takes two
+operands of width 1, for one), so an update that uses others runs in the interpreter but not
+on a GPU.
 
-Measured on an H200 (BUILD_NOTES.md, stops 17 and 20). Stop 17, the weight read from cache at
-every step: at the seed sizes (64/16/8, batch 1) forward 3.9 us per step against 8.5 for the
-best ``lax.scan`` (unroll 4), a train step 12.9 against 20.2. Stop 20, the weight's gate blocks
-held in registers for the whole chunk (``KernelForm.resident_weights``, the default): seed
-forward 1.8 us, train step 6.8-6.9; at 128 units (batch 8) forward 6.3 against 9.0 for the
-scan, but a train step 34.8 against 21.9, so ``loop='auto'`` runs 128 units on this loop for
-inference only. Prefetching each step's inputs a step ahead (``KernelForm.prefetch``) changed
-nothing measurable. A form with the weight transposed (the sum along the contiguous axis) ran
-1.8x (seed) and 3x (128 units) slower at stop 17 and was dropped.
+Measured on an H200 with the earlier hand-written kernels (docs/performance.md, "loop" and "The
+Pallas kernel's form"): seed forward 1.8 us per step and train step 6.8-6.9 against 8.5 and
+20.2 for the best ``lax.scan``; at 128 units (batch 8) forward 6.3 against 9.0, a train step
+34.8 against 21.9, so ``loop='auto'`` runs 128 units on this loop for inference only. The
+kernels derived from the cell's update have not been timed on a GPU.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
+from jax.extend import core as jax_core
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lstm_jax import cell as cell_lib
@@ -65,8 +70,8 @@ def unsupported(cell, fp, hidden_size: int, matmul_dtype: str) -> Optional[str]:
 class KernelForm(NamedTuple):
   """How a kernel's step gets its operands; every form computes the same function.
 
-  ``resident_weights``: the recurrent weight's four gate blocks are loaded once, before the time
-  loop, and stay in registers (instead of a load from cache at every step).
+  ``resident_weights``: the recurrent weight is loaded once, before the time loop, and stays in
+  registers (instead of a load from cache at every step).
   ``prefetch``: each step issues the loads of the next step's per-step inputs (hoisted
   projection, or the backward's factors) and carries them, so their latency overlaps the step's
   arithmetic instead of heading its critical path.
@@ -75,7 +80,7 @@ class KernelForm(NamedTuple):
   prefetch: bool = False
 
 
-FORM = KernelForm(resident_weights=True)  # what the library runs (BUILD_NOTES.md, stop 20)
+FORM = KernelForm(resident_weights=True)  # what the library runs (docs/performance.md)
 
 
 def num_warps(hidden_size: int) -> int:
@@ -182,6 +187,49 @@ def _step_inputs(refs_and_blocks, row, steps: int, form: KernelForm, reverse: bo
 
 
 
+def _concatenate_by_pairs(parts):
+  """``jnp.concatenate(parts, axis=-1)`` for 2, 4, 8, ... parts of one width, built from
+  two-way stacks, a transpose and a reshape: the forms Triton lowers (its ``concatenate`` takes
+  two operands of width 1 only). ``jax.vjp`` of a gate split is such a concatenation."""
+  if len(parts) == 1:
+    return parts[0]
+  half = len(parts) // 2
+  x, y = _concatenate_by_pairs(parts[:half]), _concatenate_by_pairs(parts[half:])
+  both = jnp.stack([x, y], axis=-1)  # (..., m, 2)
+  both = jnp.swapaxes(both, -1, -2)  # (..., 2, m)
+  return both.reshape(*x.shape[:-1], 2 * x.shape[-1])
+
+
+def _eval(jaxpr, consts, *args):
+  """``jax.core.eval_jaxpr`` that builds equal-width, power-of-two concatenations along the
+  last axis by ``_concatenate_by_pairs`` (also inside nested jit calls)."""
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, jax_core.Literal) else env[v]
+
+  for var, value in zip(jaxpr.constvars, consts):
+    env[var] = value
+  for var, value in zip(jaxpr.invars, args):
+    env[var] = value
+  for eqn in jaxpr.eqns:
+    values = [read(v) for v in eqn.invars]
+    name = eqn.primitive.name
+    widths = {v.aval.shape[-1] for v in eqn.invars} if name == 'concatenate' else set()
+    if (name == 'concatenate' and eqn.params['dimension'] == eqn.invars[0].aval.ndim - 1
+        and len(values) > 1 and not len(values) & (len(values) - 1) and len(widths) == 1):
+      outs = [_concatenate_by_pairs(values)]
+    elif name in ('pjit', 'jit', 'closed_call') and 'jaxpr' in eqn.params:
+      inner = eqn.params['jaxpr']
+      outs = _eval(inner.jaxpr, inner.consts, *values)
+    else:
+      outs = eqn.primitive.bind(*values, **eqn.params)
+      outs = outs if eqn.primitive.multiple_results else [outs]
+    for var, value in zip(eqn.outvars, outs):
+      env[var] = value
+  return [read(v) for v in jaxpr.outvars]
+
+
 def _lifted(fn, *example_args):
   """``fn`` as ``(consts, run)``: the arrays ``fn`` closes over (a kernel may not capture
   constants) and ``run(const_values, *args)``, which evaluates ``fn`` on ``args`` with the
@@ -190,7 +238,7 @@ def _lifted(fn, *example_args):
   out_tree = jax.tree.structure(out_shape)
 
   def run(const_values, *args):
-    out = jax.core.eval_jaxpr(closed.jaxpr, list(const_values), *jax.tree.leaves(args))
+    out = _eval(closed.jaxpr, list(const_values), *jax.tree.leaves(args))
     return jax.tree.unflatten(out_tree, out)
 
   dtype = jax.tree.leaves(example_args)[0].dtype

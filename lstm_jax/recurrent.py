@@ -89,7 +89,8 @@ class ScanConfig:
     activation: ``tanh``.
     hoist_input: compute ``x W + b`` for the whole chunk in one matmul before the scan
       (``True``), or ``[x_t, h] @ [W; U]`` inside it (``False``). ``None`` picks per platform:
-      in-loop on CPU, hoisted elsewhere (docs/performance.md, "hoist_input").
+      in-loop on CPU, hoisted elsewhere (docs/performance.md, "hoist_input"); hoisted for a
+      cell whose update takes ``x W + b`` and ``h U`` apart (no fused product to gain).
     unroll: ``lax.scan`` unroll factor; 0 picks: 4 on a GPU; at batch 1 on CPU, 4 for the
       custom backward's forward (the one that saves residuals) and 2 for its reverse scan; 1
       otherwise (docs/performance.md, "unroll": unroll speeds up that train step and slows inference; the reverse
@@ -131,7 +132,7 @@ class ScanConfig:
 
   def __post_init__(self):
     cell_lib.check_activations(self.recurrent_activation, self.activation)
-    if self.backward not in ('custom', 'autodiff', 'handwritten'):
+    if self.backward not in ('custom', 'autodiff'):
       raise ValueError(f"backward must be 'custom' or 'autodiff', got {self.backward!r}")
     if self.matmul_dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}")
@@ -226,9 +227,11 @@ def lstm_math():
 
 def _preactivation(cell, fp: Fused, cfg: ScanConfig, batch: int, hidden: int,
                    feature_major: bool):
-  """``(xs_for(x_TxBxC), z_for(h, x_t))``: the per-step inputs of the scan and each step's
-  pre-activation ``z`` (``xp + hu``, or the pair ``(xp, hu)`` for a cell that takes them apart),
-  from the projection hoisted out of the loop or ``[x_t, h] @ [W; U]`` inside it."""
+  """``(xs_for(x_TxBxC), z_for(h, x_t), hoisted)``: the per-step inputs of the scan and each
+  step's pre-activation ``z`` (``xp + hu``, or the pair ``(xp, hu)`` for a cell that takes them
+  apart), from the projection hoisted out of the loop or ``[x_t, h] @ [W; U]`` inside it. A
+  cell that takes them apart has no fused ``[W; U]`` product to gain from the loop, so
+  ``hoist_input=None`` hoists its projection on every platform."""
   del batch, hidden
   dt = _mm_dtype(cfg) or fp.recurrent.dtype
   f32 = fp.recurrent.dtype
@@ -249,8 +252,9 @@ def _preactivation(cell, fp: Fused, cfg: ScanConfig, batch: int, hidden: int,
 
   sums = cell.sums_projections
   u = operand(fp.recurrent)
-  if cfg.hoisted() or not sums:
-    if cfg.hoisted():
+  hoisted = cfg.hoisted() if sums or cfg.hoist_input is not None else True
+  if hoisted or not sums:
+    if hoisted:
       def xs_for(x_TxBxC):
         spec = 'tcb,cg->tgb' if feature_major else 'tbc,cg->tbg'
         xp = jnp.einsum(spec, x_TxBxC.astype(dt), fp.kernel.astype(dt),
@@ -268,13 +272,13 @@ def _preactivation(cell, fp: Fused, cfg: ScanConfig, batch: int, hidden: int,
     def z_for(h, x_t):
       xp, hu = project(x_t), matmul(h.astype(dt), u)
       return xp + hu if sums else (xp, hu)
-    return xs_for, z_for
+    return xs_for, z_for, hoisted
   weights = operand(jnp.concatenate([fp.kernel, fp.recurrent], axis=0))
 
   def z_for(h, x_t):
     xh = jnp.concatenate([x_t.astype(dt), h.astype(dt)], axis=axis)
     return add_bias(matmul(xh, weights))
-  return (lambda x_TxBxC: x_TxBxC), z_for
+  return (lambda x_TxBxC: x_TxBxC), z_for, hoisted
 
 
 def uses_pallas(cell, fp: Fused, cfg: ScanConfig, batch: int, hidden: int,
@@ -312,20 +316,23 @@ def _forward_scan(key, fp: Fused, carry, x_TxBxC, cfg: ScanConfig, save_residual
   if feature_major:
     carry = jax.tree.map(lambda a: a.T, carry)
     x_TxBxC = jnp.swapaxes(x_TxBxC, 1, 2)
-  xs_for, z_for = _preactivation(cell, fp, cfg, batch, hidden, feature_major)
+  xs_for, z_for, hoisted = _preactivation(cell, fp, cfg, batch, hidden, feature_major)
+  # A pair (xp, hu) with xp hoisted: the residuals keep hu per step and the hoisted xs whole.
+  hoisted_pair = hoisted and not cell.sums_projections
 
   def step(c, x_t):
     z = z_for(c.h, x_t)
     c = cell.update(fp.small, c, z, cfg, axis)
-    return c, ((c, z) if save_residuals else c.h)
+    return c, ((c, z[1] if hoisted_pair else z) if save_residuals else c.h)
 
   if cfg.remat:
     step = jax.checkpoint(step)
   unroll = cfg.unroll_for(batch, training=save_residuals)
-  carry, outs = jax.lax.scan(step, carry, xs_for(x_TxBxC), unroll=unroll)
+  xs = xs_for(x_TxBxC)
+  carry, outs = jax.lax.scan(step, carry, xs, unroll=unroll)
   if save_residuals:
     carries, zs = outs
-    return carry, carries.h, (carries, zs)
+    return carry, carries.h, (carries, (xs, zs) if hoisted_pair else zs)
   if feature_major:
     return jax.tree.map(lambda a: a.T, carry), jnp.swapaxes(outs, 1, 2), None
   return carry, outs, None
@@ -430,9 +437,6 @@ def fused_layer(cell, fp: Fused, carry, x_BxTxC, cfg: ScanConfig = ScanConfig())
   key = (cell, cell.math_key())
   if cfg.backward == 'custom' and not cfg.remat:
     carry, h = _layer_custom(key, fp, carry, x_TxBxC, cfg)
-  elif cfg.backward == 'handwritten':
-    carry, h = _hw_layer_custom(LSTMParams(fp.kernel, fp.recurrent, fp.bias), carry, x_TxBxC,
-                                cfg)
   else:
     carry, h, _ = _forward_scan(key, fp, carry, x_TxBxC, cfg, save_residuals=False)
   return carry, jnp.swapaxes(h, 0, 1)
@@ -453,180 +457,3 @@ def lstm_stack(params: Sequence[LSTMParams], carries: Sequence[LSTMCarry], x_BxT
     c, h = lstm_layer(p, c, h, cfg)
     new_carries.append(c)
   return tuple(new_carries), h
-
-
-# --------------------------------------------------------------------------- TEMPORARY
-# The hand-written backward it replaces, kept only to measure the derived one against it.
-_HW_SLOPES = {'hard_sigmoid': 0.2, 'hard_sigmoid_keras2': 0.2, 'hard_sigmoid_keras3': 1.0 / 6.0}
-
-
-def _hw_forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig,
-                  save_residuals: bool):
-  """Runs the layer over time (time-major). Returns (carry, h_TxBxH, gates_TxBx4H, c_TxBxH)."""
-  batch, hidden = carry.h.shape
-  feature_major = False
-  # Feature-major: every per-step array is (features, B) instead of (B, features); the
-  # layer's inputs and outputs keep the batch-major layout.
-  feature_axis = -2 if feature_major else -1
-  if feature_major:
-    carry = LSTMCarry(carry.h.T, carry.c.T)
-    x_TxBxC = jnp.swapaxes(x_TxBxC, 1, 2)
-  mm = _mm_dtype(cfg)
-  dt = mm or carry.h.dtype
-  f32 = carry.h.dtype
-
-  def operand(w):  # a weight as the step's matmul takes it
-    return w.T.astype(dt) if feature_major else w.astype(dt)
-
-  def matmul(a, w):  # a @ w in batch-major terms; feature-major: w^T @ a, w already w^T
-    if feature_major:
-      return jnp.dot(w, a, preferred_element_type=f32)
-    return jnp.dot(a, w, preferred_element_type=f32)
-
-  bias = params.bias[:, None] if feature_major else params.bias[None, :]
-  # The training forward saves the packed gates; inference may activate them where used.
-  activate = cell_lib.activate_gates
-  if cfg.hoisted():
-    spec = 'tcb,cg->tgb' if feature_major else 'tbc,cg->tbg'
-    xs = jnp.einsum(spec, x_TxBxC.astype(dt), params.kernel.astype(dt),
-                    preferred_element_type=f32) + bias[None]
-    weights = operand(params.recurrent)
-
-    def preact(h, x_t):
-      return x_t + matmul(h.astype(dt), weights)
-  else:
-    xs = x_TxBxC
-    weights = operand(jnp.concatenate([params.kernel, params.recurrent], axis=0))
-
-    def preact(h, x_t):
-      xh = jnp.concatenate([x_t.astype(dt), h.astype(dt)], axis=feature_axis)
-      return matmul(xh, weights) + bias
-
-  def step(c: LSTMCarry, x_t):
-    gates = activate(preact(c.h, x_t), cfg.recurrent_activation, cfg.activation,
-                     axis=feature_axis)
-    c = cell_lib.lstm_update(c, gates, cfg.activation, axis=feature_axis)
-    out = (c.h, gates, c.c) if save_residuals else c.h
-    return c, out
-
-  if cfg.remat:
-    step = jax.checkpoint(step)
-  unroll = cfg.unroll_for(batch, training=save_residuals)
-  carry, outs = jax.lax.scan(step, carry, xs, unroll=unroll)
-  if save_residuals:
-    return (carry,) + outs
-  if feature_major:
-    return LSTMCarry(carry.h.T, carry.c.T), jnp.swapaxes(outs, 1, 2), None, None
-  return carry, outs, None, None
-
-
-def _hw_activation_grad(y, name: str):
-  """d act / d input, written in terms of the activation's output y."""
-  if name == 'sigmoid':
-    return y * (1.0 - y)
-  if name == 'tanh':
-    return 1.0 - y * y
-  slope = _HW_SLOPES[name]
-  return jnp.where((y > 0.0) & (y < 1.0), slope, 0.0).astype(y.dtype)
-
-
-def _hw_backward_coefficients(gates_xBx4H, c_xBxH, c_prev_xBxH, cfg: ScanConfig):
-  """Everything gate-wise the backward step needs, for one step or all steps at once.
-
-  Returns ``pd_xBx4H = P * D`` (``D``: each gate's activation derivative, ``P``: its partner in
-  the chain rule: ``g`` for ``i``, ``c_{t-1}`` for ``f``, ``i`` for ``g``, ``tanh(c_t)`` for
-  ``o``), ``oc_xBxH = o (1 - tanh(c_t)^2)`` and ``f_xBxH``, with the inputs' leading axes.
-  The backward scan is then a few multiply-adds and one matmul per step: at batch 1 on CPU each
-  step's small ops are separate kernels, so work moved out of the loop is latency removed from
-  every step. At larger batch the T x B x 4H temporaries cost more memory traffic than the
-  launches they save.
-  """
-  i, f, g, o = jnp.split(gates_xBx4H, 4, axis=-1)
-  tc = jnp.tanh(c_xBxH)
-  rec = cfg.recurrent_activation
-  deriv = jnp.concatenate([_hw_activation_grad(i, rec), _hw_activation_grad(f, rec),
-                           _hw_activation_grad(g, cfg.activation), _hw_activation_grad(o, rec)], -1)
-  partner = jnp.concatenate([g, c_prev_xBxH, i, tc], axis=-1)
-  return partner * deriv, o * (1.0 - tc * tc), f
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _hw_layer_custom(params, carry, x_TxBxC, cfg):
-  carry, h, _, _ = _hw_forward_scan(params, carry, x_TxBxC, cfg, save_residuals=False)
-  return carry, h
-
-
-def _hw_layer_custom_fwd(params, carry, x_TxBxC, cfg):
-  new_carry, h, gates, c = _hw_forward_scan(params, carry, x_TxBxC, cfg, save_residuals=True)
-  return (new_carry, h), (params, carry, x_TxBxC, h, gates, c)
-
-
-def _hw_reverse_scan(cfg: ScanConfig, recurrent_Hx4H, dh_out, gates, c, c_prev, dh_T, dc_T):
-  """The custom backward's recurrent part as a ``lax.scan``: ``((dh_0, dc_0), dz_TxBx4H)``."""
-  f32 = dh_T.dtype
-  dt = _mm_dtype(cfg) or f32
-  batch = dh_T.shape[0]
-  # Above batch 1, U^T as its own array (the barrier stops XLA folding the transpose into the
-  # per-step dot's dimension numbers, which runs slower; measured in BUILD_NOTES.md).
-  u_t = recurrent_Hx4H.T.astype(dt)
-  if not cfg.latency_bound(batch):
-    u_t = jax.lax.optimization_barrier(u_t)
-  hoisted = cfg.latency_bound(batch)
-
-  def step(back, inputs):
-    dh_next, dc_next = back
-    if hoisted:  # only the recurrent part runs per step
-      dh_o, pd, oc, f = inputs
-    else:
-      dh_o, gates_t, c_t, c_prev_t = inputs
-      pd, oc, f = _hw_backward_coefficients(gates_t, c_t, c_prev_t, cfg)
-    dh = dh_o + dh_next
-    dc = dc_next + dh * oc
-    dz = jnp.concatenate([dc, dc, dc, dh], axis=-1) * pd
-    dh_prev = jnp.dot(dz.astype(dt), u_t, preferred_element_type=f32)
-    return (dh_prev, dc * f), dz
-
-  per_step = ((dh_out,) + _hw_backward_coefficients(gates, c, c_prev, cfg) if hoisted
-              else (dh_out, gates, c, c_prev))
-  return jax.lax.scan(step, (dh_T, dc_T), per_step, reverse=True,
-                      unroll=cfg.unroll_for(batch, training=True, reverse=True))
-
-
-def _hw_layer_custom_bwd(cfg, residuals, cotangents):
-  params, carry0, x, h, gates, c = residuals
-  (dh_T, dc_T), dh_out = cotangents
-  f32 = carry0.h.dtype
-  dt = _mm_dtype(cfg) or f32
-  steps, batch = h.shape[:2]
-  h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
-  c_prev = jnp.concatenate([carry0.c[None], c[:-1]], axis=0)
-  (dh0, dc0), dz = _hw_reverse_scan(cfg, params.recurrent, dh_out, gates, c, c_prev, dh_T, dc_T)
-  # Weight gradients: one contraction over all time steps and the batch. On one device T x B is
-  # flattened into one axis (a 2-D contraction runs at about twice the GFLOP/s of the same
-  # einsum over two contracting axes on XLA CPU; BUILD_NOTES.md). With several, the streams
-  # may be split over them (parallel.Placement), which a flattened axis cannot keep: jit would
-  # gather dz, x and h_prev onto every device and repeat the contraction there. Over t and b as
-  # two axes, each device sums its own streams and the (K, 4H) results are all-reduced.
-  lead = (steps * batch,) if jax.device_count() == 1 else (steps, batch)
-
-  def rows(a_TxBxK):
-    return a_TxBxK.reshape(*lead, a_TxBxK.shape[-1]).astype(dt)
-
-  dz_rows = rows(dz)
-
-  def weight_grad(a_TxBxK):
-    return jnp.einsum('...k,...g->kg', rows(a_TxBxK), dz_rows, preferred_element_type=f32)
-
-  dx = jnp.einsum('...g,cg->...c', dz_rows, params.kernel.astype(dt),
-                  preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
-  d_kernel, d_recurrent = weight_grad(x), weight_grad(h_prev)
-  d_bias = jnp.sum(dz, axis=(0, 1))
-  d_params = LSTMParams(d_kernel.astype(params.kernel.dtype),
-                        d_recurrent.astype(params.recurrent.dtype),
-                        d_bias.astype(params.bias.dtype))
-  return d_params, LSTMCarry(dh0, dc0), dx
-
-
-_hw_layer_custom.defvjp(_hw_layer_custom_fwd, _hw_layer_custom_bwd)
-
-

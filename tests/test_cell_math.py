@@ -158,3 +158,30 @@ def test_streaming_programs_follow_an_edit(problem, monkeypatch):
   edited_key = model.get_cell().math_key()
   assert edited_key != key
   assert inference._inference_programs(model, 2, edited_key) is not first  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('edit', ['none'] + sorted(EDITS))
+def test_kernels_lower_to_triton(monkeypatch, edit):
+  """The Pallas kernels, tracing the (edited) update and its ``jax.vjp``, lower to Triton for
+  a CUDA target on this CPU machine: the check that runs without a GPU."""
+  from lstm_jax import pallas_loop
+  if edit != 'none':
+    monkeypatch.setattr(cell_lib, *EDITS[edit])
+  monkeypatch.setattr(pallas_loop, 'on_gpu', lambda: True)
+  cell, n, steps = cells.get_cell('lstm'), 16, 8
+  fp = recurrent.Fused(jnp.ones((2, 4 * n)), jnp.ones((n, 4 * n)), jnp.ones(4 * n), ())
+  carry = LSTMCarry(jnp.ones((1, n)), jnp.ones((1, n)))
+  stacked = LSTMCarry(jnp.ones((steps, 1, n)), jnp.ones((steps, 1, n)))
+  scan = ScanConfig(loop='pallas')
+
+  def forward(fp, carry, x):
+    return pallas_loop.forward(cell, fp, carry, x, scan, True)
+
+  def backward(fp, dh, prev, zs, d_carry):
+    return pallas_loop.backward(cell, fp, scan, dh, prev, zs, d_carry)
+
+  for f, args in [(forward, (fp, carry, jnp.ones((steps, 1, 2)))),
+                  (backward, (fp, jnp.ones((steps, 1, n)), stacked,
+                              jnp.ones((steps, 1, 4 * n)), carry))]:
+    text = jax.jit(f).trace(*args).lower(lowering_platforms=('cuda',)).as_text()
+    assert 'triton' in text.lower()
