@@ -153,11 +153,11 @@ PALLAS_FORMS = {'plain': (False, False), 'resident': (True, False), 'prefetch': 
 def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   """Our public ``LSTMRegressor`` + optax Adam, as training runs it.
 
-  ``options`` (all optional): unroll, hoist (true|false), backward, backward_gates, layout,
-  loop (auto|scan|pallas), gate_form (auto|packed|split), remat, donate, xla_options
+  ``options`` (all optional): unroll, hoist (true|false), backward, layout,
+  loop (auto|scan|pallas), remat, donate, xla_options
   (auto|none: ``ScanConfig.compiler_options``, as the library's training and streaming pass
   them, or XLA's defaults), gates (fused|plain: the one-tanh gate activation or one function
-  per gate; plain implies gate_form=packed), pallas_form (plain|resident|prefetch|both:
+  per gate), pallas_form (plain|resident|prefetch|both:
   ``pallas_loop.KernelForm``, resident weights and/or prefetched inputs, for the layers that run
   on the Pallas loop), cell and cell_options (``lstm_jax.cells``;
   default lstm), devices (auto|N: the batch sharded over N devices; auto: as
@@ -179,11 +179,7 @@ def build_ours(w: Workload, mode: str, dtype: str, options: dict) -> Built:
       unroll=int(options.get('unroll', 0)), backward=options.get('backward', 'custom'),
       matmul_dtype='bfloat16' if dtype == 'bf16' else 'float32',
       remat=str(options.get('remat', 'false')).lower() == 'true',
-      backward_gates=options.get('backward_gates', 'auto'),
-      layout=options.get('layout', 'auto'), loop=options.get('loop', 'auto'),
-      # The plain-gates ablation patches activate_gates, which only the packed form calls.
-      gate_form=options.get('gate_form',
-                            'packed' if options.get('gates', 'fused') == 'plain' else 'auto'))
+      layout=options.get('layout', 'auto'), loop=options.get('loop', 'auto'))
   if options.get('gates', 'fused') == 'plain':
     # Ablation of the one-tanh trick, in this worker process only.
     cell_lib.activate_gates = cell_lib.activate_gates_plain

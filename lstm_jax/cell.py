@@ -97,7 +97,12 @@ def _gate_affine(hidden_size: int):
 def activate_gates(z_Bx4H, recurrent_activation: str = 'sigmoid', activation: str = 'tanh',
                    axis: int = -1):
   """Pre-activations ``z`` (gates packed i, f, g, o along ``axis``) -> activated gates, same
-  packing. ``axis=-2`` serves the feature-major layout, where a step's gates are (4H, B)."""
+  packing. ``axis=-2`` serves the feature-major layout, where a step's gates are (4H, B).
+
+  With ``lstm_update`` this is the LSTM's whole math: every time loop (the scan, the Pallas
+  kernel, streaming, export) calls both through this module when it traces, and the custom
+  backward differentiates them (``jax.vjp``), so editing either (or assigning
+  ``lstm_jax.cell.activate_gates = ...``) changes every path, gradients included."""
   hidden_size = z_Bx4H.shape[axis] // 4
   if recurrent_activation == 'sigmoid' and activation == 'tanh':
     scale, shift = _gate_affine(hidden_size)
@@ -107,19 +112,6 @@ def activate_gates(z_Bx4H, recurrent_activation: str = 'sigmoid', activation: st
     shift = jnp.asarray(shift, z_Bx4H.dtype).reshape(shape)
     return jnp.tanh(z_Bx4H * scale) * scale + shift
   return activate_gates_plain(z_Bx4H, recurrent_activation, activation, axis)
-
-
-def activate_gates_split(z_Bx4H, recurrent_activation: str = 'sigmoid',
-                         activation: str = 'tanh', axis: int = -1):
-  """``activate_gates``, each gate on its own slice. XLA then fuses each gate's activation into
-  the c or h update that uses it; the packed form's one pass over 4H stays a kernel of its
-  own, since its result feeds both updates. The same sigmoid(z) = 0.5 tanh(z / 2) + 0.5."""
-  rec = (_sigmoid_through_tanh if recurrent_activation == 'sigmoid' else recurrent_activation)
-  return activate_gates_plain(z_Bx4H, rec, activation, axis)
-
-
-def _sigmoid_through_tanh(x):
-  return jnp.tanh(x * 0.5) * 0.5 + 0.5
 
 
 def activate_gates_plain(z_Bx4H, recurrent_activation='sigmoid', activation: str = 'tanh',

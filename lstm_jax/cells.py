@@ -10,11 +10,16 @@ A cell is a frozen dataclass (its fields are its options) with:
 * ``project(params, x_...xC)``: the part of the step that depends on the input only (usually
   ``x W + b``), for any leading axes, so the time loop may hoist it out of the scan;
 * ``recur(params, carry, xp_BxG, scan)``: the rest of one step, ``-> (carry, h_BxH)``;
-* ``layer(params, carry, x_BxTxC, scan)``: a whole chunk. The default is the generic scan
-  (``scan_layer``), which hoists the projection or keeps it in the loop as ``scan.hoisted()``
-  says. A cell that is exactly an LSTM under a reparametrization returns it from
-  ``lstm_params`` and so runs on ``recurrent.lstm_layer`` (fused matmul, custom backward);
-  a cell with a faster time loop of its own (``min_lstm``, ``min_gru``) overrides ``layer``.
+* ``fused(params)`` and ``update(small, carry, z, scan, axis)``: a cell with one recurrent
+  matmul gives its weights as ``recurrent.Fused(kernel, recurrent, bias, small)`` and its
+  step's pointwise rest as ``update`` (``z = x W + b + h U``, or the pair ``(x W + b, h U)``
+  when ``sums_projections`` is False). That is all its math: ``project``, ``recur`` and
+  ``step`` follow from it, and ``layer`` runs ``recurrent.fused_layer`` (the backward derived
+  from ``update`` by ``jax.vjp``, the Pallas loop tracing ``update``);
+* ``layer(params, carry, x_BxTxC, scan)``: a whole chunk. Without a fused form the default is
+  the generic scan (``scan_layer``), which hoists the projection or keeps it in the loop as
+  ``scan.hoisted()`` says; a cell with a faster time loop of its own (``min_lstm``,
+  ``min_gru``) overrides ``layer``.
 
 Activations come from the time loop's ``ScanConfig`` (``recurrent_activation`` for gates,
 ``activation`` for candidates), so ``--recurrent_activation=hard_sigmoid`` serves every cell.
@@ -26,8 +31,9 @@ Usage::
   carry = cell.zero_carry(batch_size=4, hidden_size=8)
   carry, h_BxTxH = cell.layer(params, carry, x_BxTxC, ScanConfig())
 
-A new cell: subclass ``Cell``, set ``name``/``Params``/``Carry``, write ``param_specs``,
-``project`` and ``recur``, decorate with ``@register`` (see docs/cells.md).
+A new cell: subclass ``Cell``, set ``name``/``Params``/``Carry``, write ``param_specs`` and
+either ``fused`` and ``update`` or ``project`` and ``recur``, decorate with ``@register``, and
+run ``check(cell)`` (see docs/cells.md).
 """
 from __future__ import annotations
 
@@ -39,11 +45,12 @@ from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax import cell as cell_lib
 from lstm_jax import recurrent
 from lstm_jax.cell import LSTMCarry, LSTMParams
-from lstm_jax.recurrent import ScanConfig
+from lstm_jax.recurrent import Fused, ScanConfig
 
 # --------------------------------------------------------------------------- helpers
 
@@ -118,6 +125,10 @@ class Cell:
   name: ClassVar[str] = ''
   Params: ClassVar[type] = LSTMParams
   Carry: ClassVar[type] = LSTMCarry
+  # ``update`` sees ``z = x W + b + h U`` (True) or the pair ``(x W + b, h U)`` (False).
+  sums_projections: ClassVar[bool] = True
+  # ``update`` honours ``axis=-2`` (gates packed along features of a (G, B) layout).
+  feature_major_ok: ClassVar[bool] = False
 
   def param_specs(self, in_size: int, hidden_size: int,
                   unit_forget_bias: bool = True) -> dict[str, ParamSpec]:
@@ -138,29 +149,55 @@ class Cell:
     # One buffer per field: a donated carry must not alias itself.
     return self.Carry(*(jnp.zeros((batch_size, hidden_size), dtype) for _ in self.Carry._fields))
 
+  def fused(self, params) -> Optional[Fused]:
+    """The weights as ``recurrent.Fused(kernel, recurrent, bias, small)`` for the fused time
+    loop, or None: this cell has no single recurrent matmul (``update`` is then unused)."""
+    del params
+    return None
+
+  def update(self, small, carry, z, scan: ScanConfig = ScanConfig(), axis: int = -1):
+    """The pointwise rest of a step: ``(small params, carry, z) -> carry`` (see ``fused``)."""
+    raise NotImplementedError
+
+  def math_key(self) -> tuple:
+    """What the cell's math is made of, as compile caches see it: the functions it calls, so
+    a program traced before an edit is not reused after it. Cells that call module functions
+    (the LSTM: ``lstm_jax.cell.activate_gates``, ``lstm_update``) add them."""
+    return (type(self).update, type(self).recur, type(self).project)
+
+  def takes_fused_path(self) -> bool:
+    """Whether ``layer`` runs ``recurrent.fused_layer`` (a cell may offer it as an option)."""
+    return True
+
   def project(self, params, x_xC, scan: ScanConfig = ScanConfig()):
     """Input-only part of a step, for any leading axes (default ``x W + b``)."""
-    xp = dense(x_xC, params.kernel, scan)
-    return xp + row(params.bias, xp)
+    fp = self.fused(params)
+    if fp is None:
+      fp = Fused(params.kernel, None, params.bias)
+    xp = dense(x_xC, fp.kernel, scan)
+    return xp if fp.bias is None else xp + row(fp.bias, xp)
 
   def recur(self, params, carry, xp_BxG, scan: ScanConfig = ScanConfig()):
-    """The step given the projected input: ``-> (carry, h_BxH)``."""
-    raise NotImplementedError
+    """The step given the projected input: ``-> (carry, h_BxH)``. A fused cell's is its
+    ``update`` after the recurrent matmul."""
+    fp = self.fused(params)
+    if fp is None:
+      raise NotImplementedError(f'cell {self.name!r} defines neither fused/update nor recur')
+    hu = dense(carry.h, fp.recurrent, scan)
+    carry = self.update(fp.small, carry, xp_BxG + hu if self.sums_projections else (xp_BxG, hu),
+                        scan)
+    return carry, carry.h
 
   def step(self, params, carry, x_BxC, scan: ScanConfig = ScanConfig()):
     """One time step from the raw input: ``(carry, x_BxC) -> (carry, h_BxH)``."""
     return self.recur(params, carry, self.project(params, x_BxC, scan), scan)
 
-  def lstm_params(self, params) -> Optional[LSTMParams]:
-    """``LSTMParams`` computing exactly this cell, or None: then the fast LSTM path serves it."""
-    del params
-    return None
-
   def layer(self, params, carry, x_BxTxC, scan: ScanConfig = ScanConfig()):
     """One layer over a chunk: ``-> (carry, h_BxTxH)``; the carry continues the chunk."""
-    lstm = self.lstm_params(params)
-    if lstm is not None:
-      return recurrent.lstm_layer(lstm, carry, x_BxTxC, scan)
+    fp = self.fused(params) if self.takes_fused_path() else None
+    if fp is not None:
+      return recurrent.fused_layer(self, fp, carry, x_BxTxC, scan)
+    check_generic_flags(self, scan)
     return scan_layer(self, params, carry, x_BxTxC, scan)
 
   def stack(self, params: Sequence, carries: Sequence, x_BxTxC,
@@ -171,6 +208,26 @@ class Cell:
       c, h = self.layer(p, c, h, scan)
       new_carries.append(c)
     return tuple(new_carries), h
+
+
+def describe(cell: Cell) -> str:
+  """``name`` or ``name[option=value,...]`` for messages."""
+  options = ','.join(f'{f.name}={getattr(cell, f.name)}' for f in dataclasses.fields(cell))
+  return f'{cell.name}[{options}]' if options else cell.name
+
+
+def check_generic_flags(cell: Cell, scan: ScanConfig) -> None:
+  """Time-loop flags that only the fused loop has: refused (``loop='pallas'``) or warned about
+  once per process (``backward='custom'``, ``layout='feature'``) where a cell runs elsewhere."""
+  if scan.loop == 'pallas':
+    raise ValueError(f"loop='pallas': cell {describe(cell)} has no fused form (one recurrent "
+                     "matmul and a pointwise update) for the kernel to run; use loop='scan'")
+  if scan.backward == 'custom':
+    recurrent.warn_once(f"cell {describe(cell)} has no fused form, so backward='custom' does "
+                        'not apply: JAX differentiates its time loop (as backward=autodiff)')
+  if scan.layout == 'feature':
+    recurrent.warn_once(f"cell {describe(cell)}: layout='feature' applies to the fused LSTM "
+                        'loop only; the batch-major scan runs')
 
 
 def scan_layer(cell: Cell, params, carry, x_BxTxC, scan: ScanConfig = ScanConfig()):
@@ -315,11 +372,13 @@ class LSTM(Cell):
      i &= \sigma(z_i),\ f = \sigma(z_f),\ g = \tanh(z_g),\ o = \sigma(z_o)\\
      c_t &= f \odot c_{t-1} + i \odot g,\quad h_t = o \odot \tanh(c_t)
 
-  Runs on ``recurrent.lstm_layer`` / ``lstm_stack`` (fused matmul, custom backward).
+  Its update is ``lstm_jax.cell.activate_gates`` then ``lstm_update``, looked up in that module
+  at trace time: edit them there and every path follows.
   """
   name: ClassVar[str] = 'lstm'
   Params: ClassVar[type] = LSTMParams
   Carry: ClassVar[type] = LSTMCarry
+  feature_major_ok: ClassVar[bool] = True
 
   def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
     return lstm_specs(in_size, hidden_size, 4, 1, unit_forget_bias)
@@ -327,17 +386,16 @@ class LSTM(Cell):
   def zero_carry(self, batch_size, hidden_size, dtype=jnp.float32):
     return cell_lib.zero_carry(batch_size, hidden_size, dtype)
 
-  def recur(self, params, carry, xp_Bx4H, scan=ScanConfig()):
-    z = xp_Bx4H + dense(carry.h, params.recurrent, scan)
-    gates = cell_lib.activate_gates(z, scan.recurrent_activation, scan.activation)
-    carry = cell_lib.lstm_update(carry, gates, scan.activation)
-    return carry, carry.h
+  def fused(self, params):
+    return Fused(params.kernel, params.recurrent, params.bias, ())
 
-  def lstm_params(self, params):
-    return params
+  def update(self, small, carry, z, scan=ScanConfig(), axis=-1):
+    del small
+    gates = cell_lib.activate_gates(z, scan.recurrent_activation, scan.activation, axis)
+    return cell_lib.lstm_update(carry, gates, scan.activation, axis)
 
-  def stack(self, params, carries, x_BxTxC, scan=ScanConfig()):
-    return recurrent.lstm_stack(params, carries, x_BxTxC, scan)
+  def math_key(self):
+    return super().math_key() + (cell_lib.activate_gates, cell_lib.lstm_update)
 
 
 class PeepholeParams(NamedTuple):
@@ -371,16 +429,17 @@ class PeepholeLSTM(Cell):
     specs['peephole'] = ParamSpec((3, hidden_size), zeros_init)
     return specs
 
-  def recur(self, params, carry, xp_Bx4H, scan=ScanConfig()):
+  def fused(self, params):
+    return Fused(params.kernel, params.recurrent, params.bias, params.peephole)
+
+  def update(self, p, carry, z, scan=ScanConfig(), axis=-1):
     sig, act = gate_fn(scan), act_fn(scan)
-    z = xp_Bx4H + dense(carry.h, params.recurrent, scan)
     zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
-    p = params.peephole
     i = sig(zi + row(p[0], carry.c) * carry.c)
     f = sig(zf + row(p[1], carry.c) * carry.c)
     c = f * carry.c + i * act(zg)
     h = sig(zo + row(p[2], c) * c) * act(c)
-    return LSTMCarry(h, c), h
+    return LSTMCarry(h, c)
 
 
 @register
@@ -393,36 +452,32 @@ class CIFGLSTM(Cell):
      f &= \sigma(z_f),\ i = 1 - f,\ g = \tanh(z_g),\ o = \sigma(z_o)\\
      c_t &= f \odot c_{t-1} + (1 - f) \odot g,\quad h_t = o \odot \tanh(c_t)
 
-  Since :math:`1 - \sigma(z) = \sigma(-z)` (also for both hard sigmoids), this is an LSTM
-  with :math:`W_i = -W_f` (and so for U and b): with ``fast=True`` it runs on the LSTM fast
-  path (custom backward) through that expansion; ``fast=False`` scans ``recur``.
+  Its own update (this equation) runs on the fused loop (``fast=True``: the derived custom
+  backward, the feature-major layout); ``fast=False`` scans it with JAX's autodiff.
   """
   name: ClassVar[str] = 'cifg_lstm'
   Params: ClassVar[type] = LSTMParams
   Carry: ClassVar[type] = LSTMCarry
+  feature_major_ok: ClassVar[bool] = True
   fast: bool = True
 
   def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
     return lstm_specs(in_size, hidden_size, 3, 0, unit_forget_bias)
 
-  def recur(self, params, carry, xp_Bx3H, scan=ScanConfig()):
+  def fused(self, params):
+    return Fused(params.kernel, params.recurrent, params.bias, ())
+
+  def takes_fused_path(self):
+    return self.fast
+
+  def update(self, small, carry, z, scan=ScanConfig(), axis=-1):
+    del small
     sig, act = gate_fn(scan), act_fn(scan)
-    z = xp_Bx3H + dense(carry.h, params.recurrent, scan)
-    zf, zg, zo = jnp.split(z, 3, axis=-1)
+    zf, zg, zo = jnp.split(z, 3, axis=axis)
     f = sig(zf)
     c = f * carry.c + (1.0 - f) * act(zg)
     h = sig(zo) * act(c)
-    return LSTMCarry(h, c), h
-
-  def lstm_params(self, params):
-    if not self.fast:
-      return None
-
-    def expand(w):  # (..., 3H) packed f, g, o -> (..., 4H) packed i, f, g, o with i = -f
-      f, g, o = jnp.split(w, 3, axis=-1)
-      return jnp.concatenate([-f, f, g, o], axis=-1)
-
-    return LSTMParams(expand(params.kernel), expand(params.recurrent), expand(params.bias))
+    return LSTMCarry(h.astype(carry.h.dtype), c.astype(carry.c.dtype))
 
 
 class LayerNormParams(NamedTuple):
@@ -448,12 +503,15 @@ class LayerNormLSTM(Cell):
      h_t &= \sigma(z_o) \odot \tanh(\mathrm{LN}(c_t; \alpha_c, \beta_c))
 
   :math:`\mathrm{LN}(v; \alpha, \beta) = \alpha (v - \bar v) / \sqrt{\mathrm{var}(v) +
-  \epsilon} + \beta` over the 4H (or H) features. ``LN(x W)`` depends on the input only and
-  is part of the hoistable projection; the carry keeps the un-normalized ``c_t``.
+  \epsilon} + \beta` over the 4H (or H) features; the carry keeps the un-normalized
+  ``c_t``. On the fused loop: the projection is ``x W`` (no bias), and the update normalizes
+  it and ``h U`` apart (``sums_projections = False``), per row, so JAX derives its backward
+  like any other cell's. The Pallas kernel does not take it (it sums the two products).
   """
   name: ClassVar[str] = 'layernorm_lstm'
   Params: ClassVar[type] = LayerNormParams
   Carry: ClassVar[type] = LSTMCarry
+  sums_projections: ClassVar[bool] = False
   eps: float = 1e-5
 
   def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
@@ -464,19 +522,22 @@ class LayerNormLSTM(Cell):
     specs['cell_bias'] = ParamSpec((hidden_size,), zeros_init)
     return specs
 
-  def project(self, params, x_xC, scan=ScanConfig()):
-    xw = layer_norm(dense(x_xC, params.kernel, scan), self.eps)
-    return xw * row(params.input_scale, xw) + row(params.bias, xw)
+  def fused(self, params):
+    return Fused(params.kernel, params.recurrent, None,
+                 (params.bias, params.input_scale, params.recurrent_scale, params.cell_scale,
+                  params.cell_bias))
 
-  def recur(self, params, carry, xp_Bx4H, scan=ScanConfig()):
+  def update(self, small, carry, z, scan=ScanConfig(), axis=-1):
+    bias, input_scale, recurrent_scale, cell_scale, cell_bias = small
+    xw, hu = z
     sig, act = gate_fn(scan), act_fn(scan)
-    hu = layer_norm(dense(carry.h, params.recurrent, scan), self.eps)
-    z = xp_Bx4H + hu * row(params.recurrent_scale, hu)
+    xw, hu = layer_norm(xw, self.eps), layer_norm(hu, self.eps)
+    z = xw * row(input_scale, xw) + row(bias, xw) + hu * row(recurrent_scale, hu)
     zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
     c = sig(zf) * carry.c + sig(zi) * act(zg)
-    cn = layer_norm(c, self.eps) * row(params.cell_scale, c) + row(params.cell_bias, c)
+    cn = layer_norm(c, self.eps) * row(cell_scale, c) + row(cell_bias, c)
     h = sig(zo) * act(cn)
-    return LSTMCarry(h, c), h
+    return LSTMCarry(h, c)
 
 
 # --------------------------------------------------------------------------- GRU
@@ -508,10 +569,15 @@ class GRU(Cell):
 
   .. math::
      n = \tanh(a_n + (r \odot h_{t-1}) U_n)
+
+  ``reset_after=True`` runs on the fused loop (update of ``(x W + b, h U)`` with ``b_h`` as its
+  small parameter). ``reset_after=False`` cannot: its step has two dependent recurrent
+  matmuls (``r`` first, then ``(r h) U_n``), so it scans ``recur`` with JAX's autodiff.
   """
   name: ClassVar[str] = 'gru'
   Params: ClassVar[type] = GRUParams
   Carry: ClassVar[type] = HCarry
+  sums_projections: ClassVar[bool] = False
   reset_after: bool = True
 
   def param_specs(self, in_size, hidden_size, unit_forget_bias=True):
@@ -520,22 +586,32 @@ class GRU(Cell):
       specs['recurrent_bias'] = ParamSpec((3 * hidden_size,), zeros_init)
     return specs
 
+  def fused(self, params):
+    if not self.reset_after:
+      return None
+    return Fused(params.kernel, params.recurrent, params.bias, params.recurrent_bias)
+
+  def update(self, recurrent_bias, carry, z, scan=ScanConfig(), axis=-1):
+    sig, act = gate_fn(scan), act_fn(scan)
+    xp, u = z
+    ar, az, an = jnp.split(xp, 3, axis=-1)
+    u = u + row(recurrent_bias, u)
+    ur, uz, un = jnp.split(u, 3, axis=-1)
+    r, z = sig(ar + ur), sig(az + uz)
+    n = act(an + r * un)
+    return HCarry((1.0 - z) * n + z * carry.h)
+
   def recur(self, params, carry, xp_Bx3H, scan=ScanConfig()):
+    if self.reset_after:
+      return super().recur(params, carry, xp_Bx3H, scan)
     sig, act = gate_fn(scan), act_fn(scan)
     h = carry.h
     ar, az, an = jnp.split(xp_Bx3H, 3, axis=-1)
-    if self.reset_after:
-      u = dense(h, params.recurrent, scan)
-      u = u + row(params.recurrent_bias, u)
-      ur, uz, un = jnp.split(u, 3, axis=-1)
-      r, z = sig(ar + ur), sig(az + uz)
-      n = act(an + r * un)
-    else:
-      hidden = h.shape[-1]
-      u = dense(h, params.recurrent[:, :2 * hidden], scan)
-      ur, uz = jnp.split(u, 2, axis=-1)
-      r, z = sig(ar + ur), sig(az + uz)
-      n = act(an + dense(r * h, params.recurrent[:, 2 * hidden:], scan))
+    hidden = h.shape[-1]
+    u = dense(h, params.recurrent[:, :2 * hidden], scan)
+    ur, uz = jnp.split(u, 2, axis=-1)
+    r, z = sig(ar + ur), sig(az + uz)
+    n = act(an + dense(r * h, params.recurrent[:, 2 * hidden:], scan))
     h = (1.0 - z) * n + z * h
     return HCarry(h), h
 
@@ -573,7 +649,7 @@ class MinCell(Cell):
   ``parallel=True`` runs the chunk block by block (``block`` steps each, 0: the whole chunk as
   one block): each block is projected and solved by one ``linear_scan``, and a ``lax.scan``
   hands the last h of a block to the next. Blocks keep the projected inputs in cache, where
-  one whole-chunk projection of a long chunk spills to memory (measured in BUILD_NOTES).
+  one whole-chunk projection of a long chunk spills to memory (docs/cells.md, "min cells").
   """
   Params: ClassVar[type] = MinParams
   Carry: ClassVar[type] = HCarry
@@ -594,8 +670,13 @@ class MinCell(Cell):
     return HCarry(h), h
 
   def layer(self, params, carry, x_BxTxC, scan=ScanConfig()):
+    check_generic_flags(self, scan)
     if not self.parallel:
       return scan_layer(self, params, carry, x_BxTxC, scan)
+    if scan.hoist_input is False or scan.unroll:
+      recurrent.warn_once(f'cell {describe(self)}: hoist_input and unroll do not apply to the '
+                          'parallel scan (each block is projected at once and solved by '
+                          'associative_scan); parallel=false scans step by step')
     x_TxBxC = jnp.swapaxes(x_BxTxC, 0, 1)
     steps, batch, n_in = x_TxBxC.shape
     block = min(self.block or steps, steps)
@@ -665,3 +746,121 @@ class MinGRU(MinCell):
     zz, h_tilde = jnp.split(xp, 2, axis=-1)
     z = gate_fn(scan)(zz)
     return 1.0 - z, z * h_tilde
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _random_problem(cell: Cell, batch: int, steps: int, in_size: int, hidden_size: int,
+                    seed: int):
+  """Random parameters (each perturbed, so no term is trivially zero), carry and input."""
+  keys = jax.random.split(jax.random.key(seed), 4)
+  params = jax.jit(lambda k: cell.init(k, in_size, hidden_size))(keys[0])
+  leaves, tree = jax.tree.flatten(params)
+  noise = jax.random.split(keys[1], len(leaves))
+  params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape)
+                                     for k, p in zip(noise, leaves)])
+  carry = cell.zero_carry(batch, hidden_size)
+  carry = type(carry)(*(0.5 * jax.random.normal(k, c.shape)
+                        for k, c in zip(jax.random.split(keys[2], len(carry)), carry)))
+  x = jax.random.normal(keys[3], (batch, steps, in_size))
+  return params, carry, x
+
+
+def _relative_error(got, want) -> float:
+  """Largest |got - want| over the largest |want| (1 if that is below 1), over a whole tree."""
+  err, scale = 0.0, 1.0
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+    err = max(err, float(np.max(np.abs(g - w), initial=0.0)))
+    scale = max(scale, float(np.max(np.abs(w), initial=0.0)))
+  return err / scale
+
+
+def _loss(cell: Cell, scan: ScanConfig):
+  """A loss of a chunk's outputs and its final carry, so both cotangent paths are used."""
+
+  def loss(params, carry, x):
+    new_carry, h = cell.layer(params, carry, x, scan)
+    return jnp.sum(jnp.sin(h)) + sum(jnp.sum(c * c) for c in new_carry)
+
+  return loss
+
+
+def check(cell, options: Any = (), scan: ScanConfig = ScanConfig(), batch: int = 2,
+          steps: int = 9, in_size: int = 3, hidden_size: int = 4, seed: int = 0,
+          tolerance: float = 1e-5, report: Optional[Callable] = print) -> dict:
+  """Checks a cell (a ``Cell``, or a registered name with ``options``) the way the tests check
+  the built-in ones, and prints a short report (``report=None``: silent). Returns
+  ``{check: (ok, detail)}``; every ``ok`` is True for a correct cell:
+
+  * ``scan vs loop``: ``layer`` (the scan) against ``loop_layer`` (``step`` in Python);
+  * ``two chunks``: two chunks with the carry passed on against one pass;
+  * ``no retrace``: the second chunk reuses the first one's compiled program;
+  * ``check_grads f64``: ``jax.test_util.check_grads`` of ``layer`` in float64 (reverse mode);
+  * ``custom vs autodiff [loop]``: the gradient of the fused loop's derived backward against
+    JAX differentiating the scan, on each loop form the cell runs on (``scan``; ``pallas``,
+    in Pallas' interpreter off a GPU); only cells with a fused form have one.
+
+  Float32 figures are relative to the reference's largest magnitude, ``tolerance`` at most.
+  """
+  from jax.test_util import check_grads  # pylint: disable=g-import-not-at-top
+  if isinstance(cell, str):
+    cell = get_cell(cell, options)
+  results = {}
+  params, carry, x = _random_problem(cell, batch, steps, in_size, hidden_size, seed)
+
+  def record(name, ok, detail):
+    results[name] = (bool(ok), detail)
+
+  def layer(params, carry, x):
+    return cell.layer(params, carry, x, scan)
+
+  scanned = jax.jit(layer)(params, carry, x)
+  err = _relative_error(scanned, jax.jit(lambda p, c, xx: loop_layer(cell, p, c, xx, scan))(
+      params, carry, x))
+  record('scan vs loop', err <= tolerance, f'{err:.1e}')
+  traces = []
+
+  def counted(params, carry, x):
+    traces.append(1)
+    return layer(params, carry, x)
+
+  chunk = jax.jit(counted)
+  cut = steps // 2
+  first = chunk(params, carry, x[:, :cut])
+  second = chunk(params, first[0], x[:, cut:2 * cut])
+  whole = jax.jit(layer)(params, carry, x[:, :2 * cut])
+  err = _relative_error((second[0], jnp.concatenate([first[1], second[1]], axis=1)), whole)
+  record('two chunks', err <= tolerance, f'{err:.1e}')
+  record('no retrace', len(traces) == 1, f'{len(traces)} trace(s) for 2 chunks')
+  with jax.enable_x64(True):
+    as64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    try:
+      check_grads(jax.jit(layer), (as64(params), as64(carry), as64(x[:, :5])), order=1,
+                  modes=('rev',), atol=1e-4, rtol=1e-4)
+      record('check_grads f64', True, 'reverse mode, order 1')
+    except AssertionError as e:
+      record('check_grads f64', False, str(e).strip().splitlines()[-1][:120])
+  fp = cell.fused(params) if cell.takes_fused_path() else None
+  if fp is None:
+    record('custom vs autodiff', True, 'n/a: no fused form (JAX differentiates its loop)')
+  else:
+    reference = jax.jit(jax.value_and_grad(
+        _loss(cell, dataclasses.replace(scan, backward='autodiff', loop='scan')),
+        argnums=(0, 1, 2)))(params, carry, x)
+    loops = ['scan']
+    if recurrent.pallas_loop.unsupported(cell, fp, hidden_size, scan.matmul_dtype) is None:
+      loops.append('pallas')
+    for loop in loops:
+      derived = dataclasses.replace(scan, backward='custom', remat=False, loop=loop)
+      got = jax.jit(jax.value_and_grad(_loss(cell, derived), argnums=(0, 1, 2)))(
+          params, carry, x)
+      err = _relative_error(got, reference)
+      record(f'custom vs autodiff [{loop}]', err <= tolerance, f'{err:.1e}')
+  if report is not None:
+    width = max(len(k) for k in results)
+    report(f'check {describe(cell)}:')
+    for name, (ok, detail) in results.items():
+      report(f'  {name:<{width}}  {"ok  " if ok else "FAIL"}  {detail}')
+  return results

@@ -84,10 +84,8 @@ class Config:
   backward: str = 'custom'
   matmul_dtype: str = 'float32'
   remat: bool = False
-  backward_gates: str = 'auto'  # custom backward's gate factors: auto | hoisted | in_loop
   layout: str = 'auto'  # the LSTM inference scan's layout: auto | batch | feature
   loop: str = 'auto'  # auto | scan | pallas (one Triton kernel per layer; auto: small GPU layers)
-  gate_form: str = 'auto'  # inference step's gate activation: auto | packed | split
   # Streams and chunks: ``n_streams`` parallel continuous streams cut in ``chunk_len`` chunks;
   # the gradient is truncated every ``bptt_len`` samples inside a chunk. One update per chunk.
   n_streams: int = 32
@@ -154,9 +152,7 @@ class Config:
     return recurrent.ScanConfig(recurrent_activation=self.recurrent_activation,
                                 hoist_input=self.hoist_input, unroll=self.unroll,
                                 backward=self.backward, matmul_dtype=self.matmul_dtype,
-                                remat=self.remat, backward_gates=self.backward_gates,
-                                layout=self.layout, loop=self.loop,
-                                gate_form=self.gate_form)
+                                remat=self.remat, layout=self.layout, loop=self.loop)
 
   def replace(self, **kw) -> 'Config':
     return dataclasses.replace(self, **kw)

@@ -108,10 +108,12 @@ class TrainedModel:
 
 
 @functools.lru_cache(maxsize=None)
-def _inference_programs(model: LSTMRegressor, batch_size: int):
+def _inference_programs(model: LSTMRegressor, batch_size: int, math_key: tuple = ()):
   """The jitted ``apply`` and carry-only ``apply`` of ``model`` at ``batch_size``: one pair per
-  equal model (Flax modules hash by their fields), so every predictor of a model reuses
-  what an earlier one compiled instead of compiling again (about 1 s a program here)."""
+  equal model (Flax modules hash by their fields) and cell math (``Cell.math_key``: an edit
+  of ``lstm_jax.cell`` makes new programs), so every predictor of a model reuses what an
+  earlier one compiled instead of compiling again (about 1 s a program here)."""
+  del math_key  # part of the cache key only
   options = model.scan.compiler_options(batch_size)
   step = jax.jit(model.apply, compiler_options=options)
   carry_only = jax.jit(lambda v, c, x: model.apply(v, c, x)[0], compiler_options=options)
@@ -145,8 +147,9 @@ class StreamingPredictor:
     self.placement = parallel.Placement.for_inference(self.batch_size, self._model.lstm_sizes,
                                                       self._model.scan, self._model.cell)
     self._variables = self.placement.replicated({'params': trained.params})
+    key = self._model.get_cell().math_key()
     try:
-      self._step, self._carry_only = _inference_programs(self._model, self.batch_size)
+      self._step, self._carry_only = _inference_programs(self._model, self.batch_size, key)
     except TypeError:  # a field that cannot be hashed (a list): this predictor's own programs
       self._step, self._carry_only = _inference_programs.__wrapped__(self._model, self.batch_size)
     self.reset()

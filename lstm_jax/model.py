@@ -23,27 +23,6 @@ def _activation(name: str, leaky_slope: float):
   return {'tanh': jnp.tanh, 'relu': nn.relu, 'gelu': nn.gelu}[name]
 
 
-class LSTMWeights(nn.Module):
-  """Declares one layer's packed weights (Keras initializers); the math lives in ``recurrent``."""
-  in_size: int
-  hidden_size: int
-  unit_forget_bias: bool = True
-
-  @nn.compact
-  def __call__(self) -> LSTMParams:
-    n = self.hidden_size
-
-    def bias_init(key, shape, dtype=jnp.float32):
-      del key
-      bias = jnp.zeros(shape, dtype)
-      return bias.at[n:2 * n].set(1.0) if self.unit_forget_bias else bias
-
-    kernel = self.param('kernel', nn.initializers.glorot_uniform(), (self.in_size, 4 * n))
-    # Keras draws one orthogonal (H, 4H) matrix for all four gates.
-    recurrent = self.param('recurrent', nn.initializers.orthogonal(), (n, 4 * n))
-    return LSTMParams(kernel, recurrent, self.param('bias', bias_init, (4 * n,)))
-
-
 def products(module: nn.Module, v, units: int, name: str):
   """``units`` product units of ``v``: ``(v A + a) * (v B + b)``, declared in ``module``."""
   factors = [nn.Dense(units, kernel_init=nn.initializers.glorot_normal(), name=f'{name}_{k}',

@@ -1,34 +1,38 @@
-"""The LSTM time loop as one Pallas (Triton) kernel per layer: ``ScanConfig(loop='pallas')``.
+"""A cell's time loop as one Pallas (Triton) kernel per layer: ``ScanConfig(loop='pallas')``.
 
 On a GPU, ``lax.scan`` launches the step's kernels again at every time step, so at small batch
 a step costs several microseconds of launches for a few thousand multiply-adds. Here one
-kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s ``h`` and
-``c`` in registers through a ``fori_loop`` over time, reading each step's hoisted input
-projection and writing ``h_t``; the recurrent weight is loaded once and stays in registers
+kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s state
+in registers through a ``fori_loop`` over time, reading each step's hoisted input projection
+and writing the step's outputs; the recurrent weight is loaded once and stays in registers
 (``KernelForm``). The recurrent product is a broadcast multiply and a row sum in f32 (Triton's
 ``dot`` needs 16 rows; a batch-1 step has one), so there are no TF32 products: the kernel
 computes the reference's function.
 
-The backward kernel is the custom backward's reverse scan (``recurrent._layer_custom_bwd``)
-in the same form; the weight gradients stay single einsums after it. Off a GPU both kernels run
-in Pallas' interpreter, which is how the tests check them against the plain scan on CPU.
+The kernels hold no cell math of their own. Each step is ``z = x W + b + h U`` and then the
+cell's pointwise ``update`` (``lstm_jax.cells.Cell.update``; for the LSTM
+``lstm_jax.cell.activate_gates`` and ``lstm_update``), traced into the kernel; the backward
+kernel is the custom backward's reverse scan (``recurrent._reverse_scan``): ``jax.vjp`` of
+that update at each step's saved carry and pre-activation, then ``dz U^T``. Arrays the update
+closes over are passed in as operands (``_lifted``). The weight gradients stay single einsums
+after it. Off a GPU both kernels run in Pallas' interpreter, which is how the tests check
+them against the plain scan on CPU.
 
 With several devices, each call splits by streams where jit splits them (``_split_by_streams``):
 each device runs the programs of its own streams instead of all of them.
 
-Limits: f32 matmuls, the hidden size a power of two (Triton's block shapes), and a weight
-small enough for one program's registers (a larger one is left to the compiler to spill; not
-profiled). The per-step temporary is ``H x H`` per gate.
+Limits (``unsupported``): f32, the hidden size and the gate width powers of two (Triton's block
+shapes), a cell whose update takes ``z`` summed and no parameters besides W, U and b, and a
+weight small enough for one program's registers (a larger one is left to the compiler to
+spill; not profiled). Triton lowers only some array operations (its ``concatenate`` takes two
+operands of width 1, for one), so an update that uses others runs in the interpreter but not
+on a GPU.
 
-Measured on an H200 (BUILD_NOTES.md, stops 17 and 20). Stop 17, the weight read from cache at
-every step: at the seed sizes (64/16/8, batch 1) forward 3.9 us per step against 8.5 for the
-best ``lax.scan`` (unroll 4), a train step 12.9 against 20.2. Stop 20, the weight's gate blocks
-held in registers for the whole chunk (``KernelForm.resident_weights``, the default): seed
-forward 1.8 us, train step 6.8-6.9; at 128 units (batch 8) forward 6.3 against 9.0 for the
-scan, but a train step 34.8 against 21.9, so ``loop='auto'`` runs 128 units on this loop for
-inference only. Prefetching each step's inputs a step ahead (``KernelForm.prefetch``) changed
-nothing measurable. A form with the weight transposed (the sum along the contiguous axis) ran
-1.8x (seed) and 3x (128 units) slower at stop 17 and was dropped.
+Measured on an H200 with the earlier hand-written kernels (docs/performance.md, "loop" and "The
+Pallas kernel's form"): seed forward 1.8 us per step and train step 6.8-6.9 against 8.5 and
+20.2 for the best ``lax.scan``; at 128 units (batch 8) forward 6.3 against 9.0, a train step
+34.8 against 21.9, so ``loop='auto'`` runs 128 units on this loop for inference only. The
+kernels derived from the cell's update have not been timed on a GPU.
 """
 from __future__ import annotations
 
@@ -37,32 +41,37 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
+from jax.extend import core as jax_core
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lstm_jax import cell as cell_lib
 
 
-def _gate_fns(recurrent_activation: str, activation: str):
-  if recurrent_activation == 'sigmoid':
-    rec = lambda v: 0.5 * jnp.tanh(0.5 * v) + 0.5  # the library's one-tanh form
-  else:
-    rec = cell_lib.RECURRENT_ACTIVATIONS[recurrent_activation]
-  return (rec, rec, cell_lib.ACTIVATIONS[activation], rec)
+def _power_of_two(n: int) -> bool:
+  return n > 0 and not n & (n - 1)
 
 
-def check_supported(hidden_size: int, matmul_dtype: str) -> None:
-  if hidden_size & (hidden_size - 1):
-    raise ValueError(f"loop='pallas' needs a power-of-two hidden size (Triton block shapes), "
-                     f'got {hidden_size}; use loop=\'scan\'')
+def unsupported(cell, fp, hidden_size: int, matmul_dtype: str) -> Optional[str]:
+  """Why the kernel cannot run this layer (``None``: it can)."""
+  if not _power_of_two(hidden_size):
+    return f'needs a power-of-two hidden size (Triton block shapes), got {hidden_size}'
+  if not _power_of_two(fp.recurrent.shape[-1]):
+    return (f'needs a power-of-two gate width (Triton block shapes); cell {cell.name!r} has '
+            f'{fp.recurrent.shape[-1]}')
   if matmul_dtype != 'float32':
-    raise ValueError(f"loop='pallas' computes in float32, got matmul_dtype={matmul_dtype!r}")
+    return f'computes in float32, got matmul_dtype={matmul_dtype!r}'
+  if not cell.sums_projections:
+    return f"cell {cell.name!r}'s update takes x W and h U apart; the kernel sums them"
+  if fp.bias is None or jax.tree.leaves(fp.small):
+    return f"cell {cell.name!r} has parameters besides W, U and b; the kernel takes only those"
+  return None
 
 
 class KernelForm(NamedTuple):
   """How a kernel's step gets its operands; every form computes the same function.
 
-  ``resident_weights``: the recurrent weight's four gate blocks are loaded once, before the time
-  loop, and stay in registers (instead of a load from cache at every step).
+  ``resident_weights``: the recurrent weight is loaded once, before the time loop, and stays in
+  registers (instead of a load from cache at every step).
   ``prefetch``: each step issues the loads of the next step's per-step inputs (hoisted
   projection, or the backward's factors) and carries them, so their latency overlaps the step's
   arithmetic instead of heading its critical path.
@@ -71,7 +80,7 @@ class KernelForm(NamedTuple):
   prefetch: bool = False
 
 
-FORM = KernelForm(resident_weights=True)  # what the library runs (BUILD_NOTES.md, stop 20)
+FORM = KernelForm(resident_weights=True)  # what the library runs (docs/performance.md)
 
 
 def num_warps(hidden_size: int) -> int:
@@ -84,11 +93,12 @@ def on_gpu() -> bool:
   return jax.default_backend() in ('gpu', 'cuda', 'rocm')
 
 
-def _call(kernel, out_shapes, hidden_size: int, batch: int, *args):
-  """One program per sequence over f32 operands; ``out_shapes``: the f32 outputs' shapes."""
+def _call(kernel, out_shapes, hidden_size: int, batch: int, *args, dtype=jnp.float32):
+  """One program per sequence over ``dtype`` operands (f32; the tests' float64 checks run the
+  interpreter in f64); ``out_shapes``: the outputs' shapes."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as pl_triton
-  f32 = jnp.float32
+  f32 = dtype
   gpu = on_gpu()
   params = (pl_triton.CompilerParams(num_warps=num_warps(hidden_size), num_stages=1) if gpu
             else None)
@@ -97,13 +107,18 @@ def _call(kernel, out_shapes, hidden_size: int, batch: int, *args):
       grid=(batch,), interpret=not gpu, compiler_params=params)(*(a.astype(f32) for a in args))
 
 
-# Operands -> results of each kernel call, by axis: t time, b streams (the batch), k hidden, g the
-# four gates. Programs are independent per stream, so only b may be split across devices.
-_AXES = {
-    'forward': 't b g, k g, b k, b k -> b k, b k, t b k',
-    'forward_saving': 't b g, k g, b k, b k -> b k, b k, t b k, t b g, t b k',
-    'backward': 't b k, t b g, t b k, t b k, k g, b k, b k -> b k, b k, t b g',
-}
+def _axes(kernel: str, n_fields: int, consts: list) -> str:
+  """Operands -> results of a kernel call, by axis: t time, b streams (the batch), k hidden, g
+  the packed gates; ``n_fields`` carry fields, ``consts`` the lifted constants' axes.
+  Programs are independent per stream, so only b may be split across devices."""
+  fields, stacked = ['b k'] * n_fields, ['t b k'] * n_fields
+  if kernel == 'forward':
+    return ', '.join(['t b g', 'k g'] + consts + fields) + ' -> ' + ', '.join(fields + ['t b k'])
+  if kernel == 'forward_saving':
+    return (', '.join(['t b g', 'k g'] + consts + fields) + ' -> '
+            + ', '.join(fields + stacked + ['t b g']))
+  return (', '.join(['t b k', 't b g'] + consts + stacked + ['k g'] + fields) + ' -> '
+          + ', '.join(fields + ['t b g']))
 
 
 def _split_by_streams(call, axes: str):
@@ -141,13 +156,12 @@ def _on_devices(call, axes: str):
   return _split_by_streams(call, axes) if jax.device_count() > 1 else call
 
 
-def _weight_blocks(u_ref, n: int, form: KernelForm):
-  """Returns ``block(k)``: gate ``k``'s ``(1, H, H)`` weight block, read once or at each use."""
-  from jax.experimental import pallas as pl
+def _weight(u_ref, form: KernelForm):
+  """Returns ``weight()``: the recurrent weight as ``(1, H, G)``, read once or at each use."""
   if form.resident_weights:
-    blocks = [u_ref[:, pl.ds(k * n, n)][None] for k in range(4)]
-    return lambda k: blocks[k]
-  return lambda k: u_ref[:, pl.ds(k * n, n)][None]
+    resident = u_ref[...][None]
+    return lambda: resident
+  return lambda: u_ref[...][None]
 
 
 def _step_inputs(refs_and_blocks, row, steps: int, form: KernelForm, reverse: bool = False):
@@ -171,109 +185,206 @@ def _step_inputs(refs_and_blocks, row, steps: int, form: KernelForm, reverse: bo
   return first, advance
 
 
-def forward(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH, recurrent_activation: str,
-            activation: str, save_residuals: bool, form: Optional[KernelForm] = None):
-  """``xs = x W + b`` for the chunk (time-major) -> ``(h_T, c_T, h_TxBxH[, gates, c_TxBxH])``."""
-  from jax.experimental import pallas as pl
-  steps, _, four_h = xs_TxBx4H.shape
-  n = four_h // 4
-  acts = _gate_fns(recurrent_activation, activation)
-  form = FORM if form is None else form
 
-  def kernel(xs_ref, u_ref, h0_ref, c0_ref, hT_ref, cT_ref, hs_ref, *residual_refs):
+
+def _concatenate_by_pairs(parts):
+  """``jnp.concatenate(parts, axis=-1)`` for 2, 4, 8, ... parts of one width, built from
+  two-way stacks, a transpose and a reshape: the forms Triton lowers (its ``concatenate`` takes
+  two operands of width 1 only). ``jax.vjp`` of a gate split is such a concatenation."""
+  if len(parts) == 1:
+    return parts[0]
+  half = len(parts) // 2
+  x, y = _concatenate_by_pairs(parts[:half]), _concatenate_by_pairs(parts[half:])
+  both = jnp.stack([x, y], axis=-1)  # (..., m, 2)
+  both = jnp.swapaxes(both, -1, -2)  # (..., 2, m)
+  return both.reshape(*x.shape[:-1], 2 * x.shape[-1])
+
+
+def _eval(jaxpr, consts, *args):
+  """``jax.core.eval_jaxpr`` that builds equal-width, power-of-two concatenations along the
+  last axis by ``_concatenate_by_pairs`` (also inside nested jit calls)."""
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, jax_core.Literal) else env[v]
+
+  for var, value in zip(jaxpr.constvars, consts):
+    env[var] = value
+  for var, value in zip(jaxpr.invars, args):
+    env[var] = value
+  for eqn in jaxpr.eqns:
+    values = [read(v) for v in eqn.invars]
+    name = eqn.primitive.name
+    widths = {v.aval.shape[-1] for v in eqn.invars} if name == 'concatenate' else set()
+    if (name == 'concatenate' and eqn.params['dimension'] == eqn.invars[0].aval.ndim - 1
+        and len(values) > 1 and not len(values) & (len(values) - 1) and len(widths) == 1):
+      outs = [_concatenate_by_pairs(values)]
+    elif name in ('pjit', 'jit', 'closed_call') and 'jaxpr' in eqn.params:
+      inner = eqn.params['jaxpr']
+      outs = _eval(inner.jaxpr, inner.consts, *values)
+    else:
+      outs = eqn.primitive.bind(*values, **eqn.params)
+      outs = outs if eqn.primitive.multiple_results else [outs]
+    for var, value in zip(eqn.outvars, outs):
+      env[var] = value
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _lifted(fn, *example_args):
+  """``fn`` as ``(consts, run)``: the arrays ``fn`` closes over (a kernel may not capture
+  constants) and ``run(const_values, *args)``, which evaluates ``fn`` on ``args`` with the
+  constants as given (each kernel passes them in as operands and reads them inside)."""
+  closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*example_args)
+  out_tree = jax.tree.structure(out_shape)
+
+  def run(const_values, *args):
+    out = _eval(closed.jaxpr, list(const_values), *jax.tree.leaves(args))
+    return jax.tree.unflatten(out_tree, out)
+
+  dtype = jax.tree.leaves(example_args)[0].dtype
+  return [jnp.asarray(c, dtype) for c in closed.consts], run
+
+
+def _const_axes(consts) -> list:
+  return [' '.join(f'q{i}d{d}' for d in range(c.ndim)) for i, c in enumerate(consts)]
+
+
+def forward(cell, fp, carry, x_TxBxC, cfg, save_residuals: bool,
+            form: Optional[KernelForm] = None):
+  """The layer's forward as one kernel: ``-> (carry, h_TxBxH, residuals)`` as
+  ``recurrent._forward_scan`` returns them (residuals: every step's carry and pre-activation,
+  with ``save_residuals``). Each step is ``z = xp_t + h U`` and then the cell's own pointwise
+  update, traced into the kernel."""
+  from jax.experimental import pallas as pl
+  form = FORM if form is None else form
+  xs = jnp.einsum('tbc,cg->tbg', x_TxBxC, fp.kernel,
+                  preferred_element_type=carry.h.dtype) + fp.bias[None, None]
+  steps, _, gates = xs.shape
+  hidden = carry.h.shape[-1]
+  carry_type, n_fields = type(carry), len(carry)
+  dtype = carry.h.dtype
+  row_carry = carry_type(*(jnp.zeros((1, hidden), dtype) for _ in carry))
+  consts, update = _lifted(lambda c, z: cell.update((), c, z, cfg), row_carry,
+                           jnp.zeros((1, gates), dtype))
+  n_consts = len(consts)
+
+  def kernel(xs_ref, u_ref, *refs):
+    const_values = [r[...] for r in refs[:n_consts]]
+    refs = refs[n_consts:]
+    carry0_refs, out_refs = refs[:n_fields], refs[n_fields:]
+    final_refs, per_step_refs = out_refs[:n_fields], out_refs[n_fields:]
     b = pl.program_id(0)
     row = pl.ds(b, 1)
-    weight = _weight_blocks(u_ref, n, form)
-    first, advance = _step_inputs([(xs_ref, pl.ds(k * n, n)) for k in range(4)], row, steps,
-                                  form)
+    weight = _weight(u_ref, form)
+    first, advance = _step_inputs([(xs_ref, pl.ds(0, gates))], row, steps, form)
 
     def step(t, state):
-      h, c, carried = state
-      xs_t, carried = advance(t, carried)
-      h_col = h[:, :, None]  # (1, H, 1): h[j] times row j of each gate's weight block
-      gates = []
-      for k, act in enumerate(acts):
-        z = xs_t[k] + jnp.sum(h_col * weight(k), axis=1)
-        gates.append(act(z))
-      i, f, g, o = gates
-      c = f * c + i * g
-      h = o * acts[2](c)
-      hs_ref[t, row, :] = h
+      fields, carried = state
+      (xs_t,), carried = advance(t, carried)
+      c = carry_type(*fields)
+      z = xs_t + jnp.sum(c.h[:, :, None] * weight(), axis=1)  # h[j] times row j of U
+      c = update(const_values, c, z)
       if save_residuals:
-        gates_ref, cs_ref = residual_refs
-        for k, gate in enumerate(gates):
-          gates_ref[t, row, pl.ds(k * n, n)] = gate
-        cs_ref[t, row, :] = c
-      return h, c, carried
+        for ref, value in zip(per_step_refs, tuple(c) + (z,)):
+          ref[t, row, :] = value
+      else:
+        per_step_refs[0][t, row, :] = c.h
+      return tuple(c), carried
 
-    h, c, _ = jax.lax.fori_loop(0, steps, step, (h0_ref[row, :], c0_ref[row, :], first))
-    hT_ref[row, :] = h
-    cT_ref[row, :] = c
+    fields, _ = jax.lax.fori_loop(0, steps, step,
+                                  (tuple(r[row, :] for r in carry0_refs), first))
+    for ref, value in zip(final_refs, fields):
+      ref[row, :] = value
 
-  def call(xs, u, h0, c0):
+  def call(xs, u, *rest):
     b = xs.shape[1]  # the streams on this device
-    out = [(b, n), (b, n), (steps, b, n)]
-    if save_residuals:
-      out += [(steps, b, four_h), (steps, b, n)]
-    return _call(kernel, out, n, b, xs, u, h0, c0)
+    out = [(b, hidden)] * n_fields
+    out += ([(steps, b, hidden)] * n_fields + [(steps, b, gates)] if save_residuals
+            else [(steps, b, hidden)])
+    return _call(kernel, out, hidden, b, xs, u, *rest, dtype=dtype)
 
-  axes = _AXES['forward_saving' if save_residuals else 'forward']
-  return _on_devices(call, axes)(xs_TxBx4H, recurrent_Hx4H, h0_BxH, c0_BxH)
+  axes = _axes('forward_saving' if save_residuals else 'forward', n_fields, _const_axes(consts))
+  outs = _on_devices(call, axes)(xs, fp.recurrent, *consts, *carry)
+  new_carry = carry_type(*(o.astype(c.dtype) for o, c in zip(outs[:n_fields], carry)))
+  if not save_residuals:
+    return new_carry, outs[n_fields], None
+  carries = carry_type(*outs[n_fields:2 * n_fields])
+  return new_carry, carries.h, (carries, outs[-1])
 
 
-def backward(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH, recurrent_Hx4H, dh_T, dc_T,
+def backward(cell, fp, cfg, dh_out_TxBxH, prev, zs_TxBxG, d_carry,
              form: Optional[KernelForm] = None):
-  """The reverse scan of the custom backward, from its hoisted gate-wise factors
-  (``recurrent._backward_coefficients``). Returns ``(dh_0, dc_0, dz_TxBx4H)``."""
+  """The custom backward's reverse scan as one kernel: each step ``jax.vjp`` of the cell's
+  update at the saved carry ``prev`` (the carry before each step) and pre-activation, then
+  ``dz @ U^T`` into ``dh``. Returns ``(d_carry_0, dz_TxBxG)``."""
   from jax.experimental import pallas as pl
-  steps, _, n = dh_out_TxBxH.shape
   form = FORM if form is None else form
+  steps, _, hidden = dh_out_TxBxH.shape
+  gates = zs_TxBxG.shape[-1]
+  carry_type, n_fields = type(d_carry), len(d_carry)
+  dtype = dh_out_TxBxH.dtype
+  row_carry = carry_type(*(jnp.zeros((1, hidden), dtype) for _ in d_carry))
 
-  def kernel(dho_ref, pd_ref, oc_ref, f_ref, u_ref, dhT_ref, dcT_ref, dh0_ref, dc0_ref,
-             dz_ref):
+  def pullback(c, z, d_new):
+    return jax.vjp(lambda cc, zz: cell.update((), cc, zz, cfg), c, z)[1](d_new)
+
+  consts, pull = _lifted(pullback, row_carry, jnp.zeros((1, gates), dtype), row_carry)
+  n_consts = len(consts)
+
+  def kernel(dho_ref, zs_ref, *refs):
+    const_values = [r[...] for r in refs[:n_consts]]
+    refs = refs[n_consts:]
+    prev_refs, u_ref = refs[:n_fields], refs[n_fields]
+    d_final_refs = refs[n_fields + 1:2 * n_fields + 1]
+    d0_refs, dz_ref = refs[2 * n_fields + 1:3 * n_fields + 1], refs[-1]
     b = pl.program_id(0)
     row = pl.ds(b, 1)
-    weight = _weight_blocks(u_ref, n, form)
-    whole = pl.ds(0, n)
+    weight = _weight(u_ref, form)
+    whole, all_gates = pl.ds(0, hidden), pl.ds(0, gates)
     first, advance = _step_inputs(
-        [(dho_ref, whole), (oc_ref, whole), (f_ref, whole)]
-        + [(pd_ref, pl.ds(k * n, n)) for k in range(4)], row, steps, form, reverse=True)
+        [(dho_ref, whole), (zs_ref, all_gates)] + [(r, whole) for r in prev_refs], row, steps,
+        form, reverse=True)
 
     def step(s, back):
       t = steps - 1 - s
-      dh_next, dc_next, carried = back
-      (dh_o, oc, f, *pd), carried = advance(t, carried)
-      dh = dh_o + dh_next
-      dc = dc_next + dh * oc
-      dh_prev = jnp.zeros_like(dh)
-      for k, d in enumerate((dc, dc, dc, dh)):  # dz = [dc, dc, dc, dh] * (P * D)
-        dz = d * pd[k]
-        dz_ref[t, row, pl.ds(k * n, n)] = dz
-        # dh_prev[j] += sum_m dz[m] U[j, k n + m]
-        dh_prev = dh_prev + jnp.sum(dz[:, None, :] * weight(k), axis=2)
-      return dh_prev, dc * f, carried
+      d_fields, carried = back
+      (dh_o, z_t, *prev_t), carried = advance(t, carried)
+      d_new = carry_type(*d_fields)
+      d_new = d_new._replace(h=d_new.h + dh_o)
+      d_prev, dz = pull(const_values, carry_type(*prev_t), z_t, d_new)
+      dz_ref[t, row, :] = dz
+      # dh_prev[j] += sum_g dz[g] U[j, g]
+      d_prev = d_prev._replace(h=d_prev.h + jnp.sum(dz[:, None, :] * weight(), axis=2))
+      return tuple(d_prev), carried
 
-    dh0, dc0, _ = jax.lax.fori_loop(0, steps, step, (dhT_ref[row, :], dcT_ref[row, :], first))
-    dh0_ref[row, :] = dh0
-    dc0_ref[row, :] = dc0
+    d_fields, _ = jax.lax.fori_loop(0, steps, step,
+                                    (tuple(r[row, :] for r in d_final_refs), first))
+    for ref, value in zip(d0_refs, d_fields):
+      ref[row, :] = value
 
   def call(*args):
     b = args[0].shape[1]  # the streams on this device
-    return _call(kernel, [(b, n), (b, n), (steps, b, 4 * n)], n, b, *args)
+    return _call(kernel, [(b, hidden)] * n_fields + [(steps, b, gates)], hidden, b, *args,
+                 dtype=dtype)
 
-  return _on_devices(call, _AXES['backward'])(dh_out_TxBxH, pd_TxBx4H, oc_TxBxH, f_TxBxH,
-                                              recurrent_Hx4H, dh_T, dc_T)
+  axes = _axes('backward', n_fields, _const_axes(consts))
+  outs = _on_devices(call, axes)(dh_out_TxBxH, zs_TxBxG, *consts, *prev, fp.recurrent, *d_carry)
+  return carry_type(*outs[:n_fields]), outs[-1]
 
 
 def outputs_on_random_inputs(forms, steps: int, batch: int, hidden_size: int, seed: int = 0):
-  """Every output of the forward (with residuals) and the reverse kernel, per form, on one set
-  of random inputs: what the parity test and the GPU study compare across ``KernelForm``s."""
+  """Every output of the LSTM's forward (with residuals) and reverse kernel, per form, on one
+  set of random inputs: what the parity test and the GPU study compare across ``KernelForm``s."""
+  from lstm_jax import recurrent  # pylint: disable=g-import-not-at-top (it imports this module)
   keys = iter(jax.random.split(jax.random.key(seed), 12))
   rand = lambda *shape: jax.random.normal(next(keys), shape)
   n = hidden_size
-  xs, u = rand(steps, batch, 4 * n), 0.3 * rand(n, 4 * n)
-  fwd = (xs, u, rand(batch, n), rand(batch, n))
-  bwd = (rand(steps, batch, n), rand(steps, batch, 4 * n), rand(steps, batch, n),
-         rand(steps, batch, n), u, rand(batch, n), rand(batch, n))
-  return [forward(*fwd, 'sigmoid', 'tanh', True, form=f) + backward(*bwd, form=f)
-          for f in forms]
+  cell, cfg = recurrent.lstm_math(), recurrent.ScanConfig(loop='pallas')
+  fp = recurrent.Fused(rand(2, 4 * n), 0.3 * rand(n, 4 * n), rand(4 * n), ())
+  carry = cell_lib.LSTMCarry(rand(batch, n), rand(batch, n))
+  x = rand(steps, batch, 2)
+  prev = cell_lib.LSTMCarry(rand(steps, batch, n), rand(steps, batch, n))
+  bwd = (rand(steps, batch, n), prev, rand(steps, batch, 4 * n),
+         cell_lib.LSTMCarry(rand(batch, n), rand(batch, n)))
+  return [jax.tree.leaves(forward(cell, fp, carry, x, cfg, True, form=f))
+          + jax.tree.leaves(backward(cell, fp, cfg, *bwd, form=f)) for f in forms]

@@ -1,12 +1,16 @@
-"""The time loop: LSTM layers run as a jitted ``jax.lax.scan`` with the carry passed in and out.
+"""The time loop: a cell's layers run as a jitted ``jax.lax.scan`` with the carry passed in and out.
 
-Two implementations of one layer compute the same function:
+A cell with a fused form (``lstm_jax.cells.Cell.fused``: an input projection ``x W + b``, one
+recurrent matmul ``h U`` and a pointwise update ``(small params, carry, z) -> carry``) runs on
+``fused_layer``; the LSTM's update is ``lstm_jax.cell.activate_gates`` then ``lstm_update``,
+looked up in that module at trace time. Two backwards compute the same gradients:
 
-* ``autodiff``: ``lax.scan`` over ``lstm_cell``; JAX differentiates the scan.
-* ``custom`` (default): the same forward, with a hand-written backward (``jax.custom_vjp``).
-  The forward saves the activated gates and the cell state; the backward scan does only the
-  recurrent part (``dz @ U^T``), and the weight gradients are single einsums over all time
-  steps after the loop instead of per-step accumulations inside it.
+* ``autodiff``: JAX differentiates the scan.
+* ``custom`` (default): ``jax.custom_vjp``. The forward saves each step's pre-activation and
+  carry; the reverse scan applies ``jax.vjp`` of the cell's update at each step and the
+  transposed recurrent matmul ``dhu @ U^T``; the weight gradients are single einsums over all
+  time steps after the loop instead of per-step accumulations inside it. No derivative is
+  written by hand: editing the cell's update changes the backward with it.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import functools
 import os
 import re
 import shlex
-from typing import Optional, Sequence
+import warnings
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,12 +29,10 @@ from lstm_jax import cell as cell_lib
 from lstm_jax import pallas_loop
 from lstm_jax.cell import LSTMCarry, LSTMParams
 
-_SLOPES = {'hard_sigmoid': 0.2, 'hard_sigmoid_keras2': 0.2, 'hard_sigmoid_keras3': 1.0 / 6.0}
-
 # XLA CPU compiles a while loop that touches fewer bytes than this as one function ("small while
 # loop" path) instead of running each op of each step as its own runtime kernel. 10 MB takes
 # in every loop of the seed model's forward and train step (all six need 1 MB) and none of the
-# wide or long workloads' loops, whose time is in their matmuls (BUILD_NOTES.md, stop 19).
+# wide or long workloads' loops, whose time is in their matmuls (docs/performance.md, "Small loops as one function").
 SMALL_LOOP_BYTES = 10_000_000
 _SMALL_LOOP_OPTION = 'xla_cpu_small_while_loop_byte_threshold'
 
@@ -86,26 +89,26 @@ class ScanConfig:
     activation: ``tanh``.
     hoist_input: compute ``x W + b`` for the whole chunk in one matmul before the scan
       (``True``), or ``[x_t, h] @ [W; U]`` inside it (``False``). ``None`` picks per platform:
-      in-loop on CPU, hoisted elsewhere (see BUILD_NOTES.md).
+      in-loop on CPU, hoisted elsewhere (docs/performance.md, "hoist_input"); hoisted for a
+      cell whose update takes ``x W + b`` and ``h U`` apart (no fused product to gain).
     unroll: ``lax.scan`` unroll factor; 0 picks: 4 on a GPU; at batch 1 on CPU, 4 for the
       custom backward's forward (the one that saves residuals) and 2 for its reverse scan; 1
-      otherwise (BUILD_NOTES.md: unroll speeds up that train step and slows inference; the reverse
+      otherwise (docs/performance.md, "unroll": unroll speeds up that train step and slows inference; the reverse
       scan's 2 instead of 4 costs about 2% of the step and saves about 0.5 s of compile). With
       small loops compiled as one function (``use_small_loop_kernels``), 1 there too: the
       step was then 1.18x faster at unroll 1 than at 4/2, and compiled in 1.6 s instead of 2.5.
-    backward: ``custom`` (hand-written VJP) or ``autodiff``.
+    backward: ``custom`` (the VJP derived from the cell's pointwise update, see the module
+      docstring) or ``autodiff`` (JAX differentiates the scan: the reference).
     matmul_dtype: ``float32`` or ``bfloat16`` matmul operands; carry and cell state stay f32.
     remat: recompute each step in the backward pass instead of saving it (``autodiff`` only).
-    backward_gates: where the custom backward forms its gate-wise factors: ``hoisted`` (for
-      all steps at once before its scan: fewer kernels per step) or ``in_loop`` (inside each
-      step, from that step's saved gates: no T x B x 4H temporaries). ``auto`` picks
-      hoisted for batch 1 on CPU (latency-bound), in-loop otherwise (see BUILD_NOTES.md).
     layout: the LSTM inference scan's layout: ``batch`` (state (B, H), ``z = [x, h] @ [W; U]``) or
       ``feature`` (state (H, B), ``z^T = [W; U]^T @ [x, h]^T``: the weight is the left
       operand, which XLA CPU's matmul runs faster when it is large). ``auto`` picks feature
       on CPU with the custom backward (whose training forward stays batch-major) where it
       measured faster: batch >= 8 with hidden >= 256, and batch 8-15 with hidden 128-255;
-      batch otherwise (see BUILD_NOTES.md).
+      batch otherwise (docs/performance.md, "layout"). Only cells whose update takes the
+      gates' axis (``Cell.feature_major_ok``: the LSTM, CIFG) run feature-major; for others
+      ``feature`` is warned about once and the batch-major scan runs.
     loop: ``scan`` (``lax.scan`` over the step) or ``pallas`` (one Pallas/Triton kernel runs
       the whole chunk, forward and the custom backward's reverse scan: no per-step launches
       on a GPU; ``lstm_jax.pallas_loop``). ``pallas`` needs the custom backward, f32 matmuls
@@ -113,15 +116,9 @@ class ScanConfig:
       ``auto`` picks ``pallas`` per layer on a GPU where it applies and measured faster
       (hidden <= 64, and <= 128 for inference; measured at batch 1 and 8, and allowed up to
       batch 128 because one program per sequence takes the same time until programs outnumber
-      the multiprocessors), ``scan`` elsewhere (see BUILD_NOTES.md).
-    gate_form: how the inference scan (the forward that saves no residuals) activates the
-      gates: ``packed`` (one pass over all 4H pre-activations, then the cell update) or
-      ``split`` (each gate activated inside the update that uses it, so XLA fuses activation
-      and update: one kernel fewer per step). The training forward always saves the packed
-      gates. ``auto`` picks ``split`` with the custom backward (so that only inference takes
-      it) at batch 1 on CPU for 16 units and more, where it measured faster (see
-      BUILD_NOTES.md). Both forms compute the same function; on the CPU measured they gave
-      the same bits.
+      the multiprocessors), ``scan`` elsewhere (docs/performance.md, "loop"). The kernel
+      traces the cell's own update (forward) and its ``jax.vjp`` (backward); cells that do
+      not fit it are refused with ``pallas`` and run the scan with ``auto``.
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
@@ -130,10 +127,8 @@ class ScanConfig:
   backward: str = 'custom'
   matmul_dtype: str = 'float32'
   remat: bool = False
-  backward_gates: str = 'auto'
   layout: str = 'auto'
   loop: str = 'auto'
-  gate_form: str = 'auto'
 
   def __post_init__(self):
     cell_lib.check_activations(self.recurrent_activation, self.activation)
@@ -141,13 +136,8 @@ class ScanConfig:
       raise ValueError(f"backward must be 'custom' or 'autodiff', got {self.backward!r}")
     if self.matmul_dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}")
-    if self.backward_gates not in ('auto', 'hoisted', 'in_loop'):
-      raise ValueError("backward_gates must be 'auto', 'hoisted' or 'in_loop', got "
-                       f'{self.backward_gates!r}')
     if self.layout not in ('auto', 'batch', 'feature'):
       raise ValueError(f"layout must be 'auto', 'batch' or 'feature', got {self.layout!r}")
-    if self.gate_form not in ('auto', 'packed', 'split'):
-      raise ValueError(f"gate_form must be 'auto', 'packed' or 'split', got {self.gate_form!r}")
     if self.loop not in ('auto', 'scan', 'pallas'):
       raise ValueError(f"loop must be 'auto', 'scan' or 'pallas', got {self.loop!r}")
     if self.loop == 'pallas' and (self.backward != 'custom' or self.remat):
@@ -164,7 +154,7 @@ class ScanConfig:
   def compiler_options(self, batch_size: int) -> Optional[dict]:
     """XLA options for a jitted program over this scan (train step or inference). Latency-bound:
     LLVM at -O1, whose code for the loop's tiny kernels runs 6-12% faster forward, as fast in
-    training, and compiles about 20% sooner (BUILD_NOTES.md); results are bit-identical (no
+    training, and compiles about 20% sooner (docs/performance.md, "LLVM -O1"); results are bit-identical (no
     fast-math at any level)."""
     return {'xla_backend_optimization_level': 1} if self.latency_bound(batch_size) else None
 
@@ -172,7 +162,7 @@ class ScanConfig:
     if self.unroll:
       return self.unroll
     if pallas_loop.on_gpu():
-      return 4  # fewer loop trips: 0.50-0.69x the time of unroll 1 on an H200 (BUILD_NOTES.md)
+      return 4  # fewer loop trips: 0.50-0.69x the time of unroll 1 on an H200 (performance.md)
     if not (training and self.latency_bound(batch_size)) or small_loops_on():
       return 1
     return 2 if reverse else 4
@@ -182,27 +172,12 @@ class ScanConfig:
     ``training``: the forward that saves residuals and its backward (else inference)."""
     if self.loop != 'auto':
       return self.loop == 'pallas'
-    # With the weight held in registers (stop 20, H200), 128 units at batch 8 ran inference
-    # 1.44x faster than the unrolled scan, but a train step 1.59x slower.
+    # With the weight held in registers (H200), 128 units at batch 8 ran inference 1.44x
+    # faster than the unrolled scan, but a train step 1.59x slower (docs/performance.md, "loop").
     largest = 64 if training else 128
     return (pallas_loop.on_gpu() and self.backward == 'custom' and not self.remat
             and self.matmul_dtype == 'float32' and batch_size <= 128
             and hidden_size <= largest and not hidden_size & (hidden_size - 1))
-
-  def splits_gates(self, batch_size: int, hidden_size: int) -> bool:
-    """Whether the inference scan activates each gate inside the cell update (see
-    ``gate_form``)."""
-    if self.gate_form != 'auto':
-      return self.gate_form == 'split'
-    # One kernel fewer per step: 4-13% faster at batch 1 for 16-128 units, slower at 8 and 12,
-    # no gain at batch 8-64 (BUILD_NOTES.md, stop 18).
-    return (self.backward == 'custom' and not self.remat and self.latency_bound(batch_size)
-            and hidden_size >= 16)
-
-  def hoists_backward_gates(self, batch_size: int) -> bool:
-    if self.backward_gates == 'auto':
-      return self.latency_bound(batch_size)
-    return self.backward_gates == 'hoisted'
 
   def feature_major(self, batch_size: int, hidden_size: int) -> bool:
     """Whether the forward that saves no residuals runs feature-major (see ``layout``)."""
@@ -211,7 +186,7 @@ class ScanConfig:
     if self.backward != 'custom' or jax.default_backend() != 'cpu' or batch_size < 8:
       return False
     # At 128 units the weight-left product wins only while the batch is small beside 4H
-    # (1.04-1.19x at batch 8, a toss-up at 16, 0.89-0.96x at 64; BUILD_NOTES.md, stop 16).
+    # (1.04-1.19x at batch 8, a toss-up at 16, 0.89-0.96x at 64; docs/performance.md, "layout").
     return hidden_size >= 256 or (hidden_size >= 128 and batch_size < 16)
 
   def hoisted(self) -> bool:
@@ -224,29 +199,43 @@ def _mm_dtype(cfg: ScanConfig):
   return jnp.bfloat16 if cfg.matmul_dtype == 'bfloat16' else None
 
 
-def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig,
-                  save_residuals: bool):
-  """Runs the layer over time (time-major). Returns (carry, h_TxBxH, gates_TxBx4H, c_TxBxH)."""
-  batch, hidden = carry.h.shape
-  if cfg.uses_pallas(batch, hidden, training=save_residuals):
-    pallas_loop.check_supported(hidden, cfg.matmul_dtype)
-    xs = jnp.einsum('tbc,cg->tbg', x_TxBxC, params.kernel,
-                    preferred_element_type=carry.h.dtype) + params.bias[None, None]
-    h_T, c_T, *outs = pallas_loop.forward(xs, params.recurrent, carry.h, carry.c,
-                                          cfg.recurrent_activation, cfg.activation,
-                                          save_residuals)
-    carry = LSTMCarry(h_T.astype(carry.h.dtype), c_T.astype(carry.c.dtype))
-    return (carry, *outs) if save_residuals else (carry, outs[0], None, None)
-  feature_major = not save_residuals and cfg.feature_major(batch, hidden)
-  # Feature-major: every per-step array is (features, B) instead of (B, features); the
-  # layer's inputs and outputs keep the batch-major layout.
-  feature_axis = -2 if feature_major else -1
-  if feature_major:
-    carry = LSTMCarry(carry.h.T, carry.c.T)
-    x_TxBxC = jnp.swapaxes(x_TxBxC, 1, 2)
-  mm = _mm_dtype(cfg)
-  dt = mm or carry.h.dtype
-  f32 = carry.h.dtype
+class Fused(NamedTuple):
+  """A cell's weights as the fused time loop takes them: the input projection ``x W + b``
+  (``bias`` may be None), one recurrent matmul ``h U``, and the small parameters ``small`` (any
+  pytree, possibly ``()``) that only the cell's pointwise update reads."""
+  kernel: jax.Array  # (C, G)
+  recurrent: jax.Array  # (H, G)
+  bias: Optional[jax.Array]  # (G,) or None
+  small: Any = ()
+
+
+_WARNED: set = set()
+
+
+def warn_once(message: str) -> None:
+  """``warnings.warn(message)`` the first time this process sees ``message``."""
+  if message not in _WARNED:
+    _WARNED.add(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def lstm_math():
+  """The LSTM as a cell of ``lstm_jax.cells`` (what ``lstm_layer`` runs)."""
+  from lstm_jax import cells  # pylint: disable=g-import-not-at-top (cells imports this module)
+  return cells.get_cell('lstm')
+
+
+def _preactivation(cell, fp: Fused, cfg: ScanConfig, batch: int, hidden: int,
+                   feature_major: bool):
+  """``(xs_for(x_TxBxC), z_for(h, x_t), hoisted)``: the per-step inputs of the scan and each
+  step's pre-activation ``z`` (``xp + hu``, or the pair ``(xp, hu)`` for a cell that takes them
+  apart), from the projection hoisted out of the loop or ``[x_t, h] @ [W; U]`` inside it. A
+  cell that takes them apart has no fused ``[W; U]`` product to gain from the loop, so
+  ``hoist_input=None`` hoists its projection on every platform."""
+  del batch, hidden
+  dt = _mm_dtype(cfg) or fp.recurrent.dtype
+  f32 = fp.recurrent.dtype
+  axis = -2 if feature_major else -1
 
   def operand(w):  # a weight as the step's matmul takes it
     return w.T.astype(dt) if feature_major else w.astype(dt)
@@ -256,167 +245,207 @@ def _forward_scan(params: LSTMParams, carry: LSTMCarry, x_TxBxC, cfg: ScanConfig
       return jnp.dot(w, a, preferred_element_type=f32)
     return jnp.dot(a, w, preferred_element_type=f32)
 
-  bias = params.bias[:, None] if feature_major else params.bias[None, :]
-  # The training forward saves the packed gates; inference may activate them where used.
-  activate = (cell_lib.activate_gates_split
-              if not save_residuals and cfg.splits_gates(batch, hidden)
-              else cell_lib.activate_gates)
-  if cfg.hoisted():
-    spec = 'tcb,cg->tgb' if feature_major else 'tbc,cg->tbg'
-    xs = jnp.einsum(spec, x_TxBxC.astype(dt), params.kernel.astype(dt),
-                    preferred_element_type=f32) + bias[None]
-    weights = operand(params.recurrent)
+  def add_bias(v):
+    if fp.bias is None:
+      return v
+    return v + (fp.bias[:, None] if feature_major else fp.bias[None, :]).astype(v.dtype)
 
-    def preact(h, x_t):
-      return x_t + matmul(h.astype(dt), weights)
-  else:
-    xs = x_TxBxC
-    weights = operand(jnp.concatenate([params.kernel, params.recurrent], axis=0))
+  sums = cell.sums_projections
+  u = operand(fp.recurrent)
+  hoisted = cfg.hoisted() if sums or cfg.hoist_input is not None else True
+  if hoisted or not sums:
+    if hoisted:
+      def xs_for(x_TxBxC):
+        spec = 'tcb,cg->tgb' if feature_major else 'tbc,cg->tbg'
+        xp = jnp.einsum(spec, x_TxBxC.astype(dt), fp.kernel.astype(dt),
+                        preferred_element_type=f32)
+        if fp.bias is not None:
+          xp = xp + (fp.bias[:, None] if feature_major else fp.bias[None, :])[None]
+        return xp
 
-    def preact(h, x_t):
-      xh = jnp.concatenate([x_t.astype(dt), h.astype(dt)], axis=feature_axis)
-      return matmul(xh, weights) + bias
+      project = lambda xp_t: xp_t
+    else:
+      xs_for = lambda x_TxBxC: x_TxBxC
+      w = operand(fp.kernel)
+      project = lambda x_t: add_bias(matmul(x_t.astype(dt), w))
 
-  def step(c: LSTMCarry, x_t):
-    gates = activate(preact(c.h, x_t), cfg.recurrent_activation, cfg.activation,
-                     axis=feature_axis)
-    c = cell_lib.lstm_update(c, gates, cfg.activation, axis=feature_axis)
-    out = (c.h, gates, c.c) if save_residuals else c.h
-    return c, out
+    def z_for(h, x_t):
+      xp, hu = project(x_t), matmul(h.astype(dt), u)
+      return xp + hu if sums else (xp, hu)
+    return xs_for, z_for, hoisted
+  weights = operand(jnp.concatenate([fp.kernel, fp.recurrent], axis=0))
+
+  def z_for(h, x_t):
+    xh = jnp.concatenate([x_t.astype(dt), h.astype(dt)], axis=axis)
+    return add_bias(matmul(xh, weights))
+  return (lambda x_TxBxC: x_TxBxC), z_for, hoisted
+
+
+def uses_pallas(cell, fp: Fused, cfg: ScanConfig, batch: int, hidden: int,
+                training: bool) -> bool:
+  """Whether this layer runs on ``lstm_jax.pallas_loop``: where ``cfg`` picks it and the cell
+  fits the kernel (one summed pre-activation, a bias, no small parameters, power-of-two
+  sizes). ``loop='pallas'`` where the cell does not fit is refused."""
+  if not cfg.uses_pallas(batch, hidden, training):
+    return False
+  why = pallas_loop.unsupported(cell, fp, hidden, cfg.matmul_dtype)
+  if why is None:
+    return True
+  if cfg.loop == 'pallas':
+    raise ValueError(f"loop='pallas': {why}; use loop='scan'")
+  return False
+
+
+def _forward_scan(key, fp: Fused, carry, x_TxBxC, cfg: ScanConfig, save_residuals: bool):
+  """Runs the layer over time (time-major). Returns ``(carry, h_TxBxH, residuals)``, the
+  residuals (every step's pre-activation and carry) only with ``save_residuals``."""
+  cell = key[0]
+  batch, hidden = carry.h.shape
+  if uses_pallas(cell, fp, cfg, batch, hidden, training=save_residuals):
+    return pallas_loop.forward(cell, fp, carry, x_TxBxC, cfg, save_residuals)
+  feature_major = not save_residuals and cfg.feature_major(batch, hidden)
+  if feature_major and not cell.feature_major_ok:
+    feature_major = False
+    if cfg.layout == 'feature':
+      warn_once(f"cell {cell.name!r}: its update does not take the feature-major layout "
+                "(Cell.feature_major_ok), so layout='feature' does not apply; the batch-major "
+                'scan runs')
+  # Feature-major: every per-step array is (features, B) instead of (B, features); the
+  # layer's inputs and outputs keep the batch-major layout.
+  axis = -2 if feature_major else -1
+  if feature_major:
+    carry = jax.tree.map(lambda a: a.T, carry)
+    x_TxBxC = jnp.swapaxes(x_TxBxC, 1, 2)
+  xs_for, z_for, hoisted = _preactivation(cell, fp, cfg, batch, hidden, feature_major)
+  # A pair (xp, hu) with xp hoisted: the residuals keep hu per step and the hoisted xs whole.
+  hoisted_pair = hoisted and not cell.sums_projections
+
+  def step(c, x_t):
+    z = z_for(c.h, x_t)
+    c = cell.update(fp.small, c, z, cfg, axis)
+    return c, ((c, z[1] if hoisted_pair else z) if save_residuals else c.h)
 
   if cfg.remat:
     step = jax.checkpoint(step)
   unroll = cfg.unroll_for(batch, training=save_residuals)
+  xs = xs_for(x_TxBxC)
   carry, outs = jax.lax.scan(step, carry, xs, unroll=unroll)
   if save_residuals:
-    return (carry,) + outs
+    carries, zs = outs
+    return carry, carries.h, (carries, (xs, zs) if hoisted_pair else zs)
   if feature_major:
-    return LSTMCarry(carry.h.T, carry.c.T), jnp.swapaxes(outs, 1, 2), None, None
-  return carry, outs, None, None
+    return jax.tree.map(lambda a: a.T, carry), jnp.swapaxes(outs, 1, 2), None
+  return carry, outs, None
 
 
-def _activation_grad(y, name: str):
-  """d act / d input, written in terms of the activation's output y."""
-  if name == 'sigmoid':
-    return y * (1.0 - y)
-  if name == 'tanh':
-    return 1.0 - y * y
-  slope = _SLOPES[name]
-  return jnp.where((y > 0.0) & (y < 1.0), slope, 0.0).astype(y.dtype)
-
-
-def _backward_coefficients(gates_xBx4H, c_xBxH, c_prev_xBxH, cfg: ScanConfig):
-  """Everything gate-wise the backward step needs, for one step or all steps at once.
-
-  Returns ``pd_xBx4H = P * D`` (``D``: each gate's activation derivative, ``P``: its partner in
-  the chain rule: ``g`` for ``i``, ``c_{t-1}`` for ``f``, ``i`` for ``g``, ``tanh(c_t)`` for
-  ``o``), ``oc_xBxH = o (1 - tanh(c_t)^2)`` and ``f_xBxH``, with the inputs' leading axes.
-  The backward scan is then a few multiply-adds and one matmul per step: at batch 1 on CPU each
-  step's small ops are separate kernels, so work moved out of the loop is latency removed from
-  every step. At larger batch the T x B x 4H temporaries cost more memory traffic than the
-  launches they save.
-  """
-  i, f, g, o = jnp.split(gates_xBx4H, 4, axis=-1)
-  tc = jnp.tanh(c_xBxH)
-  rec = cfg.recurrent_activation
-  deriv = jnp.concatenate([_activation_grad(i, rec), _activation_grad(f, rec),
-                           _activation_grad(g, cfg.activation), _activation_grad(o, rec)], -1)
-  partner = jnp.concatenate([g, c_prev_xBxH, i, tc], axis=-1)
-  return partner * deriv, o * (1.0 - tc * tc), f
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _layer_custom(params, carry, x_TxBxC, cfg):
-  carry, h, _, _ = _forward_scan(params, carry, x_TxBxC, cfg, save_residuals=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def _layer_custom(key, fp, carry, x_TxBxC, cfg):
+  carry, h, _ = _forward_scan(key, fp, carry, x_TxBxC, cfg, save_residuals=False)
   return carry, h
 
 
-def _layer_custom_fwd(params, carry, x_TxBxC, cfg):
-  new_carry, h, gates, c = _forward_scan(params, carry, x_TxBxC, cfg, save_residuals=True)
-  return (new_carry, h), (params, carry, x_TxBxC, h, gates, c)
+def _layer_custom_fwd(key, fp, carry, x_TxBxC, cfg):
+  new_carry, h, (carries, zs) = _forward_scan(key, fp, carry, x_TxBxC, cfg, save_residuals=True)
+  return (new_carry, h), (fp, carry, x_TxBxC, carries, zs)
 
 
-def _reverse_scan(cfg: ScanConfig, recurrent_Hx4H, dh_out, gates, c, c_prev, dh_T, dc_T):
-  """The custom backward's recurrent part as a ``lax.scan``: ``((dh_0, dc_0), dz_TxBx4H)``."""
-  f32 = dh_T.dtype
+def _reverse_scan(cell, cfg: ScanConfig, fp: Fused, dh_out, prev, zs, d_carry):
+  """The backward's recurrent part: each step the VJP of the cell's pointwise update at the
+  saved carry and pre-activation, then ``dhu @ U^T`` into ``dh``. Returns
+  ``(d_carry_0, d_small, dz)``."""
+  f32 = dh_out.dtype
   dt = _mm_dtype(cfg) or f32
-  batch = dh_T.shape[0]
+  batch = dh_out.shape[1]
+  u_t = fp.recurrent.T.astype(dt)
   # Above batch 1, U^T as its own array (the barrier stops XLA folding the transpose into the
-  # per-step dot's dimension numbers, which runs slower; measured in BUILD_NOTES.md).
-  u_t = recurrent_Hx4H.T.astype(dt)
+  # per-step dot's dimension numbers, which runs slower; docs/performance.md, "backward").
   if not cfg.latency_bound(batch):
     u_t = jax.lax.optimization_barrier(u_t)
-  hoisted = cfg.hoists_backward_gates(batch)
+  sums = cell.sums_projections
 
   def step(back, inputs):
-    dh_next, dc_next = back
-    if hoisted:  # only the recurrent part runs per step
-      dh_o, pd, oc, f = inputs
-    else:
-      dh_o, gates_t, c_t, c_prev_t = inputs
-      pd, oc, f = _backward_coefficients(gates_t, c_t, c_prev_t, cfg)
-    dh = dh_o + dh_next
-    dc = dc_next + dh * oc
-    dz = jnp.concatenate([dc, dc, dc, dh], axis=-1) * pd
-    dh_prev = jnp.dot(dz.astype(dt), u_t, preferred_element_type=f32)
-    return (dh_prev, dc * f), dz
+    d_next, d_small = back
+    dh_o, prev_t, z_t = inputs
+    d_new = d_next._replace(h=d_next.h + dh_o)
+    _, pullback = jax.vjp(lambda c, z, s: cell.update(s, c, z, cfg), prev_t, z_t, fp.small)
+    d_prev, dz, ds = pullback(d_new)
+    dhu = dz if sums else dz[1]
+    d_prev = d_prev._replace(h=d_prev.h + jnp.dot(dhu.astype(dt), u_t,
+                                                  preferred_element_type=f32))
+    return (d_prev, jax.tree.map(jnp.add, d_small, ds)), dz
 
-  per_step = ((dh_out,) + _backward_coefficients(gates, c, c_prev, cfg) if hoisted
-              else (dh_out, gates, c, c_prev))
-  return jax.lax.scan(step, (dh_T, dc_T), per_step, reverse=True,
-                      unroll=cfg.unroll_for(batch, training=True, reverse=True))
+  d_small0 = jax.tree.map(jnp.zeros_like, fp.small)
+  (d_carry0, d_small), dz = jax.lax.scan(
+      step, (d_carry, d_small0), (dh_out, prev, zs), reverse=True,
+      unroll=cfg.unroll_for(batch, training=True, reverse=True))
+  return d_carry0, d_small, dz
 
 
-def _layer_custom_bwd(cfg, residuals, cotangents):
-  params, carry0, x, h, gates, c = residuals
-  (dh_T, dc_T), dh_out = cotangents
+def _layer_custom_bwd(key, cfg, residuals, cotangents):
+  cell = key[0]
+  fp, carry0, x, carries, zs = residuals
+  d_carry, dh_out = cotangents
   f32 = carry0.h.dtype
   dt = _mm_dtype(cfg) or f32
-  steps, batch = h.shape[:2]
-  h_prev = jnp.concatenate([carry0.h[None], h[:-1]], axis=0)
-  c_prev = jnp.concatenate([carry0.c[None], c[:-1]], axis=0)
-  if cfg.uses_pallas(batch, h.shape[-1]):
-    dh0, dc0, dz = pallas_loop.backward(dh_out, *_backward_coefficients(gates, c, c_prev, cfg),
-                                        params.recurrent, dh_T, dc_T)
+  steps, batch, hidden = dh_out.shape
+  prev = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]], axis=0),
+                      carry0, carries)
+  if uses_pallas(cell, fp, cfg, batch, hidden, training=True):
+    d_carry0, dz = pallas_loop.backward(cell, fp, cfg, dh_out, prev, zs, d_carry)
+    d_small = ()
   else:
-    (dh0, dc0), dz = _reverse_scan(cfg, params.recurrent, dh_out, gates, c, c_prev, dh_T, dc_T)
+    d_carry0, d_small, dz = _reverse_scan(cell, cfg, fp, dh_out, prev, zs, d_carry)
+  dxp, dhu = (dz, dz) if cell.sums_projections else dz
   # Weight gradients: one contraction over all time steps and the batch. On one device T x B is
   # flattened into one axis (a 2-D contraction runs at about twice the GFLOP/s of the same
-  # einsum over two contracting axes on XLA CPU; BUILD_NOTES.md). With several, the streams
-  # may be split over them (parallel.Placement), which a flattened axis cannot keep: jit would
-  # gather dz, x and h_prev onto every device and repeat the contraction there. Over t and b as
-  # two axes, each device sums its own streams and the (K, 4H) results are all-reduced.
+  # einsum over two contracting axes on XLA CPU; docs/performance.md, "backward"). With
+  # several, the streams may be split over them (parallel.Placement), which a flattened axis
+  # cannot keep: jit would gather dz, x and h_prev onto every device and repeat the
+  # contraction there. Over t and b as two axes, each device sums its own streams and the
+  # (K, G) results are all-reduced.
   lead = (steps * batch,) if jax.device_count() == 1 else (steps, batch)
 
   def rows(a_TxBxK):
     return a_TxBxK.reshape(*lead, a_TxBxK.shape[-1]).astype(dt)
 
-  dz_rows = rows(dz)
+  dxp_rows = rows(dxp)
+  dhu_rows = dxp_rows if cell.sums_projections else rows(dhu)
 
-  def weight_grad(a_TxBxK):
-    return jnp.einsum('...k,...g->kg', rows(a_TxBxK), dz_rows, preferred_element_type=f32)
+  def weight_grad(a_TxBxK, d_rows):
+    return jnp.einsum('...k,...g->kg', rows(a_TxBxK), d_rows, preferred_element_type=f32)
 
-  dx = jnp.einsum('...g,cg->...c', dz_rows, params.kernel.astype(dt),
+  dx = jnp.einsum('...g,cg->...c', dxp_rows, fp.kernel.astype(dt),
                   preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
-  d_kernel, d_recurrent = weight_grad(x), weight_grad(h_prev)
-  d_bias = jnp.sum(dz, axis=(0, 1))
-  d_params = LSTMParams(d_kernel.astype(params.kernel.dtype),
-                        d_recurrent.astype(params.recurrent.dtype),
-                        d_bias.astype(params.bias.dtype))
-  return d_params, LSTMCarry(dh0, dc0), dx
+  d_fused = Fused(weight_grad(x, dxp_rows).astype(fp.kernel.dtype),
+                  weight_grad(prev.h, dhu_rows).astype(fp.recurrent.dtype),
+                  None if fp.bias is None else jnp.sum(dxp, axis=(0, 1)).astype(fp.bias.dtype),
+                  d_small)
+  return d_fused, d_carry0, dx
 
 
 _layer_custom.defvjp(_layer_custom_fwd, _layer_custom_bwd)
 
 
+def fused_layer(cell, fp: Fused, carry, x_BxTxC, cfg: ScanConfig = ScanConfig()):
+  """One layer of ``cell`` (an ``lstm_jax.cells.Cell`` with a fused form) over a chunk:
+  ``-> (carry, h_BxTxH)``. The cell's pointwise ``update`` is the only cell math: the forward
+  scan calls it, and the custom backward differentiates it (``jax.vjp``) step by step, the
+  recurrent matmul transposed and the weight gradients as einsums after the reverse loop."""
+  x_TxBxC = jnp.swapaxes(x_BxTxC, 0, 1)
+  # The cell's math key (the update functions it reaches through their modules) is a static
+  # argument, so a traced program is never reused after the cell math is edited.
+  key = (cell, cell.math_key())
+  if cfg.backward == 'custom' and not cfg.remat:
+    carry, h = _layer_custom(key, fp, carry, x_TxBxC, cfg)
+  else:
+    carry, h, _ = _forward_scan(key, fp, carry, x_TxBxC, cfg, save_residuals=False)
+  return carry, jnp.swapaxes(h, 0, 1)
+
+
 def lstm_layer(params: LSTMParams, carry: LSTMCarry, x_BxTxC, cfg: ScanConfig = ScanConfig()):
   """One LSTM layer over a chunk. Returns ``(carry, h_BxTxH)``; the carry continues the chunk."""
-  x_TxBxC = jnp.swapaxes(x_BxTxC, 0, 1)
-  if cfg.backward == 'custom' and not cfg.remat:
-    carry, h = _layer_custom(params, carry, x_TxBxC, cfg)
-  else:
-    carry, h, _, _ = _forward_scan(params, carry, x_TxBxC, cfg, save_residuals=False)
-  return carry, jnp.swapaxes(h, 0, 1)
+  return fused_layer(lstm_math(), Fused(params.kernel, params.recurrent, params.bias, ()),
+                     carry, x_BxTxC, cfg)
 
 
 def lstm_stack(params: Sequence[LSTMParams], carries: Sequence[LSTMCarry], x_BxTxC,

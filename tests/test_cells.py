@@ -13,9 +13,24 @@ from lstm_jax import cli
 from lstm_jax import recurrent
 from lstm_jax.recurrent import ScanConfig
 
-CASES = [('lstm', ''), ('peephole_lstm', ''), ('cifg_lstm', ''), ('cifg_lstm', 'fast=false'),
-         ('layernorm_lstm', ''), ('gru', ''), ('gru', 'reset_after=false'), ('min_lstm', ''),
-         ('min_lstm', 'parallel=false'), ('min_gru', ''), ('min_gru', 'parallel=false')]
+
+
+def registry_cases():
+  """Every registered cell with its defaults, and with each of its boolean options flipped (the
+  other loop or convention it offers): a new built-in cell is checked without editing a list."""
+  import dataclasses
+  import typing
+  cases = []
+  for name, cls in sorted(cells.CELLS.items()):
+    cases.append((name, ''))
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+      if hints[field.name] is bool:
+        cases.append((name, f'{field.name}={str(not field.default).lower()}'))
+  return cases
+
+
+CASES = registry_cases()
 IDS = [f'{n}[{o}]' if o else n for n, o in CASES]
 GRAD_CASES = [c for c in CASES if 'false' not in c[1] or c[0] == 'gru']
 ZOO = {'lstm', 'peephole_lstm', 'cifg_lstm', 'layernorm_lstm', 'gru', 'min_lstm', 'min_gru'}
@@ -78,7 +93,7 @@ def test_layer_matches_python_loop_and_chunks(name, options):
   @jax.jit
   def run(params, carry, x):
     out = {'loop': cells.loop_layer(cell, params, carry, x)}
-    own_loop = cell.lstm_params(params) is not None or type(cell).layer is not cells.Cell.layer
+    own_loop = cell.fused(params) is not None or type(cell).layer is not cells.Cell.layer
     for hoist in (False, True):
       scan = ScanConfig(hoist_input=hoist)
       out[f'layer_{hoist}'] = cell.layer(params, carry, x, scan)
@@ -140,6 +155,40 @@ def test_check_grads(name, options):
     f = jax.jit(cell.layer)
     check_grads(f, (params, carry, x), order=1, modes=('rev',), atol=1e-4, rtol=1e-4)
     check_grads(f, (params, carry, x), order=2, modes=('rev',), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize('name,options', CASES, ids=IDS)
+def test_check_passes_for_every_registered_cell(name, options, capsys):
+  """``cells.check``: scan vs Python loop, chunks, no retrace, float64 check_grads, and the
+  derived backward against autodiff on every loop form the cell runs on."""
+  results = cells.check(name, options)
+  report = capsys.readouterr().out
+  assert report.startswith('check ') and 'FAIL' not in report, report
+  assert all(ok for ok, _ in results.values()), results
+  fused = cells.get_cell(name, options)
+  has_fused = fused.takes_fused_path() and fused.fused(
+      fused.init(jax.random.key(0), 3, 4)) is not None
+  assert ('custom vs autodiff [scan]' in results) == has_fused
+  if name == 'lstm':
+    assert 'custom vs autodiff [pallas]' in results
+
+
+def test_flags_that_do_not_apply_are_refused_or_warned_once():
+  cell, params, carry, x = make_problem('gru', 'reset_after=false')
+  with pytest.raises(ValueError, match="loop='pallas'.*no fused form"):
+    cell.layer(params, carry, x, ScanConfig(loop='pallas'))
+  recurrent._WARNED.clear()  # pylint: disable=protected-access
+  with pytest.warns(UserWarning, match="backward='custom' does not apply"):
+    cell.layer(params, carry, x, ScanConfig())
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    cell.layer(params, carry, x, ScanConfig())  # once per process
+  peephole, params, carry, x = make_problem('peephole_lstm', '')
+  with pytest.raises(ValueError, match="loop='pallas'.*parameters besides W, U and b"):
+    peephole.layer(params, carry, x, ScanConfig(loop='pallas'))
+  with pytest.warns(UserWarning, match="layout='feature' does not apply"):
+    peephole.layer(params, carry, x, ScanConfig(layout='feature'))
 
 
 @pytest.mark.parametrize('name,block', [('min_lstm', 128), ('min_gru', 128), ('min_lstm', 0),
@@ -283,12 +332,12 @@ def test_zoo_cell_trains_and_round_trips(tmp_path):
 
 
 def test_tutorial_cell_from_the_docs(tmp_path, monkeypatch):
-  """docs/cells.md's first code block, saved as my_cells.py, works as the tutorial says."""
+  """docs/cells.md's tutorial cell, saved as my_cells.py, works as the tutorial says."""
   import os
   import re
   import sys
   doc = open(os.path.join(os.path.dirname(__file__), '..', 'docs', 'cells.md')).read()
-  code = re.findall(r'```python\n(.*?)```', doc, re.S)[0]
+  code = next(b for b in re.findall(r'```python\n(.*?)```', doc, re.S) if '@cells.register' in b)
   (tmp_path / 'my_cells_tutorial.py').write_text(code)
   monkeypatch.syspath_prepend(str(tmp_path))
   try:

@@ -24,15 +24,11 @@ from lstm_jax.recurrent import ScanConfig
 
 REFERENCE = ScanConfig(hoist_input=False, unroll=1, backward='autodiff')
 # Every custom-backward combination; autodiff with the other loop options and with remat.
-FAST = [ScanConfig(hoist_input=h, unroll=u, backward_gates=g)
-        for h, u, g in itertools.product([False, True], [1, 3], ['hoisted', 'in_loop'])]
+FAST = [ScanConfig(hoist_input=h, unroll=u) for h, u in itertools.product([False, True], [1, 3])]
 FAST += [ScanConfig(hoist_input=True, unroll=3, backward='autodiff'),
          ScanConfig(backward='autodiff', remat=True),
          # One Pallas kernel program per sequence (the interpreter on CPU, Triton on a GPU).
-         ScanConfig(loop='pallas'),
-         # Each gate activated inside the cell update, differentiated by JAX (with the custom
-         # backward only the inference scan takes this form).
-         ScanConfig(gate_form='split', backward='autodiff')]
+         ScanConfig(loop='pallas')]
 
 
 def _model(scan, rec_act='sigmoid'):
@@ -98,7 +94,6 @@ def test_train_step_gradients_match_reference(reference, scan):
 def test_fused_gate_activation_equals_plain():
   z = jnp.linspace(-12.0, 12.0, 4 * 7 * 3).reshape(3, 28)
   np.testing.assert_allclose(cell_lib.activate_gates(z), _plain_gates(z), atol=2e-7)
-  np.testing.assert_allclose(cell_lib.activate_gates_split(z), _plain_gates(z), atol=2e-7)
   # Feature-major: gates packed along axis -2.
   np.testing.assert_allclose(cell_lib.activate_gates(z.T, axis=-2), _plain_gates(z.T, axis=-2),
                              atol=2e-7)
@@ -111,27 +106,6 @@ def test_bfloat16_train_gradients_close_to_f32(reference):
     assert g.dtype == jnp.float32
     np.testing.assert_allclose(g, r, atol=3e-2, rtol=5e-2)
 
-
-def test_backward_coefficients_are_the_chain_rule():
-  # dz for one step, from the packed factors, equals autodiff through the cell.
-  params = cell_lib.init_lstm_params(jax.random.key(0), 3, 4)
-  params = params._replace(bias=params.bias + 0.3)
-  c0 = cell_lib.LSTMCarry(jnp.full((1, 4), 0.2), jnp.full((1, 4), -0.4))
-  x = jnp.array([[0.5, -1.0, 2.0]])
-  z = jnp.dot(jnp.concatenate([x, c0.h], -1),
-              jnp.concatenate([params.kernel, params.recurrent], 0)) + params.bias[None]
-  gates = cell_lib.activate_gates(z)
-  new = cell_lib.lstm_update(c0, gates)
-  dh, dc = jnp.array([[1.0, -2.0, 0.5, 0.1]]), jnp.array([[0.3, 0.0, -1.0, 2.0]])
-  _, vjp = jax.vjp(lambda zz: cell_lib.lstm_update(c0, cell_lib.activate_gates(zz)), z)
-  dz_ref, = vjp(cell_lib.LSTMCarry(dh, dc))
-  pd, oc, _ = recurrent._backward_coefficients(gates[None], new.c[None], c0.c[None], ScanConfig())
-  dc_tot = dc + dh * oc[0]
-  dz = jnp.concatenate([dc_tot, dc_tot, dc_tot, dh], -1) * pd[0]
-  np.testing.assert_allclose(dz, dz_ref, atol=1e-6)
-
-
-# --------------------------------------------------------------------------- the benchmark
 
 def test_workload_flops():
   w = bench.Workload(2, 10, 3, (4,), (5,), 1)
@@ -244,7 +218,7 @@ def test_pallas_kernel_forms_compute_the_same(form):
   read at each use, no prefetch)."""
   want, got = pallas_loop.outputs_on_random_inputs([pallas_loop.KernelForm(), form], steps=6,
                                                    batch=2, hidden_size=8, seed=3)
-  assert len(got) == 8
+  assert len(got) == 9  # forward: carry, h, carries, z; backward: d carry, dz
   for w, g in zip(want, got):
     np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
 

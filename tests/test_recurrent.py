@@ -172,8 +172,6 @@ def test_bad_options_are_named():
     ScanConfig(backward='magic')
   with pytest.raises(ValueError, match='unroll'):
     ScanConfig(unroll=-1)
-  with pytest.raises(ValueError, match='backward_gates'):
-    ScanConfig(backward_gates='outside')
   with pytest.raises(ValueError, match='layout'):
     ScanConfig(layout='time')
 
@@ -222,15 +220,6 @@ def test_loop_auto_runs_pallas_only_on_a_gpu_where_it_applies(monkeypatch):
     ScanConfig(loop='triton')
 
 
-def test_backward_gates_auto_hoists_only_when_latency_bound():
-  auto = ScanConfig()
-  on_cpu = jax.default_backend() == 'cpu'
-  assert auto.hoists_backward_gates(1) == on_cpu
-  assert not auto.hoists_backward_gates(8)
-  assert ScanConfig(backward_gates='hoisted').hoists_backward_gates(8)
-  assert not ScanConfig(backward_gates='in_loop').hoists_backward_gates(1)
-
-
 @pytest.mark.parametrize('hoist,rec_act', [(False, 'sigmoid'), (True, 'hard_sigmoid')])
 def test_feature_major_matches_loop(problem, hoist, rec_act):
   """The feature-major inference scan computes the reference function, carries included, and
@@ -271,38 +260,3 @@ def test_compiler_options_lower_llvm_opt_only_when_latency_bound():
   assert ScanConfig().compiler_options(1) == (
       {'xla_backend_optimization_level': 1} if on_cpu else None)
   assert ScanConfig().compiler_options(8) is None
-
-
-@pytest.mark.parametrize('layout,rec_act', [('batch', 'sigmoid'), ('feature', 'sigmoid'),
-                                            ('batch', 'hard_sigmoid_keras3')])
-def test_split_gate_form_matches_packed_and_loop(problem, layout, rec_act):
-  """Gates activated inside the cell update: the reference function, and the packed form's
-  numbers (the same operations in another grouping of XLA kernels)."""
-  params, carries, x = problem
-  ref_c, ref_h = python_loop(params, carries, x, rec_act)
-  run = jax.jit(recurrent.lstm_stack, static_argnums=3)
-  outs = {form: run(params, carries, x, ScanConfig(gate_form=form, layout=layout,
-                                                   recurrent_activation=rec_act))
-          for form in ('split', 'packed')}
-  got_c, got_h = outs['split']
-  np.testing.assert_allclose(got_h, ref_h, atol=1e-5)
-  for g, r, p in zip(got_c, ref_c, outs['packed'][0]):
-    np.testing.assert_allclose(g.h, r.h, atol=1e-5)
-    np.testing.assert_allclose(g.c, r.c, atol=1e-5)
-    np.testing.assert_allclose(g.c, p.c, rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(got_h, outs['packed'][1], rtol=1e-6, atol=1e-7)
-
-
-def test_gate_form_auto_splits_only_latency_bound_layers_of_16_units_and_more(monkeypatch):
-  auto = ScanConfig()
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'cpu')
-  assert auto.splits_gates(1, 16) and auto.splits_gates(1, 64)
-  assert not auto.splits_gates(1, 8)  # measured slower at 8 and 12 units (docs/performance.md)
-  assert not auto.splits_gates(8, 128)  # no gain at batch 8-64
-  assert not ScanConfig(backward='autodiff').splits_gates(1, 64)  # its forward trains too
-  assert ScanConfig(gate_form='split').splits_gates(64, 4)
-  assert not ScanConfig(gate_form='packed').splits_gates(1, 64)
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert not auto.splits_gates(1, 64)
-  with pytest.raises(ValueError, match="gate_form must be 'auto', 'packed' or 'split'"):
-    ScanConfig(gate_form='fused')
