@@ -222,6 +222,9 @@ def check_generic_flags(cell: Cell, scan: ScanConfig) -> None:
   if scan.loop == 'pallas':
     raise ValueError(f"loop='pallas': cell {describe(cell)} has no fused form (one recurrent "
                      "matmul and a pointwise update) for the kernel to run; use loop='scan'")
+  if scan.loop == 'cudnn':
+    raise ValueError(f"loop='cudnn': cuDNN runs the stock LSTM only, not cell {describe(cell)}; "
+                     "use loop='scan'")
   if scan.backward == 'custom':
     recurrent.warn_once(f"cell {describe(cell)} has no fused form, so backward='custom' does "
                         'not apply: JAX differentiates its time loop (as backward=autodiff)')

@@ -85,7 +85,7 @@ class Config:
   matmul_dtype: str = 'float32'
   remat: bool = False
   layout: str = 'auto'  # the LSTM inference scan's layout: auto | batch | feature
-  loop: str = 'auto'  # auto | scan | pallas (one Triton kernel per layer; auto: small GPU layers)
+  loop: str = 'auto'  # auto | scan | pallas (one Triton kernel per layer; auto: small GPU layers) | cudnn
   # Streams and chunks: ``n_streams`` parallel continuous streams cut in ``chunk_len`` chunks;
   # the gradient is truncated every ``bptt_len`` samples inside a chunk. One update per chunk.
   n_streams: int = 32

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax import cell as cell_lib
+from lstm_jax import cudnn_loop
 from lstm_jax import pallas_loop
 from lstm_jax.cell import LSTMCarry, LSTMParams
 
@@ -118,7 +119,9 @@ class ScanConfig:
       batch 128 because one program per sequence takes the same time until programs outnumber
       the multiprocessors), ``scan`` elsewhere (docs/performance.md, "loop"). The kernel
       traces the cell's own update (forward) and its ``jax.vjp`` (backward); cells that do
-      not fit it are refused with ``pallas`` and run the scan with ``auto``.
+      not fit it are refused with ``pallas`` and run the scan with ``auto``. ``cudnn``: the
+      stock LSTM through cuDNN (``lstm_jax.cudnn_loop``; a CUDA GPU only, refused for any
+      other cell or an edited ``lstm_jax.cell``); ``auto`` never picks it.
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
@@ -138,11 +141,11 @@ class ScanConfig:
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}")
     if self.layout not in ('auto', 'batch', 'feature'):
       raise ValueError(f"layout must be 'auto', 'batch' or 'feature', got {self.layout!r}")
-    if self.loop not in ('auto', 'scan', 'pallas'):
-      raise ValueError(f"loop must be 'auto', 'scan' or 'pallas', got {self.loop!r}")
-    if self.loop == 'pallas' and (self.backward != 'custom' or self.remat):
-      raise ValueError("loop='pallas' needs backward='custom' and remat=False (its kernels "
-                       'have no autodiff rule)')
+    if self.loop not in ('auto', 'scan', 'pallas', 'cudnn'):
+      raise ValueError(f"loop must be 'auto', 'scan', 'pallas' or 'cudnn', got {self.loop!r}")
+    if self.loop in ('pallas', 'cudnn') and (self.backward != 'custom' or self.remat):
+      raise ValueError(f"loop={self.loop!r} needs backward='custom' and remat=False (its "
+                       'kernels have no autodiff rule; cuDNN brings its own backward)')
     if self.unroll < 0:
       raise ValueError(f'unroll must be >= 1, or 0 to pick per platform, got {self.unroll}')
 
@@ -435,6 +438,11 @@ def fused_layer(cell, fp: Fused, carry, x_BxTxC, cfg: ScanConfig = ScanConfig())
   # The cell's math key (the update functions it reaches through their modules) is a static
   # argument, so a traced program is never reused after the cell math is edited.
   key = (cell, cell.math_key())
+  if cfg.loop == 'cudnn':
+    why = cudnn_loop.unsupported(cell, cfg, key[1])
+    if why is not None:
+      raise ValueError(f"loop='cudnn': {why}; use loop='scan'")
+    return cudnn_loop.layer(LSTMParams(fp.kernel, fp.recurrent, fp.bias), carry, x_BxTxC)
   if cfg.backward == 'custom' and not cfg.remat:
     carry, h = _layer_custom(key, fp, carry, x_TxBxC, cfg)
   else:

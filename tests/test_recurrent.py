@@ -216,7 +216,7 @@ def test_loop_auto_runs_pallas_only_on_a_gpu_where_it_applies(monkeypatch):
   for other in (ScanConfig(backward='autodiff'), ScanConfig(matmul_dtype='bfloat16'),
                 ScanConfig(loop='scan'), ScanConfig(backward='autodiff', remat=True)):
     assert not other.uses_pallas(1, 64)
-  with pytest.raises(ValueError, match="loop must be 'auto', 'scan' or 'pallas'"):
+  with pytest.raises(ValueError, match="loop must be 'auto', 'scan', 'pallas' or 'cudnn'"):
     ScanConfig(loop='triton')
 
 
