@@ -307,6 +307,13 @@ class DeepCleanConv:
       val = validation_loss(fitted)
       history.append({'epoch': epoch + 1, 'train_loss': float(value), 'val_loss': val,
                       'seconds': time.perf_counter() - t_start})
+      if epochs_run in (2, 3):
+        # Re-planned from whole epochs (validation included, compilation not), while the
+        # one-cycle is still rising: the schedule fills the budget, no more.
+        per_epoch = history[-1]['seconds'] - history[-2]['seconds']
+        left = budget_seconds - history[-1]['seconds']
+        epochs = int(np.clip(epochs_run + left // max(per_epoch, 1e-9), epochs_run, max_epochs))
+        total = np.float32(epochs * steps_per_epoch)
       if not math.isfinite(val):
         stop_reason = 'non-finite validation loss'
         break
