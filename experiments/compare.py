@@ -1,4 +1,5 @@
-r"""Train the LSTM and the baselines (Wiener FIR, static MLP) on the same data; one table, one ASD.
+r"""Train the LSTM and the baselines (Wiener FIR, static MLP, DeepClean) on the same data; one
+table, one ASD.
 
 Writes ``workdir/compare.json``, ``workdir/compare.md`` and ``workdir/compare_asd.png``.
 Examples::
@@ -24,11 +25,14 @@ from lstm_jax import data as data_lib
 
 PRESET = flags.DEFINE_string('preset', 'default', 'Named config (lstm_jax.config.PRESETS).')
 WORKDIR = flags.DEFINE_string('workdir', '', 'Writes compare.json, compare.md, compare_asd.png.')
-METHODS = flags.DEFINE_list('methods', list(compare.METHODS), 'Subset of lstm,wiener,mlp.')
+METHODS = flags.DEFINE_list('methods', list(compare.METHODS),
+                            'Subset of lstm,wiener,mlp,deepclean.')
 BAND = flags.DEFINE_list('band', None, 'LO,HI in Hz: sets band_lo and band_hi.')
 FIR_TAPS = flags.DEFINE_integer('fir_taps', 128, 'Wiener FIR taps per witness.')
 MLP_HIDDEN = flags.DEFINE_list('mlp_hidden', ['64', '64'], 'Static MLP hidden sizes.')
 MLP_STEPS = flags.DEFINE_integer('mlp_steps', 2000, 'Static MLP Adam steps.')
+DEEPCLEAN_SECONDS = flags.DEFINE_float('deepclean_seconds', 300.0, 'DeepClean\'s wall-time '
+                                       'budget (its own early stopping may end it sooner).')
 cli.define_config_flags()
 
 
@@ -57,7 +61,8 @@ def main(argv):
     except ValueError:
       raise data_lib.DataError(f'--mlp_hidden: expected integers, got {MLP_HIDDEN.value}') from None
     result = compare.run(config, WORKDIR.value or None, tuple(METHODS.value),
-                         fir_taps=FIR_TAPS.value, mlp_hidden=hidden, mlp_steps=MLP_STEPS.value)
+                         fir_taps=FIR_TAPS.value, mlp_hidden=hidden, mlp_steps=MLP_STEPS.value,
+                         deepclean_seconds=DEEPCLEAN_SECONDS.value)
     print(compare.table_markdown(result))
 
   sys.exit(cli.run_user_main(run))

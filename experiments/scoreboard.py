@@ -3,6 +3,10 @@ r"""The default recipe on the recording zoo against the baselines and the oracle
   python -m experiments.scoreboard --split=dev --workdir=runs/scoreboard_dev
   python -m experiments.scoreboard --split=test --workdir=runs/scoreboard_test --jobs=2
   python -m experiments.scoreboard --quick --workdir=runs/scoreboard_quick
+  python -m experiments.scoreboard --split=dev --families=mains_sidebands,seed_segments \
+      --methods=ours,deepclean,oracle --train_seeds=0 --workdir=runs/deepclean_dev
+
+The DeepClean column (``--deepclean``) is on by default, except in quick mode.
 
 Writes ``scoreboard.md``, ``scoreboard.json`` and ``scoreboard.png``; every task's result is kept
 in ``WORKDIR/tasks/`` and skipped on a rerun (``--rerun`` runs them again).
@@ -22,6 +26,11 @@ WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, tables and the fi
 FAMILIES = flags.DEFINE_list('families', [], 'Only these zoo families (default: the split\'s).')
 METHODS = flags.DEFINE_list('methods', ['ours', *scoreboard.BASELINES],
                             'ours and any of the baselines.')
+DEEPCLEAN = flags.DEFINE_boolean('deepclean', None, 'Run the DeepClean peer (its column; '
+                                 'minutes per recording). Default: on, except with --quick.')
+DEEPCLEAN_SECONDS = flags.DEFINE_float('deepclean_seconds', scoreboard.DEEPCLEAN_SECONDS,
+                                       'DeepClean\'s wall-time budget where ours has no '
+                                       'result on the recording (else ours\' time, if more).')
 TRAIN_SEEDS = flags.DEFINE_list('train_seeds', [str(s) for s in scoreboard.TRAIN_SEEDS],
                                 'Training seeds of ours (the row shows their median).')
 JOBS = flags.DEFINE_integer('jobs', 1, 'Tasks run at once (worker processes).')
@@ -39,11 +48,15 @@ def main(argv):
 
   def run():
     seeds = [int(s) for s in TRAIN_SEEDS.value]
+    split = 'quick' if QUICK.value else SPLIT.value
+    with_deepclean = DEEPCLEAN.value if DEEPCLEAN.value is not None else split != 'quick'
+    methods = [m for m in METHODS.value if with_deepclean or m != 'deepclean']
     summary = scoreboard.run(
-        WORKDIR.value, 'quick' if QUICK.value else SPLIT.value, families=FAMILIES.value,
-        methods=METHODS.value, train_seeds=seeds[:1] if QUICK.value else seeds,
+        WORKDIR.value, split, families=FAMILIES.value,
+        methods=methods, train_seeds=seeds[:1] if QUICK.value else seeds,
         overrides=cli.parse_overrides(SET.value), jobs=JOBS.value,
-        max_seconds=MAX_SECONDS.value or None, rerun=RERUN.value)
+        max_seconds=MAX_SECONDS.value or None, rerun=RERUN.value,
+        deepclean_seconds=DEEPCLEAN_SECONDS.value)
     print(scoreboard.table_markdown(summary))
 
   sys.exit(cli.run_user_main(run))

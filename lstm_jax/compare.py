@@ -2,7 +2,8 @@
 
 ``run(config, workdir)`` loads the split that ``train.train_and_evaluate`` would use (a mock or a
 user's ``--data`` file), trains the LSTM with ``config``, fits the Wiener FIR and the static MLP
-(``lstm_jax.baselines``) on the same training records, and judges all of them on the same
+(``lstm_jax.baselines``) and the DeepClean-architecture peer (``lstm_jax.deepclean``, offline,
+not causal) on the same training records, and judges all of them on the same
 held-out stretch with ``lstm_jax.metrics.evaluate``, each after the same lead-in of the witnesses
 before it (``train.predict_stretch``). It writes ``workdir/compare.json``,
 ``workdir/compare.md`` (the table) and ``workdir/compare_asd.png`` (every residual's ASD).
@@ -23,8 +24,8 @@ from lstm_jax import metrics as eval_lib
 from lstm_jax import train as train_lib
 from lstm_jax.config import Config
 
-METHODS = ('lstm', 'wiener', 'mlp')
-LABELS = {'lstm': 'LSTM', 'wiener': 'Wiener FIR', 'mlp': 'static MLP'}
+METHODS = ('lstm', 'wiener', 'mlp', 'deepclean')
+LABELS = {'lstm': 'LSTM', 'wiener': 'Wiener FIR', 'mlp': 'static MLP', 'deepclean': 'DeepClean'}
 
 
 def _band(config: Config):
@@ -32,9 +33,16 @@ def _band(config: Config):
 
 
 def fit_and_predict(method: str, config: Config, split: train_lib.Split, *, fir_taps: int = 128,
-                    mlp_hidden: Sequence[int] = (64, 64), mlp_steps: int = 2000):
-  """Trains one method on ``split.train``; returns (held-out prediction, train seconds, info)."""
+                    mlp_hidden: Sequence[int] = (64, 64), mlp_steps: int = 2000,
+                    deepclean_seconds: float = 300.0):
+  """Trains one method on ``split.train``; returns (held-out prediction, train seconds, info).
+
+  ``info['latency_s']``: how long an output sample waits for its inputs; one sample for the
+  causal methods, one window for DeepClean (offline here: it sees the whole stretch)."""
+  from lstm_jax import deepclean  # pylint: disable=g-import-not-at-top
+
   t0 = time.perf_counter()
+  fs = split.train[0].fs
   if method == 'lstm':
     trained, stats = train_lib.train(config, split)
     info = {'loss': config.loss, 'steps': config.num_steps, 'lstm_sizes': list(config.lstm_sizes),
@@ -49,21 +57,28 @@ def fit_and_predict(method: str, config: Config, split: train_lib.Split, *, fir_
   elif method == 'mlp':
     model = baselines.StaticMLP.fit(split.train, mlp_hidden, mlp_steps, seed=config.seed)
     info = {'hidden': list(mlp_hidden), 'steps': mlp_steps}
+  elif method == 'deepclean':
+    # Its band: the config's where set, else chosen from the coupled noise (mocks) or target.
+    model = deepclean.DeepCleanConv.fit(split.train, _band(config), deepclean_seconds,
+                                        seed=config.seed)
+    info = {k: v for k, v in model.info.items() if k not in ('history', 'train_s')}
   else:
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
   train_s = time.perf_counter() - t0
+  info.setdefault('latency_s', 1.0 / fs)
   return train_lib.predict_stretch(model, split.heldout, split.heldout_lead), train_s, info
 
 
 def run(config: Config, workdir: Optional[str] = None, methods: Sequence[str] = METHODS, *,
         fir_taps: int = 128, mlp_hidden: Sequence[int] = (64, 64), mlp_steps: int = 2000,
-        split: Optional[train_lib.Split] = None) -> dict:
+        deepclean_seconds: float = 300.0, split: Optional[train_lib.Split] = None) -> dict:
   """Trains and judges every method in ``methods`` on one split; writes ``workdir`` if given.
 
   Returns ``{'rows': [...], 'data': ..., 'band_hz': ..., ...}``, one row per method with
   held-out ``nr_db`` (against the true noise for mocks, else against the target),
-  ``band_nr_db``, ``asd_ratio_band_mean``, ``r2`` and ``train_s`` (fit wall time, compilation
-  included).
+  ``band_nr_db``, ``asd_ratio_band_mean``, ``r2``, ``train_s`` (fit wall time, compilation
+  included) and ``latency_s``. DeepClean trains for at most ``deepclean_seconds`` (give it at
+  least the LSTM's ``train_s``).
   """
   if not methods:
     raise data_lib.DataError(f'no method to compare; choose from {",".join(METHODS)}')
@@ -76,7 +91,8 @@ def run(config: Config, workdir: Optional[str] = None, methods: Sequence[str] = 
   for method in methods:
     logging.info('compare: fitting %s', method)
     pred, train_s, info = fit_and_predict(method, config, split, fir_taps=fir_taps,
-                                          mlp_hidden=mlp_hidden, mlp_steps=mlp_steps)
+                                          mlp_hidden=mlp_hidden, mlp_steps=mlp_steps,
+                                          deepclean_seconds=deepclean_seconds)
     m = eval_lib.evaluate(heldout, pred, _band(config))
     rows.append({'method': method, 'label': LABELS[method], 'nr_db': m['nr_db'],
                  'nr_reference': m['nr_reference'], 'band_nr_db': m['band_nr_db'],
@@ -111,11 +127,14 @@ def table_markdown(result: dict) -> str:
            f"{result.get('heldout_lead_in_seconds', 0):g} s of witnesses before it; "
            f"NR against the {'true noise' if ref == 'noise' else ref}; "
            f"band {result['band_hz'][0]:g}-{result['band_hz'][1]:g} Hz.", '',
-           '| method | NR [dB] | band NR [dB] | ASD ratio in band (mean) | R2 | train [s] |',
-           '| --- | ---: | ---: | ---: | ---: | ---: |']
+           '| method | NR [dB] | band NR [dB] | ASD ratio in band (mean) | R2 | train [s] | '
+           'latency |', '| --- | ---: | ---: | ---: | ---: | ---: | --- |']
   for r in result['rows']:
+    latency = r.get('latency_s', 0.0)
+    causal = latency * result['fs'] <= 1.0 + 1e-9
     lines.append(f"| {r['label']} | {r['nr_db']:.2f} | {r['band_nr_db']:.2f} | "
-                 f"{r['asd_ratio_band_mean']:.4f} | {r['r2']:.4f} | {r['train_s']:.1f} |")
+                 f"{r['asd_ratio_band_mean']:.4f} | {r['r2']:.4f} | {r['train_s']:.1f} | "
+                 f"{'causal, 1 sample' if causal else f'{latency:g} s (window, offline)'} |")
   return '\n'.join(lines) + '\n'
 
 

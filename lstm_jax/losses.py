@@ -76,6 +76,16 @@ def spectral_ratio(pred_BxT, y_BxT, bins: np.ndarray, nperseg: int, psd_floor: f
   return jnp.mean(psd_res / (jnp.maximum(psd_y, psd_floor * jnp.mean(psd_y)) + eps))
 
 
+def window_psd_ratio(pred_BxT, y_BxT, bins: np.ndarray, nperseg: int, eps: float = 1e-12):
+  """DeepClean's loss, one value per window (B,): the band mean over bins of
+  PSD(y - pred) / PSD(y), each window's own Welch PSDs (``welch_psd``: Hann, hop
+  ``nperseg // 2``). ``spectral_ratio`` averages the PSDs over the batch first; this keeps each
+  window's ratio, as DeepClean's ``PsdRatio`` does (with a Welch mean, not its median)."""
+  psd_res = welch_psd(y_BxT - pred_BxT, nperseg)[:, bins]
+  psd_y = welch_psd(y_BxT, nperseg)[:, bins]
+  return jnp.mean(psd_res / (psd_y + eps), axis=-1)
+
+
 def make_loss(name: str = 'mse', fs: float = 1.0, band: Optional[Sequence[float]] = None,
               weight: float = 0.5, nperseg: int = 256, psd_floor: float = 0.0) -> LossFn:
   """A ``(pred_BxTxO, y_BxTxO) -> scalar`` loss.

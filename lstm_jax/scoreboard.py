@@ -7,8 +7,13 @@ training file (what ``experiments/noise_regression.py --data`` runs) and then
 ``cleaning.clean_file`` on the later file (what ``experiments/clean.py`` runs), once per
 training seed, with the config's defaults and nothing else. The Wiener FIR, the static MLP and
 the oracle are fitted on the same training part ours sees (the file minus its held-out
-fraction) and predict the later file the same way, causally from its first sample. Every method
-is scored on the later file after the same warm-up, against the true coupled noise.
+fraction) and predict the later file the same way, causally from its first sample. The
+DeepClean-architecture peer (``lstm_jax.deepclean``) is fitted on that part too, with its own
+recipe and at least the wall time ours took on the recording (``deepclean_seconds`` where ours
+has not run), and cleans the later file offline (not causal: each output sees its 8 s window).
+Every method is scored on the later file after the same warm-up, against the true coupled
+noise: broadband, in the default band, and in DeepClean's band (``dc_band_nr_db``: the band
+its configuration names, from the training part's coupled noise, ``deepclean.choose_band``).
 
 Splits: ``dev`` (seeds 0 and 1 of the families used for tuning) is where recipe changes are
 judged; ``test`` (seeds 100 and 101 of every family, two of which no tuning ever saw) is where
@@ -39,7 +44,9 @@ from lstm_jax.config import Config
 DEV_SEEDS = (0, 1)
 TEST_SEEDS = (100, 101)
 TRAIN_SEEDS = (0, 1, 2)
-BASELINES = ('wiener', 'mlp', 'oracle')
+BASELINES = ('wiener', 'mlp', 'deepclean', 'oracle')
+# DeepClean's wall-time budget where ours has no result on the recording yet (seconds).
+DEEPCLEAN_SECONDS = 300.0
 # Each method is scored after this much of the later file, the same for all: a causal cleaner
 # starts it cold (the FIR's taps, the LSTM's carry), as clean.py does on a new file.
 WARMUP_SECONDS = 2.0
@@ -74,12 +81,23 @@ def warmup_samples(n: int, fs: float) -> int:
   return int(min(WARMUP_SECONDS * fs, WARMUP_FRACTION * n))
 
 
-def score(rec: data_lib.Recording, prediction) -> dict:
-  """NR (dB) of a prediction of ``rec``'s true noise after the warm-up, and in the default band."""
+def score(rec: data_lib.Recording, prediction, dc_band=None) -> dict:
+  """NR (dB) of a prediction of ``rec``'s true noise after the warm-up, and in the default band;
+  with ``dc_band`` (Hz) also the NR of the true noise in that band (``dc_band_nr_db``)."""
   k = warmup_samples(len(rec), rec.fs)
   tail = rec.slice(k, len(rec))
-  m = eval_lib.evaluate(tail, np.asarray(prediction, np.float64)[k:])
-  return {'nr_db': m['nr_db'], 'band_nr_db': m['band_nr_db'], 'warmup_s': k / rec.fs}
+  prediction = np.asarray(prediction, np.float64)[k:]
+  m = eval_lib.evaluate(tail, prediction)
+  out = {'nr_db': m['nr_db'], 'band_nr_db': m['band_nr_db'], 'warmup_s': k / rec.fs}
+  if dc_band is not None:
+    noise = np.asarray(tail.noise, np.float64)
+    f, a_noise = eval_lib.asd(noise, rec.fs)
+    _, a_left = eval_lib.asd(noise - prediction, rec.fs)
+    mask = eval_lib.band_mask(f, dc_band)
+    out.update(dc_band_hz=[float(b) for b in dc_band],
+               dc_band_nr_db=float(10 * np.log10(np.sum(a_noise[mask] ** 2) /
+                                                 max(np.sum(a_left[mask] ** 2), 1e-300))))
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +121,23 @@ def training_part(draw: zoo.Draw, config: Config) -> int:
   return int(round(len(draw.train) * (1.0 - config.holdout_fraction)))
 
 
+def ours_train_seconds(workdir: str, family: str, seed: int) -> Optional[float]:
+  """The median wall time ours took to train on a recording, from its task files (None: none
+  yet)."""
+  times = []
+  tasks = os.path.join(workdir, 'tasks')
+  prefix = f'{family}_{seed}_ours_'
+  for name in sorted(os.listdir(tasks)) if os.path.isdir(tasks) else ():
+    if name.startswith(prefix) and name.endswith('.json'):
+      with open(os.path.join(tasks, name)) as f:
+        t = json.load(f).get('train_s')
+      if t is not None:
+        times.append(float(t))
+  return float(np.median(times)) if times else None
+
+
 def run_task(task: Task, workdir: str, overrides: dict, max_seconds: Optional[float],
-             mlp_steps: int = 3000) -> dict:
+             mlp_steps: int = 3000, deepclean_seconds: float = DEEPCLEAN_SECONDS) -> dict:
   """One task's result (the JSON it writes)."""
   from lstm_jax import cleaning  # here: the worker processes import JAX only when they run
   from lstm_jax import train as train_lib
@@ -121,6 +154,11 @@ def run_task(task: Task, workdir: str, overrides: dict, max_seconds: Optional[fl
       os.rename(tmp, rec_dir)
     except OSError:  # another worker wrote it first: the same draw
       pass
+  from lstm_jax import deepclean  # pylint: disable=g-import-not-at-top
+
+  part = training_part(draw, config)
+  fit_rec = draw.train.slice(0, part)
+  dc_band = deepclean.choose_band(fit_rec.noise, fit_rec.fs)
   t0 = time.perf_counter()
   info = {}
   if task.method == 'ours':
@@ -136,8 +174,6 @@ def run_task(task: Task, workdir: str, overrides: dict, max_seconds: Optional[fl
     info = {'clean_s': time.perf_counter() - t1, 'heldout_nr_db': metrics['heldout']['nr_db'],
             'train_summary': _summary(metrics)}
   else:
-    part = training_part(draw, config)
-    fit_rec = draw.train.slice(0, part)
     if task.method == 'oracle':
       oracle = zoo.fit_oracle(draw, part)
       prediction = oracle.predict(draw.features_later)
@@ -147,10 +183,19 @@ def run_task(task: Task, workdir: str, overrides: dict, max_seconds: Optional[fl
     elif task.method == 'mlp':
       mlp = baselines.StaticMLP.fit([fit_rec], num_steps=mlp_steps, seed=task.train_seed)
       prediction = mlp.predict(draw.later.witnesses)
+    elif task.method == 'deepclean':
+      ours_s = ours_train_seconds(workdir, task.family, task.seed)
+      budget = max(deepclean_seconds, ours_s or 0.0)
+      model = deepclean.DeepCleanConv.fit([fit_rec], dc_band, budget, seed=task.train_seed)
+      prediction = model.predict(draw.later.witnesses)
+      info = {k: v for k, v in model.info.items() if k not in ('history', 'train_s')}
+      info['val_history'] = [h['val_loss'] for h in model.info['history']]
+      info['ours_train_s'] = ours_s
     else:
       raise ValueError(f'unknown method {task.method!r}')
     train_s = time.perf_counter() - t0
-  result = dict(dataclasses.asdict(task), **score(draw.later, prediction), train_s=train_s,
+  result = dict(dataclasses.asdict(task), **score(draw.later, prediction, dc_band),
+                train_s=train_s,
                 fs=draw.train.fs, train_seconds=len(draw.train) / draw.train.fs,
                 n_witnesses=int(draw.train.witnesses.shape[1]), **info)
   return result
@@ -189,10 +234,10 @@ def fit_wiener(rec: data_lib.Recording) -> tuple[baselines.WienerFIR, dict]:
 
 
 def _worker(args):
-  task, workdir, overrides, max_seconds, mlp_steps = args
+  task, workdir, overrides, max_seconds, mlp_steps, deepclean_seconds = args
   path = os.path.join(workdir, 'tasks', task.key + '.json')
   try:
-    result = run_task(task, workdir, overrides, max_seconds, mlp_steps)
+    result = run_task(task, workdir, overrides, max_seconds, mlp_steps, deepclean_seconds)
   except Exception as e:  # pylint: disable=broad-except
     logging.exception('task %s failed', task.key)
     result = dict(dataclasses.asdict(task), error=f'{type(e).__name__}: {e}')
@@ -206,9 +251,11 @@ def _worker(args):
 def run(workdir: str, split: str = 'dev', *, families: Optional[Sequence[str]] = None,
         methods: Sequence[str] = ('ours',) + BASELINES, train_seeds: Sequence[int] = TRAIN_SEEDS,
         overrides: Optional[dict] = None, jobs: int = 1, max_seconds: Optional[float] = None,
-        rerun: bool = False, mlp_steps: int = 3000) -> dict:
+        rerun: bool = False, mlp_steps: int = 3000,
+        deepclean_seconds: float = DEEPCLEAN_SECONDS) -> dict:
   """Runs every task of ``split`` not already in ``workdir/tasks``; writes the tables and the
-  figure; returns the summary."""
+  figure; returns the summary. Ours runs before DeepClean on each recording, so DeepClean's
+  budget is at least ours' wall time (in a pool: where ours has finished first)."""
   overrides = dict(overrides or {})
   pairs = recordings(split, families)
   tasks = []
@@ -221,7 +268,7 @@ def run(workdir: str, split: str = 'dev', *, families: Optional[Sequence[str]] =
       os.path.join(workdir, 'tasks', t.key + '.json'))]
   logging.info('scoreboard %s: %d recordings, %d tasks, %d to run', split, len(pairs),
                len(tasks), len(todo))
-  args = [(t, workdir, overrides, max_seconds, mlp_steps) for t in todo]
+  args = [(t, workdir, overrides, max_seconds, mlp_steps, deepclean_seconds) for t in todo]
   if jobs > 1 and len(todo) > 1:
     # Ours first: the longest tasks, so the pool ends together.
     args.sort(key=lambda a: a[0].method != 'ours')
@@ -265,6 +312,12 @@ def summarize(results: list[dict], pairs) -> dict:
       row[method] = float(np.median(nrs))
       row[f'{method}_band'] = float(np.median([r['band_nr_db'] for r in ok]))
       row[f'{method}_train_s'] = float(np.median([r['train_s'] for r in ok]))
+      if all('dc_band_nr_db' in r for r in ok):
+        row[f'{method}_dc_band'] = float(np.median([r['dc_band_nr_db'] for r in ok]))
+        row['dc_band_hz'] = ok[0]['dc_band_hz']
+      if method == 'deepclean':
+        row.update(deepclean_latency_s=ok[0]['latency_s'], deepclean_epochs=ok[0]['epochs_run'],
+                   deepclean_stop=ok[0]['stop'])
       if method == 'ours':
         row['ours_range'] = [float(min(nrs)), float(max(nrs))]
         row['ours_heldout'] = float(np.median([r['heldout_nr_db'] for r in ok]))
@@ -276,6 +329,10 @@ def summarize(results: list[dict], pairs) -> dict:
       if peers:
         row['best_baseline'] = max(peers)
         row['ours_minus_best_baseline'] = row['ours'] - max(peers)
+      if 'deepclean' in row:
+        row['ours_minus_deepclean'] = row['ours'] - row['deepclean']
+        if 'ours_dc_band' in row and 'deepclean_dc_band' in row:
+          row['ours_minus_deepclean_dc_band'] = row['ours_dc_band'] - row['deepclean_dc_band']
       if 'oracle' in row:
         row['gap_to_oracle'] = row['oracle'] - row['ours']
         row['gap_capped'] = min(row['oracle'], OUR_BAR_DB) - row['ours']
@@ -295,7 +352,10 @@ def summarize(results: list[dict], pairs) -> dict:
                    if r['oracle'] > OUR_BAR_DB and r['ours'] < OUR_BAR_DB],
         ours_median_db=float(np.median([r['ours'] for r in judged])),
         ours_train_s_median=float(np.median([r['ours_train_s'] for r in judged])),
-        ours_train_s_max=float(max(r['ours_train_s'] for r in judged)))
+        ours_train_s_max=float(max(r['ours_train_s'] for r in judged)),
+        below_deepclean=[f"{r['family']}/{r['seed']}" for r in judged
+                         if min(r.get('ours_minus_deepclean', 0.0),
+                                r.get('ours_minus_deepclean_dc_band', 0.0)) < -0.5])
   return summary
 
 
@@ -332,7 +392,37 @@ def table_markdown(summary: dict) -> str:
               f"{', '.join(summary['below_bar']) or 'none'}.",
               f"Ours: median {summary['ours_median_db']:.1f} dB; train wall time median "
               f"{summary['ours_train_s_median']:.0f} s, max {summary['ours_train_s_max']:.0f} s."]
+    if any('deepclean' in r for r in summary['rows']):
+      lines.append(f"Ours below DeepClean by more than 0.5 dB (broadband or in its band): "
+                   f"{', '.join(summary.get('below_deepclean', [])) or 'none'}.")
+  lines += _deepclean_table(summary['rows'])
   return '\n'.join(lines) + '\n'
+
+
+def _deepclean_table(rows) -> list:
+  """Ours, DeepClean and the oracle in DeepClean's band, with train times and latencies."""
+  rows = [r for r in rows if 'deepclean' in r]
+  if not rows:
+    return []
+  fmt = lambda r, k: f'{r[k]:.1f}' if k in r else '-'
+  out = ['', 'DeepClean as a peer: NR of the true noise in its band (the band its configuration '
+             'names, from the training part\'s coupled noise) and broadband; latency: ours is '
+             'causal (one sample), DeepClean cleans offline by windows (one window online).', '',
+         '| recording | band [Hz] | ours in band [dB] | DeepClean in band [dB] | oracle in band '
+         '[dB] | ours [dB] | DeepClean [dB] | ours train [s] | DeepClean train [s] (epochs, '
+         'stop) | DeepClean latency [s] |', '|' + ' --- |' * 10]
+  for r in rows:
+    band = r.get('dc_band_hz', [0, 0])
+    out.append(
+        f"| {r['family']}/{r['seed']} | {band[0]:.0f}-{band[1]:.0f} | {fmt(r, 'ours_dc_band')} | "
+        f"{fmt(r, 'deepclean_dc_band')} | {fmt(r, 'oracle_dc_band')} | {fmt(r, 'ours')} | "
+        f"{fmt(r, 'deepclean')} | {r['ours_train_s']:.0f} | " if 'ours_train_s' in r else
+        f"| {r['family']}/{r['seed']} | {band[0]:.0f}-{band[1]:.0f} | - | "
+        f"{fmt(r, 'deepclean_dc_band')} | {fmt(r, 'oracle_dc_band')} | - | {fmt(r, 'deepclean')} "
+        f"| - | ")
+    out[-1] += (f"{r['deepclean_train_s']:.0f} ({r['deepclean_epochs']}, {r['deepclean_stop']}) | "
+                f"{r['deepclean_latency_s']:g} |")
+  return out
 
 
 def plot(summary: dict, path: str) -> str:

@@ -78,8 +78,10 @@ def test_compare_run_writes_table_json_and_figure(tmp_path):
                              train_record_seconds=8.0, eval_seconds=8.0, lstm_sizes=(4,),
                              head_sizes=(4,), n_streams=4, chunk_len=64, bptt_len=64,
                              num_steps=4, warmup_steps=0)
-  result = compare.run(config, str(tmp_path), fir_taps=8, mlp_hidden=(8,), mlp_steps=20)
-  assert [r['method'] for r in result['rows']] == ['lstm', 'wiener', 'mlp']
+  result = compare.run(config, str(tmp_path), fir_taps=8, mlp_hidden=(8,), mlp_steps=20,
+                       deepclean_seconds=3.0)
+  assert [r['method'] for r in result['rows']] == ['lstm', 'wiener', 'mlp', 'deepclean']
+  assert result['rows'][3]['latency_s'] == result['rows'][3]['window_s'] == 2.0
   for name in ('compare.json', 'compare.md', 'compare_asd.png'):
     assert os.path.getsize(tmp_path / name) > 100
   saved = json.loads((tmp_path / 'compare.json').read_text())
@@ -87,6 +89,7 @@ def test_compare_run_writes_table_json_and_figure(tmp_path):
   assert all(np.isfinite(r['nr_db']) and r['nr_reference'] == 'noise' for r in saved['rows'])
   table = (tmp_path / 'compare.md').read_text()
   assert '| Wiener FIR |' in table and '| LSTM |' in table and '| static MLP |' in table
+  assert '| DeepClean |' in table and '2 s (window, offline)' in table
   with pytest.raises(data.DataError, match='unknown method'):
     compare.run(config, None, ('lstm', 'kalman'))
 

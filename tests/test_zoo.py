@@ -76,7 +76,8 @@ def test_scoreboard_on_a_tiny_subset(tmp_path):
   tiny = dict(lstm_sizes=(4,), head_sizes=(8,), n_streams=4, chunk_len=64, bptt_len=64,
               num_steps=30, val_every=10, warmup_steps=5, eval_chunk_len=256,
               log_every_seconds=1e9)
-  summary = scoreboard.run(str(tmp_path), 'quick', families=['seed_segments'],
+  methods = ('ours', 'wiener', 'mlp', 'oracle')  # DeepClean: tests/test_deepclean.py
+  summary = scoreboard.run(str(tmp_path), 'quick', families=['seed_segments'], methods=methods,
                            train_seeds=(0, 1), overrides=tiny, max_seconds=8.0, mlp_steps=100)
   (row,) = summary['rows']
   assert not row['errors']
@@ -94,7 +95,7 @@ def test_scoreboard_on_a_tiny_subset(tmp_path):
     assert json.load(f)['train_seed'] == 1
   # A rerun finds every task done and recomputes nothing.
   stamp = {p: os.path.getmtime(tmp_path / 'tasks' / p) for p in os.listdir(tmp_path / 'tasks')}
-  again = scoreboard.run(str(tmp_path), 'quick', families=['seed_segments'], train_seeds=(0, 1),
-                         overrides=tiny, max_seconds=8.0, mlp_steps=100)
+  again = scoreboard.run(str(tmp_path), 'quick', families=['seed_segments'], methods=methods,
+                         train_seeds=(0, 1), overrides=tiny, max_seconds=8.0, mlp_steps=100)
   assert again['rows'][0]['ours'] == row['ours']
   assert stamp == {p: os.path.getmtime(tmp_path / 'tasks' / p) for p in stamp}
