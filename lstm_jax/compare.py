@@ -87,12 +87,20 @@ def run(config: Config, workdir: Optional[str] = None, methods: Sequence[str] = 
       raise data_lib.DataError(f'unknown method {m!r}; choose from {",".join(METHODS)}')
   split = split or train_lib.load_split(config)
   heldout = split.heldout
-  rows, predictions = [], {}
+  rows, predictions, skipped = [], {}, {}
   for method in methods:
     logging.info('compare: fitting %s', method)
-    pred, train_s, info = fit_and_predict(method, config, split, fir_taps=fir_taps,
-                                          mlp_hidden=mlp_hidden, mlp_steps=mlp_steps,
-                                          deepclean_seconds=deepclean_seconds)
+    try:
+      pred, train_s, info = fit_and_predict(method, config, split, fir_taps=fir_taps,
+                                            mlp_hidden=mlp_hidden, mlp_steps=mlp_steps,
+                                            deepclean_seconds=deepclean_seconds)
+    except data_lib.DataError as e:
+      if method != 'deepclean':
+        raise
+      # The peer's windows need more data than some recordings hold: the others still compare.
+      logging.warning('compare: %s skipped: %s', method, e)
+      skipped[method] = str(e)
+      continue
     m = eval_lib.evaluate(heldout, pred, _band(config))
     rows.append({'method': method, 'label': LABELS[method], 'nr_db': m['nr_db'],
                  'nr_reference': m['nr_reference'], 'band_nr_db': m['band_nr_db'],
@@ -101,11 +109,13 @@ def run(config: Config, workdir: Optional[str] = None, methods: Sequence[str] = 
     predictions[method] = pred
     logging.info('compare: %s held-out NR %.2f dB, band NR %.2f dB, ASD ratio %.4f, %.1f s',
                  method, m['nr_db'], m['band_nr_db'], m['asd_ratio_band_mean'], train_s)
+  if not rows:
+    raise data_lib.DataError(f'nothing to compare: {"; ".join(skipped.values())}')
   result = {'data': split.source, 'heldout_seconds': len(heldout) / heldout.fs, 'fs': heldout.fs,
             'heldout_lead_in_seconds': split.heldout_lead_in_seconds(),
             'train_seconds_of_data': sum(len(r) for r in split.train) / split.train[0].fs,
             'band_hz': m['band_hz'],
-            'rows': rows}
+            'rows': rows, 'skipped': skipped}
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     result['config'] = config.to_dict()
