@@ -37,19 +37,10 @@ ZOO = {'lstm', 'peephole_lstm', 'cifg_lstm', 'layernorm_lstm', 'gru', 'min_lstm'
 
 
 def make_problem(name, options, batch=2, t=9, in_size=3, hidden=4, seed=0):
-  """Random params (biases and peepholes too, so no term is trivially zero), carry and input."""
+  """Random params (biases and peepholes too, so no term is trivially zero), carry and input:
+  the same problem ``cells.check`` builds."""
   cell = cells.get_cell(name, options)
-  keys = jax.random.split(jax.random.key(seed), 4)
-  params = jax.jit(lambda k: cell.init(k, in_size, hidden))(keys[0])  # one compile, not eager
-  leaves, tree = jax.tree.flatten(params)
-  noise = jax.random.split(keys[1], len(leaves))
-  params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape)
-                                     for k, p in zip(noise, leaves)])
-  carry = cell.zero_carry(batch, hidden)
-  carry = type(carry)(*(0.5 * jax.random.normal(k, c.shape)
-                        for k, c in zip(jax.random.split(keys[2], len(carry)), carry)))
-  x = jax.random.normal(keys[3], (batch, t, in_size))
-  return cell, params, carry, x
+  return (cell, *cells._random_problem(cell, batch, t, in_size, hidden, seed))
 
 
 def assert_trees_close(got, want, atol=1e-5, rtol=0.0):
