@@ -819,8 +819,9 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   plateau = config.schedule == 'plateau' and validate is not None
   lr_plan = learning_rates(config if plateau or config.schedule != 'plateau'
                            else config.replace(schedule='cosine'))
-  recorded = [np.concatenate([r.witnesses, r.target[:, None]], axis=1)
-               for r in given_split.train]  # the sensing check needs the target as recorded
+  # The sensing check needs the target as recorded: a copy only where a linear path changed it.
+  recorded = None if linear is None else [
+      np.concatenate([r.witnesses, r.target[:, None]], axis=1) for r in given_split.train]
   findings = doctor.diagnose_start(
       config, params0, records, streams, n_inputs, lr_plan, split.train[0].witness_names,
       split.train[0].fs, recorded, n_chunks=n_chunks,
