@@ -169,7 +169,9 @@ def _with_idle(rng, relevant: list, n: int, fs: float, n_idle: int) -> list:
 
 def _seed_segments(rng, with_background: bool) -> _Signals:
   """The seed's coupling, sin(w_s t) + sin(w_w t) n(t), given as 10 s segments joined end to
-  end (each restarts its clock), 2048 Hz: six segments to train on, two later."""
+  end (each restarts the witness's clock), 2048 Hz: six segments to train on, two later. The
+  slow signal is unwitnessed background: its phase is drawn anew per segment, so that no
+  witness (nor the time since a segment began) tells it."""
   fs, seg = 2048.0, 20480
   w_w = float(rng.uniform(5.0, 20.0)) if rng.uniform() < 0.5 else 10.0
   w_s = float(rng.uniform(0.5, 2.0)) if w_w != 10.0 else 1.0
@@ -180,7 +182,8 @@ def _seed_segments(rng, with_background: bool) -> _Signals:
     sine = np.sin(w_w * t)
     parts_w.append(np.stack([sine, n], 1))
     parts_f.append((sine * n)[:, None])
-    parts_b.append(np.sin(w_s * t) if with_background else np.zeros(seg))
+    phase = rng.uniform(0, 2 * np.pi)  # drawn either way: the same witnesses without background
+    parts_b.append(np.sin(w_s * t + phase) if with_background else np.zeros(seg))
   return _Signals(fs, np.concatenate(parts_w), np.concatenate(parts_f), np.ones(1),
                   np.concatenate(parts_b), 6 * seg,
                   {'witness_rad_s': w_w, 'slow_rad_s': w_s, 'segment_s': 10.0},
