@@ -8,7 +8,9 @@ r"""Apply a trained model to a new recording, streaming it through block by bloc
 ``--model_dir`` is the training workdir or its ``model/``. ``.npz`` output holds ``prediction``
 (T,) in target units and, when the input has ``target``, ``cleaned = target - prediction``;
 ``.gwf``/``.h5`` output holds ``<target>_CLEAN`` and ``<target>_PREDICTION`` at the input's t0
-and rate. Prints the metrics (with the BNS range for a strain target; docs/gw.md).
+and rate. With a band (the model's or ``--band_lo``/``--band_hi``) only the prediction's part
+in that band is subtracted, unless ``--clean_outside_band``. Prints the metrics (with the BNS
+range for a strain target; docs/gw.md).
 """
 import sys
 
@@ -35,8 +37,12 @@ GPS_END = flags.DEFINE_float('gps_end', 0.0, 'Clean up to this GPS time (0: the 
 RESAMPLE_TO = flags.DEFINE_float('resample_to', 0.0, 'Resample every channel to this rate (Hz).')
 OUTPUT_CHANNEL = flags.DEFINE_string('output_channel', '', 'Name of the cleaned channel '
                                      '(default: <target>_CLEAN).')
-BAND_LO = flags.DEFINE_float('band_lo', 0.0, 'Band for the figures, Hz (0, 0: the model\'s).')
-BAND_HI = flags.DEFINE_float('band_hi', 0.0, 'Band for the figures, Hz.')
+BAND_LO = flags.DEFINE_float('band_lo', 0.0, 'Cleaning band, Hz (0, 0: the model\'s): the '
+                             'figures\' band, and where the prediction is subtracted.')
+BAND_HI = flags.DEFINE_float('band_hi', 0.0, 'Cleaning band, Hz.')
+OUTSIDE = flags.DEFINE_string('clean_outside_band', 'auto', 'true | false | auto: subtract the '
+                              'whole prediction, not only its part in the band (auto: as the '
+                              'model was trained).')
 STRAIN = flags.DEFINE_string('target_strain', 'auto', 'true | false | auto: the target is strain '
                              '(the BNS range is reported); auto: from its unit or name.')
 flags.mark_flags_as_required(['model_dir', 'input', 'output'])
@@ -54,7 +60,8 @@ def main(argv):
     band = (BAND_LO.value, BAND_HI.value) if BAND_HI.value > 0 else None
     cleaning.clean_file(MODEL_DIR.value, INPUT.value, OUTPUT.value, CHUNK_LEN.value or None,
                         FS.value or None, BLOCK_SIZE.value or None, selection,
-                        OUTPUT_CHANNEL.value, band, cli.parse_auto_bool(STRAIN))
+                        OUTPUT_CHANNEL.value, band, cli.parse_auto_bool(STRAIN),
+                        cli.parse_auto_bool(OUTSIDE))
 
   sys.exit(cli.run_user_main(run))
 

@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 from absl import logging
 import numpy as np
 
+from lstm_jax import bandlimit
 from lstm_jax import channels
 from lstm_jax import data as data_lib
 from lstm_jax import spectra
@@ -297,26 +298,34 @@ class ChunkFeeder:
     self._x, self._y, self._first = np.stack(xs), np.stack(ys), first
 
 
-def evaluate_stretch(trained, stretch: Stretch, lead_TxC, band, keep: int = 0):
+def evaluate_stretch(trained, stretch: Stretch, lead_TxC, band, keep: int = 0,
+                     subtracted_band=None):
   """Streams ``trained`` over ``lead_TxC`` (outputs dropped), then ``stretch``, block by
   block: ``(StreamingEvaluation, first)`` where ``first`` is ``(Recording, prediction)`` of
-  the stretch's first ``keep`` samples (for plots)."""
+  the stretch's first ``keep`` samples (for plots). ``subtracted_band``: the prediction is
+  band-passed to it before it is subtracted (``lstm_jax.bandlimit``; None: as it is)."""
   stream = trained.stream(1)
   if lead_TxC is not None and len(lead_TxC):
     stream.push(np.asarray(lead_TxC))
   evaluation = spectra.StreamingEvaluation(stretch.fs, len(stretch), band)
+  limiter = bandlimit.Aligned(subtracted_band, stretch.fs)
   kept_rec, kept_pred = [], []
+
+  def add(prediction, start, target):  # the prediction as subtracted, from sample start[0]
+    if len(prediction):
+      evaluation.add(target, prediction)
+      if start[0] < keep:
+        kept_pred.append(prediction[:keep - start[0]])
+
   for a, rec in stretch.blocks():
-    prediction = stream.push(rec.witnesses)
-    evaluation.add(rec.target, prediction)
     if a < keep:
-      n = min(keep - a, len(rec))
-      kept_rec.append(rec.slice(0, n))
-      kept_pred.append(prediction[:n])
+      kept_rec.append(rec.slice(0, min(keep - a, len(rec))))
+    add(*limiter.push(stream.push(rec.witnesses), a + np.arange(len(rec)), rec.target))
+  add(*limiter.flush())
   first = None
   if kept_rec:
-    first = (dataclasses.replace(
+    rec = dataclasses.replace(
         kept_rec[0], witnesses=np.concatenate([r.witnesses for r in kept_rec]),
-        target=np.concatenate([r.target for r in kept_rec]), name=stretch.name),
-             np.concatenate(kept_pred))
+        target=np.concatenate([r.target for r in kept_rec]), name=stretch.name)
+    first = (rec, np.concatenate(kept_pred)[:len(rec)])
   return evaluation, first

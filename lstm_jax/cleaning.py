@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 from absl import logging
 import numpy as np
 
+from lstm_jax import bandlimit
 from lstm_jax import channels
 from lstm_jax import data as data_lib
 from lstm_jax import gw
@@ -24,7 +25,8 @@ def clean_file(model_dir: str, input_path: str, output_path: str,
                block_size: Optional[int] = None,
                selection: Optional[channels.Selection] = None, output_channel: str = '',
                band: Optional[Sequence[float]] = None,
-               target_strain: Optional[bool] = None) -> dict:
+               target_strain: Optional[bool] = None,
+               clean_outside_band: Optional[bool] = None) -> dict:
   """Streams ``input_path`` through the model in ``model_dir`` (a training workdir or its
   ``model/``); writes ``output_path``.
 
@@ -35,13 +37,19 @@ def clean_file(model_dir: str, input_path: str, output_path: str,
   witness of a frame or HDF5 input) gives NaN there and the carry restarts after it. With
   ``block_size`` the recording is fed as it would arrive online, ``block_size`` samples at a
   time, and the per-block latency is reported. Returns (and prints) the metrics, if any.
+
+  ``band`` (Hz; None: the model's ``band_lo``..``band_hi``, if any) is the band of the figures
+  and, unless ``clean_outside_band`` (None: the model's setting), the only band where the
+  prediction is subtracted: it is band-passed there first (``lstm_jax.bandlimit``), the cleaned
+  output waiting for the band-pass's look-ahead, and ``prediction`` holds what was subtracted.
   """
   if not output_path.lower().endswith(channels.OUTPUT_SUFFIXES):
     raise data_lib.DataError(f'{output_path}: the output must be .npz, .gwf, .h5 or .hdf5')
   trained, reader = open_with_model(model_dir, input_path, selection, fs, require_target=False)
   try:
-    return _clean(trained, reader, output_path, chunk_len, block_size, output_channel, band,
-                  target_strain)
+    return _clean(trained, reader, output_path, chunk_len, block_size, output_channel,
+                  band or _config_band(trained.config), target_strain,
+                  bandlimit.subtracted_band(trained.config, band, clean_outside_band))
   finally:
     reader.close()
 
@@ -68,7 +76,7 @@ def open_with_model(model_dir: str, input_path: str,
 
 
 def _clean(trained, reader, output_path, chunk_len, block_size, output_channel, band,
-           target_strain) -> dict:
+           target_strain, subtract_band) -> dict:
   first = reader.read(0, min(reader.n_samples, 1))
   has_target = first.target is not None
   with_noise = first.noise is not None
@@ -81,15 +89,25 @@ def _clean(trained, reader, output_path, chunk_len, block_size, output_channel, 
     if not has_target:
       logging.warning('%s holds no target channel (%s): writing the prediction only',
                       reader.path, reader.target_name)
+  # Built first: a band the rate cannot hold is named before anything is written.
+  limiter = bandlimit.Aligned(subtract_band, reader.fs)
   writer = channels.open_writer(output_path, names, reader.t0, reader.fs, reader.n_samples,
                                 [reader.target_unit] * len(names))
   stream = trained.stream(chunk_len=chunk_len)
   evaluation = None
   if has_target:
-    evaluation = spectra.StreamingEvaluation(reader.fs, reader.n_samples,
-                                             band or _config_band(trained.config), with_noise)
+    evaluation = spectra.StreamingEvaluation(reader.fs, reader.n_samples, band, with_noise)
   block = block_size or -(-channels.BLOCK_SAMPLES // stream.chunk_len) * stream.chunk_len
   latency_us, gaps, in_gap, t_start = [], [], False, time.perf_counter()
+
+  def emit(prediction, *columns):  # the prediction as subtracted, with its samples' columns
+    if not len(prediction):
+      return
+    if evaluation is not None:
+      noise = columns[1] if with_noise else None
+      _evaluate_runs(evaluation, columns[0], prediction, noise)
+    writer.write([prediction] + ([columns[0] - prediction] if has_target else []))
+
   try:
     for start, rec in reader.blocks(block):
       bad = ~np.isfinite(rec.witnesses).all(axis=1) if reader.nan_is_gap else np.zeros(len(rec),
@@ -105,19 +123,12 @@ def _clean(trained, reader, output_path, chunk_len, block_size, output_channel, 
         if in_gap:
           gaps[-1][1] = reader.t0 + (start + a) / reader.fs
           stream.reset()
-          if evaluation is not None:
-            evaluation.gap()
           in_gap = False
         prediction[a:b] = stream.push(rec.witnesses[a:b])
-        if evaluation is not None:
-          if np.isfinite(rec.target[a:b]).all():
-            evaluation.add(rec.target[a:b], prediction[a:b],
-                           None if rec.noise is None else rec.noise[a:b])
-          else:  # a NaN stretch of the target alone: no spectrum segment spans it
-            evaluation.gap()
       latency_us.append(1e6 * (time.perf_counter() - t0))
-      columns = [prediction] + ([rec.target - prediction] if has_target else [])
-      writer.write(columns)
+      columns = ([rec.target] if has_target else []) + ([rec.noise] if with_noise else [])
+      emit(*limiter.push(prediction, *columns))
+    emit(*limiter.flush())
     writer.close()
   except BaseException:
     writer.abort()
@@ -125,6 +136,9 @@ def _clean(trained, reader, output_path, chunk_len, block_size, output_channel, 
   seconds = time.perf_counter() - t_start
   metrics = {'seconds': reader.n_samples / reader.fs, 'wall_s': seconds,
              'realtime_factor': reader.n_samples / reader.fs / max(seconds, 1e-9)}
+  if subtract_band is not None:
+    metrics['subtracted_band_hz'] = [float(b) for b in subtract_band]
+    metrics['band_limit_delay_s'] = limiter.delay / reader.fs
   for gap in gaps:
     logging.warning('%s: gap (NaN) from GPS %.6f to %s: prediction NaN there, the carry '
                     'restarted after it', reader.path, gap[0],
@@ -145,6 +159,17 @@ def _clean(trained, reader, output_path, chunk_len, block_size, output_channel, 
   print(json.dumps(metrics, indent=1))
   print(f'wrote {output_path} ({reader.n_samples} samples)')
   return metrics
+
+
+def _evaluate_runs(evaluation, target, prediction, noise) -> None:
+  """Adds the samples where the prediction and the target are finite; at any other sample (a
+  gap) no spectrum segment spans it."""
+  good = np.isfinite(prediction) & np.isfinite(target)
+  for a, b in _runs_and_gaps(~good):
+    if good[a]:
+      evaluation.add(target[a:b], prediction[a:b], None if noise is None else noise[a:b])
+    else:
+      evaluation.gap()
 
 
 def _runs_and_gaps(bad_T: np.ndarray) -> list[tuple[int, int]]:

@@ -133,6 +133,10 @@ class Config:
   # Evaluation and logging.
   band_lo: float = 0.0  # Hz; 0 and 0 pick the default band (lstm_jax.metrics.default_band)
   band_hi: float = 0.0
+  # With a band named, the prediction is band-passed to it before it is subtracted (held out
+  # and in ``clean``), so other frequencies are left alone (lstm_jax.bandlimit); True: the
+  # whole prediction is subtracted.
+  clean_outside_band: bool = False
   eval_chunk_len: int = 2048
   seed: int = 0
   log_every_seconds: float = 10.0

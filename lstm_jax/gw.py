@@ -25,6 +25,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from lstm_jax import bandlimit
 from lstm_jax import data as data_lib
 from lstm_jax import metrics as metrics_lib
 
@@ -304,11 +305,15 @@ def inject_and_clean(trained, rec: data_lib.Recording, injection: Injection,
                      chunk_len: Optional[int] = None) -> dict:
   """Adds the chirp to ``rec`` (``inject``), cleans the recording with and without it in one
   pass of two streams, and reports what survives: the signal in the cleaned data is the
-  difference of the two cleaned targets, judged against the chirp (``recovery``)."""
+  difference of the two cleaned targets, judged against the chirp (``recovery``). What is
+  subtracted is what ``clean`` subtracts: the prediction in the model's band
+  (``lstm_jax.bandlimit``) unless it was trained to clean outside it."""
   injected, h, report = inject(rec, injection)
   predictions = trained.stream(2, chunk_len).push(
       np.stack([np.asarray(rec.witnesses, np.float64), injected.witnesses]))
-  recovered = h - (predictions[1] - predictions[0])  # (target + h - p1) - (target - p0)
+  subtracted = bandlimit.apply(predictions[1] - predictions[0],
+                               bandlimit.subtracted_band(trained.config), rec.fs)
+  recovered = h - subtracted  # (target + h - p1) - (target - p0)
   f_psd, psd = report.pop('psd')
   report.update(recovery(h, recovered, rec.fs, f_psd, psd, report.pop('band')))
   report['snr_lost_percent'] = 100.0 * (1.0 - report['snr_fraction'])

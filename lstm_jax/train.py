@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lstm_jax import bandlimit
 from lstm_jax import baselines
 from lstm_jax import blockdata
 from lstm_jax import channels
@@ -977,6 +978,8 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
     raise data_lib.DataError('--checkpoint_every and --resume need --workdir (checkpoints are '
                              'kept in WORKDIR/checkpoints)')
   split = load_split(config)
+  if bandlimit.subtracted_band(config) is not None:  # a band its band-pass cannot hold: now
+    bandlimit.design(bandlimit.subtracted_band(config), split.train[0].fs)
   trained, stats = train(config, split,
                          os.path.join(workdir, 'checkpoints') if workdir else None)
   metrics = {'train': stats, 'data': split.source,
@@ -993,15 +996,18 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
         'fit_sample_seconds': min(blockdata.FIT_SAMPLES, sum(len(r) for r in split.train)) /
                               split.train[0].fs}
     evaluation, shown = blockdata.evaluate_stretch(trained, split.heldout, split.heldout_lead,
-                                                   _band(config), PLOT_SAMPLES)
+                                                   _band(config), PLOT_SAMPLES,
+                                                   bandlimit.subtracted_band(config))
     metrics['heldout'] = evaluation.result()
     psds = evaluation.psds()
-    metrics['train_fit'] = blockdata.evaluate_stretch(trained, fit, None,
-                                                      _band(config))[0].result()
+    metrics['train_fit'] = blockdata.evaluate_stretch(trained, fit, None, _band(config), 0,
+                                                      bandlimit.subtracted_band(config))[0].result()
   else:
-    prediction = predict_stretch(trained, split.heldout, split.heldout_lead)
+    limit = lambda y: bandlimit.apply(y, bandlimit.subtracted_band(config), first.fs)
+    prediction = limit(predict_stretch(trained, split.heldout, split.heldout_lead))
     metrics['heldout'] = eval_lib.evaluate(split.heldout, prediction, _band(config))
-    metrics['train_fit'] = eval_lib.evaluate(fit, trained.predict(fit.witnesses), _band(config))
+    metrics['train_fit'] = eval_lib.evaluate(fit, limit(trained.predict(fit.witnesses)),
+                                             _band(config))
     shown = (split.heldout, prediction)
     psds = gw.psds(split.heldout, prediction)
   metrics['gw'] = gw.figures_of_merit(*psds, metrics['heldout']['band_hz'], gw.is_strain(

@@ -430,3 +430,32 @@ def test_injection_loses_snr_through_the_sensing_witness_only(gw_files, tmp_path
   assert blind['phase_change_rad'] == pytest.approx(0.0, abs=1e-9)
   one_line_error(run('experiments.injection', *args, '--witness_coupling=H1:NOPE:0.1'),
                  'H1:NOPE')
+
+
+def test_clean_subtracts_only_in_the_band(gw_files, tmp_path):
+  from lstm_jax import bandlimit  # pylint: disable=g-import-not-at-top
+  from lstm_jax import cleaning  # pylint: disable=g-import-not-at-top
+  from lstm_jax.inference import TrainedModel  # pylint: disable=g-import-not-at-top
+  root, later, _ = gw_files
+  trained = TrainedModel.load(str(root / 'work' / 'model'))
+  inputs = channels.ModelInputs.load(str(root / 'work' / 'model'))
+  ordered = later.witnesses[:, [later.witness_names.index(n) for n in inputs.witness_names]]
+  whole = trained.predict(ordered)
+  band = (20.0, 70.0)
+  out = tmp_path / 'band.npz'
+  metrics = cleaning.clean_file(str(root / 'work'), str(root / 'later.h5'), str(out),
+                                band=band, block_size=500)
+  with np.load(out) as z:
+    prediction, cleaned = z['prediction'], z['cleaned']
+  scale = np.abs(later.target).max()
+  np.testing.assert_allclose(prediction, bandlimit.apply(whole, band, later.fs), rtol=0,
+                             atol=1e-9 * scale)
+  np.testing.assert_allclose(cleaned, later.target - prediction, rtol=0, atol=1e-9 * scale)
+  assert metrics['subtracted_band_hz'] == list(band)
+  assert metrics['band_limit_delay_s'] > 0
+  assert metrics['gw']['outside_band_max_asd_change'] <= 0.01  # nothing moves outside
+  everywhere = cleaning.clean_file(str(root / 'work'), str(root / 'later.h5'),
+                                   str(tmp_path / 'all.npz'), band=band, clean_outside_band=True)
+  with np.load(tmp_path / 'all.npz') as z:
+    np.testing.assert_allclose(z['prediction'], whole, rtol=0, atol=1e-9 * scale)
+  assert 'subtracted_band_hz' not in everywhere
