@@ -8,7 +8,8 @@ from lstm_jax.data import DataError
 
 
 @pytest.mark.parametrize('band,fs', [((20.0, 70.0), 1024.0), ((55.0, 65.0), 4096.0),
-                                     ((0.0, 30.0), 256.0), ((40.0, 128.0), 256.0)])
+                                     ((0.0, 30.0), 256.0), ((40.0, 128.0), 256.0),
+                                     ((0.05, 0.25), 1.0)])
 def test_response_stops_outside_the_band_and_passes_inside(band, fs):
   taps = bandlimit.design(band, fs)
   assert len(taps) % 2 == 1
@@ -18,7 +19,7 @@ def test_response_stops_outside_the_band_and_passes_inside(band, fs):
   lo, hi = band
   outside = (f < lo) | (f > hi) if hi < fs / 2 else f < lo
   assert gain[outside].max() <= 10 ** (-(bandlimit.STOP_DB - 0.1) / 20)
-  width = np.clip(0.1 * (hi - lo), bandlimit.MIN_TRANSITION_HZ, bandlimit.MAX_TRANSITION_HZ)
+  width = min(0.1 * (hi - lo), bandlimit.MAX_TRANSITION_HZ)
   inside = (f >= lo + width * (lo > 0)) & (f <= hi - width * (hi < fs / 2))
   assert np.abs(gain[inside] - 1).max() < 0.01
 
@@ -54,7 +55,5 @@ def test_no_band_passes_through_and_a_short_record_is_whole():
 
 
 def test_bad_bands_are_one_clear_error():
-  with pytest.raises(DataError, match='narrower than its band-pass transitions'):
-    bandlimit.design((60.0, 60.5), 1024.0)
   with pytest.raises(DataError, match='need 0 <= lo < hi'):
     bandlimit.design((70.0, 20.0), 1024.0)
