@@ -9,8 +9,10 @@ r"""The default recipe on the recording zoo against the baselines and the oracle
 The DeepClean column (``--deepclean``) is on by default, except in quick mode.
 
 Writes ``scoreboard.md``, ``scoreboard.json`` and ``scoreboard.png``; every task's result is kept
-in ``WORKDIR/tasks/`` and skipped on a rerun (``--rerun`` runs them again).
+in ``WORKDIR/tasks/`` and skipped on a rerun (``--rerun`` runs them again). ``--rejudge`` runs
+the current residual stage on the finished runs' saved models (``scoreboard.rejudge``).
 """
+import json
 import sys
 
 from absl import app
@@ -39,6 +41,8 @@ MAX_SECONDS = flags.DEFINE_float('max_seconds', 0.0, 'Shorten each training file
 SET = flags.DEFINE_multi_string('set', [], 'A Config field for ours, NAME=VALUE (a recipe '
                                 'variant to judge on dev); default: none, the defaults.')
 RERUN = flags.DEFINE_boolean('rerun', False, 'Run tasks again even where results exist.')
+REJUDGE = flags.DEFINE_boolean('rejudge', False, 'Only re-judge the finished runs in --workdir '
+                               'with the current residual stage (writes rejudged.json).')
 flags.mark_flag_as_required('workdir')
 
 
@@ -47,6 +51,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
 
   def run():
+    if REJUDGE.value:
+      print(json.dumps(scoreboard.rejudge(WORKDIR.value), indent=1))
+      return
     seeds = [int(s) for s in TRAIN_SEEDS.value]
     split = 'quick' if QUICK.value else SPLIT.value
     with_deepclean = DEEPCLEAN.value if DEEPCLEAN.value is not None else split != 'quick'

@@ -213,6 +213,55 @@ def _summary(metrics: dict) -> dict:
   return out
 
 
+def rejudge(workdir: str) -> dict:
+  """The current residual stage (``train.fit_residual_path``) on the finished runs of
+  ``workdir``, their training as it was: where a run kept no residual filter its saved model is
+  the trained network (and linear path), and the stage runs on it again; where it dropped the
+  network its model is one filter, fitted again as the stage now does
+  (``train.refit_with_validation``); other runs are skipped (their filter was fitted beside the
+  network). Writes and returns ``rejudged.json``: the NR of the later file as run and now."""
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from lstm_jax.inference import TrainedModel  # pylint: disable=g-import-not-at-top
+  rows = []
+  tasks = os.path.join(workdir, 'tasks')
+  for name in sorted(os.listdir(tasks)):
+    if '_ours_' not in name or not name.endswith('.json'):
+      continue
+    with open(os.path.join(tasks, name)) as f:
+      result = json.load(f)
+    if 'nr_db' not in result:
+      continue
+    task = Task(result['family'], result['seed'], 'ours', result['train_seed'])
+    residual = result['train_summary'].get('residual_fir') or {}
+    row = {'recording': f'{task.family}/{task.seed}', 'train_seed': task.train_seed,
+           'run_nr_db': result['nr_db']}
+    trained = TrainedModel.load(os.path.join(workdir, 'runs', task.key, 'model'))
+    split = train_lib.load_split(trained.config)
+    if not residual.get('kept'):
+      lengths = train_lib.filter_lengths(trained.config.residual_taps, split.train[0].fs,
+                                         trained.n_inputs)
+      trained, stats = train_lib.fit_residual_path(trained, split, lengths)
+      row.update(how='residual stage', network_dropped=stats.get('network_dropped'))
+    elif residual.get('network_dropped'):
+      fir = train_lib.refit_with_validation(split, trained.linear, residual['n_taps'])
+      trained = dataclasses.replace(trained, linear=fir)
+      row.update(how='filter refitted', network_dropped=True)
+    else:
+      rows.append(dict(row, how='skipped: a filter fitted beside the network'))
+      continue
+    later = data_lib.load_recording(os.path.join(workdir, 'recordings',
+                                                 f'{task.family}_{task.seed}', 'later.npz'))
+    row['nr_db'] = score(later, train_lib.predict_stretch(trained, later))['nr_db']
+    logging.info('rejudged %s: %.2f dB as run, %.2f dB now (%s)', task.key, row['run_nr_db'],
+                 row['nr_db'], row['how'])
+    rows.append(row)
+  out = {'what': 'the current residual stage on finished runs: NR of the later file (dB)',
+         'rows': rows}
+  with open(os.path.join(workdir, 'rejudged.json'), 'w') as f:
+    json.dump(out, f, indent=1)
+  return out
+
+
 def fit_wiener(rec: data_lib.Recording) -> tuple[baselines.WienerFIR, dict]:
   """The Wiener FIR with the length (``WIENER_SECONDS``) that does best on the last tenth of
   ``rec`` when fitted on the rest, refitted on all of ``rec``."""

@@ -150,7 +150,8 @@ def test_a_network_that_does_worse_on_validation_than_a_filter_alone_is_dropped(
   assert stats['kept'] and stats['network_dropped'] and stats['gain'] == 0.0
   assert stats['network_t'] < 0 and stats['network_db'] < 0  # its fit does not carry over
   x = split.heldout.witnesses
-  alone = baselines.WienerFIR.fit(fitted, 8)  # the same filter, fitted without the network
+  # The same filter fitted without the network, on the training and validation records.
+  alone = baselines.WienerFIR.fit(fitted + [split.validation], 8)
   np.testing.assert_allclose(cleaned.predict(x), alone.predict(x), atol=2e-2)
   nr = metrics.evaluate(split.heldout, cleaned.predict(x))['nr_db']
   assert nr > metrics.evaluate(split.heldout, trained.predict(x) + alone.predict(x))['nr_db'] + 3
@@ -166,6 +167,11 @@ def test_a_network_that_does_not_beat_the_linear_path_on_validation_is_dropped()
   assert stats['network_t'] < 0 and stats['network_db'] < 0
   x = split.heldout.witnesses
   np.testing.assert_allclose(cleaned.predict(x), path.predict(x), atol=2e-2)
+  # The filter kept alone is fitted again with the validation stretch's samples too.
+  assert stats['refit_with_validation']
+  again = baselines.WienerFIR.fit(list(split.train) + [split.validation], stats['n_taps'],
+                                  input_norm=path.input_norm)
+  np.testing.assert_allclose(cleaned.predict(x), again.predict(x), rtol=0, atol=1e-6)
 
 
 def test_fit_beside_finds_the_gain_and_the_filter():

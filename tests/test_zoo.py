@@ -99,3 +99,10 @@ def test_scoreboard_on_a_tiny_subset(tmp_path):
                          train_seeds=(0, 1), overrides=tiny, max_seconds=8.0, mlp_steps=100)
   assert again['rows'][0]['ours'] == row['ours']
   assert stamp == {p: os.path.getmtime(tmp_path / 'tasks' / p) for p in stamp}
+  # Re-judged by the residual stage that ran them, the runs keep their figures.
+  rejudged = scoreboard.rejudge(str(tmp_path))['rows']
+  assert len(rejudged) == 2 and (tmp_path / 'rejudged.json').is_file()
+  assert any('nr_db' in r for r in rejudged)
+  for r in rejudged:
+    if 'nr_db' in r:
+      assert r['nr_db'] == pytest.approx(r['run_nr_db'], abs=0.01), r
