@@ -292,6 +292,11 @@ class WienerFIR:
       out[lo:hi] += _filter_sum(piece, weights)
     return out
 
+  def inputs_used(self) -> list[int]:
+    """The input columns (witnesses, then products) with any nonzero weight."""
+    w = np.asarray(self.weights).reshape(-1, self.n_taps)
+    return np.flatnonzero(np.any(w != 0, axis=1)).tolist()
+
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':
     """One filter whose output is the sum of both outputs (the shorter one's weights padded
     with zero lags); both must standardize the witnesses alike."""

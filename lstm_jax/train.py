@@ -489,7 +489,11 @@ def _as_lengths(lengths) -> list[int]:
 
 def _products_text(entry: dict) -> str:
   pairs = entry.get('products') or []
-  return ' and per product of witnesses ' + volterra.describe(pairs) if pairs else ''
+  text = ' and per product of witnesses ' + volterra.describe(pairs) if pairs else ''
+  used, n_in = entry.get('inputs_used'), entry.get('n_inputs')
+  if used is not None and n_in and len(used) < n_in:  # inputs: witnesses, then products
+    text += f' (over {len(used)} of its {n_in} inputs, {used}: those the target is coherent with)'
+  return text
 
 
 def _filter_candidates(records, predictions, lengths, max_products: int, stats: dict,
@@ -500,19 +504,23 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
   and over the witnesses widened by products of witness pairs: ``products`` where given
   (then only those), else up to ``max_products`` pairs that what is left is coherent with
   (``left``: the targets the predictions leave, one per record; None: the targets).
-  ``input_norm`` is the witnesses' normalizer to share (a filter ``plus`` must match)."""
+  ``input_norm`` is the witnesses' normalizer to share (a filter ``plus`` must match). Each
+  set of inputs is also tried with only its columns that the targets are coherent with
+  (``SELECT_RATIO``), the others' weights zero: a filter's estimation noise grows with its
+  weights, and most witnesses of a recording may carry nothing."""
   n_ch = records[0].witnesses.shape[1]
 
   def fits(recs, lengths_, norm):
-    return [(fir, gain, n) for (fir, gain), n in zip(
-        baselines.WienerFIR.fit_beside_each(recs, predictions, lengths_, input_norm=norm,
-                                            segment=segment),
-        lengths_)]
+    out = _fit_over(recs, predictions, lengths_, norm, None, segment)
+    keep, _ = volterra.coherent_columns(recs, [r.target for r in recs], SELECT_RATIO)
+    if keep and len(keep) < recs[0].witnesses.shape[1]:
+      out += _fit_over(recs, predictions, lengths_, out[0][0].input_norm, keep, segment)
+    return out
 
   candidates = [] if products is not None else fits(records, lengths, input_norm)
   if products is None and max_products > 0:
     if left is None:  # what the middle-length filter over the witnesses leaves
-      fir, gain, _ = candidates[len(candidates) // 2]
+      fir, gain, _ = candidates[len(lengths) // 2]
       left = [r.target - fir.predict(r.witnesses) for r in records]
     pairs, scores = volterra.screen_pairs(records, left, max_products)
     stats['products_screened'] = scores[:2 * max_products]
@@ -526,6 +534,30 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     candidates += [(dataclasses.replace(fir, products=products), gain, n) for fir, gain, n in
                    fits([products.widened(r) for r in records], wide_lengths, input_norm)]
   return candidates
+
+
+def _fit_over(records, predictions, lengths, input_norm, columns, segment: int) -> list:
+  """``(fir, gain, n_taps)`` per length: ``WienerFIR.fit_beside_each`` over the ``columns`` of
+  the records' inputs (None: all), the other columns' weights zero and ``input_norm`` (None:
+  fitted on all columns) shared, so that every such filter applies to the same inputs."""
+  if columns is None:
+    return [(fir, gain, n) for (fir, gain), n in zip(baselines.WienerFIR.fit_beside_each(
+        records, predictions, lengths, input_norm=input_norm, segment=segment), lengths)]
+  n_in = records[0].witnesses.shape[1]
+  if input_norm is None:
+    input_norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
+                                         'standardize', 'witness channel')
+  part = data_lib.Normalizer(input_norm.offset[columns], input_norm.scale[columns])
+  subset = [dataclasses.replace(r, witnesses=np.asarray(r.witnesses)[:, columns])
+            for r in records]
+  out = []
+  for (fir, gain), n in zip(baselines.WienerFIR.fit_beside_each(
+      subset, predictions, lengths, input_norm=part, segment=segment), lengths):
+    weights = np.zeros((n_in, n))
+    weights[columns] = np.asarray(fir.weights).reshape(len(columns), n)
+    out.append((dataclasses.replace(fir, weights=weights.reshape(-1), input_norm=input_norm),
+                gain, n))
+  return out
 
 
 def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_prediction):
@@ -549,6 +581,7 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
         gain * base_prediction + predict_stretch(fir, validation, lead))
     entry = {'n_taps': n_taps, 'gain': gain,
              'products': [] if fir.products is None else [list(p) for p in fir.products.pairs],
+             'inputs_used': fir.inputs_used(), 'n_inputs': len(fir.weights) // fir.n_taps,
              'validation_residual_nr_db': _removed_db(
                  before_rec, [dataclasses.replace(validation, target=after)]),
              'validation_t': _drop_t(before, after)}
@@ -596,6 +629,9 @@ def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
 
 
 MAX_FIR_WEIGHTS = 4096  # a filter's C x n_taps: a 4096^2 solve takes seconds
+# Filters are also fitted over only the inputs whose coherent share of the target's power is
+# above this many times chance (``volterra.coherent_columns``); validation picks.
+SELECT_RATIO = 3.0
 # ``residual_taps``/``linear_taps`` = -1: the lengths tried, in seconds; validation picks one.
 FILTER_SECONDS = (0.008, 0.03, 0.12, 0.5)
 
@@ -715,15 +751,20 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
 
 def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
                           segment: int = 1 << 14) -> baselines.WienerFIR:
-  """A filter of ``n_taps`` over ``fir``'s inputs (products included) fitted on the training
-  and the validation records, with ``fir``'s normalizer (for ``plus``). Once validation has
+  """A filter of ``n_taps`` over ``fir``'s inputs (products included, and only the columns it
+  uses) fitted on the training and the validation records, with ``fir``'s normalizer (for
+  ``plus``). Once validation has
   chosen a filter's length and inputs, its samples serve the fit too, as the Wiener baseline is
   refitted on all of its data: a tenth more samples, a tenth less of the weights' estimation
   noise."""
-  [(new, _, _)] = _filter_candidates(list(split.train) + [split.validation], None, [n_taps], 0,
-                                     {}, input_norm=fir.input_norm, products=fir.products,
-                                     segment=segment)
-  return new
+  records = list(split.train) + [split.validation]
+  if fir.products is not None:
+    records = [fir.products.widened(r) for r in records]
+  columns = fir.inputs_used()
+  [(new, _, _)] = _fit_over(records, None, [n_taps], fir.input_norm,
+                            None if len(columns) == records[0].witnesses.shape[1] else columns,
+                            segment)
+  return dataclasses.replace(new, products=fir.products)
 
 
 def _without_network(records, lengths, candidates, linear, segment: int = 1 << 14) -> list:

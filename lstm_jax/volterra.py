@@ -92,6 +92,57 @@ def lag_grid(max_lag: int) -> list[int]:
   return sorted({0, *(int(round(1.5 ** k)) for k in range(40) if 1.5 ** k <= max_lag)})
 
 
+class _Coherence:
+  """The coherent share of a residual's power, per candidate series, over its share by chance:
+  ``sum_f MSC(f) P_rr(f) / sum_f P_rr(f)`` (Welch estimates over K segments) times K."""
+
+  def __init__(self, r, n: int, nperseg: int, first: int):
+    import scipy.signal  # pylint: disable=g-import-not-at-top
+    self.nperseg = nperseg
+    self.window = scipy.signal.get_window('hann', nperseg)
+    self.starts = np.arange(first, n - nperseg + 1, nperseg // 2)
+    if len(self.starts) >= 2:
+      self.fr = self.spectra((r - r.mean())[:, None])[..., 0]  # (S, F)
+      self.p_rr = np.sum(np.abs(self.fr) ** 2, axis=0)
+      self.total = max(float(np.sum(self.p_rr[1:])), 1e-300)
+
+  @property
+  def usable(self) -> bool:
+    return len(self.starts) >= 2
+
+  def spectra(self, v_TxK):  # (S, F, K)
+    segs = np.stack([v_TxK[a:a + self.nperseg] for a in self.starts])
+    segs = segs - segs.mean(axis=1, keepdims=True)
+    return np.fft.rfft(segs * self.window[None, :, None], axis=1)
+
+  def ratios(self, v_TxK) -> np.ndarray:
+    fp = self.spectra(v_TxK)
+    p_pp = np.sum(np.abs(fp) ** 2, axis=0)  # (F, K)
+    p_pr = np.einsum('sfk,sf->fk', np.conj(fp), self.fr)
+    msc = np.abs(p_pr) ** 2 / np.maximum(p_pp * self.p_rr[:, None], 1e-300)
+    return np.sum(msc[1:] * self.p_rr[1:, None], axis=0) / self.total * len(self.starts)
+
+
+def _nperseg(n: int) -> int:
+  return int(min(4096, max(64, 2 ** np.floor(np.log2(n / 64)))))
+
+
+def coherent_columns(records: Sequence[data_lib.Recording], residuals,
+                     min_ratio: float) -> tuple[list, list]:
+  """The witness columns whose coherent share of the residuals' power is above ``min_ratio``
+  times chance (scored as ``screen_pairs`` scores products, over at most ``SCREEN_SAMPLES``),
+  and every column's ratio."""
+  x, r = _screen_stretch(records, residuals)
+  x = np.asarray(x, np.float64)
+  x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-300)
+  coherence = _Coherence(r, len(x), _nperseg(len(x)), 0)
+  if not coherence.usable:
+    return list(range(x.shape[1])), []
+  ratios = np.concatenate([coherence.ratios(x[:, lo:lo + GROUP])
+                           for lo in range(0, x.shape[1], GROUP)])
+  return [c for c, v in enumerate(ratios) if v > min_ratio], ratios.tolist()
+
+
 def screen_pairs(records: Sequence[data_lib.Recording], residuals, max_pairs: int = 8,
                  min_ratio: float = 5.0, nperseg: int = 0) -> tuple[list, list]:
   """The witness pairs whose product the residual follows, strongest first.
@@ -107,37 +158,21 @@ def screen_pairs(records: Sequence[data_lib.Recording], residuals, max_pairs: in
   ``(pairs, scores)``: ``(i, j, lag)`` for ``x_i(t - lag) x_j(t)``, and each scored candidate
   as ``[i, j, lag, ratio]``, strongest first.
   """
-  import scipy.signal
   w, r = _screen_stretch(records, residuals)
   n, n_ch = w.shape
-  nperseg = nperseg or int(min(4096, max(64, 2 ** np.floor(np.log2(n / 64)))))
   max_lag = int(MAX_LAG_SECONDS * records[0].fs)
   x = data_lib.Normalizer.fit(w, 'standardize', 'witness channel').apply(w).astype(np.float64)
-  window = scipy.signal.get_window('hann', nperseg)
-  starts = np.arange(max_lag, n - nperseg + 1, nperseg // 2)  # room for a lagged factor
-  if len(starts) < 2:  # too short to estimate a coherence: no pair is screened in
+  coherence = _Coherence(r, n, nperseg or _nperseg(n), max_lag)  # room for a lagged factor
+  if not coherence.usable:  # too short to estimate a coherence: no pair is screened in
     return [], []
-
-  def segment_spectra(v_TxK):  # (S, F, K)
-    segs = np.stack([v_TxK[a:a + nperseg] for a in starts])
-    segs = segs - segs.mean(axis=1, keepdims=True)
-    return np.fft.rfft(segs * window[None, :, None], axis=1)
-
-  fr = segment_spectra((r - r.mean())[:, None])[..., 0]  # (S, F)
-  p_rr = np.sum(np.abs(fr) ** 2, axis=0)
-  total = max(float(np.sum(p_rr[1:])), 1e-300)
-  chance = 1.0 / len(starts)
 
   def scores_of(candidates):
     out = []
     for lo in range(0, len(candidates), GROUP):
       group = candidates[lo:lo + GROUP]
-      fp = segment_spectra(np.stack([np.roll(x[:, i], k) * x[:, j] for i, j, k in group], 1))
-      p_pp = np.sum(np.abs(fp) ** 2, axis=0)  # (F, K)
-      p_pr = np.einsum('sfk,sf->fk', np.conj(fp), fr)
-      msc = np.abs(p_pr) ** 2 / np.maximum(p_pp * p_rr[:, None], 1e-300)
-      coherent = np.sum(msc[1:] * p_rr[1:, None], axis=0) / total
-      out += [[i, j, k, float(v / chance)] for (i, j, k), v in zip(group, coherent)]
+      ratios = coherence.ratios(np.stack([np.roll(x[:, i], k) * x[:, j] for i, j, k in group],
+                                         1))
+      out += [[i, j, k, float(v)] for (i, j, k), v in zip(group, ratios)]
     return out
 
   scores = scores_of([(i, j, 0) for i in range(n_ch) for j in range(i, n_ch)])

@@ -79,3 +79,23 @@ def test_streaming_with_lagged_products_equals_the_whole_record(rng):
   again = baselines.WienerFIR.from_dict(fir.to_dict())
   assert again.products.pairs == [(1, 3, 7), (0, 0, 0)]
   np.testing.assert_array_equal(again.predict(rec.witnesses), fir.predict(rec.witnesses))
+
+
+def test_filters_are_also_fitted_over_the_coherent_inputs_alone(rng):
+  """Five witnesses, one coupled through a resonance: the column screen keeps that one, and a
+  filter over it alone (other weights zero, the same normalizer) joins the candidates."""
+  n, fs = 40000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(5)], 1)
+  noise = zoo.resonance(w[:, 3], fs, 40.0, 0.02)
+  target = noise + 0.3 * noise.std() * rng.standard_normal(n)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs)
+  keep, ratios = volterra.coherent_columns([rec], [rec.target], 3.0)
+  assert keep == [3] and ratios[3] > 100 and max(np.delete(ratios, 3)) < 3
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  candidates = train_lib._filter_candidates([rec], None, [16], 0, {})  # pylint: disable=protected-access
+  (every, _, _), (alone, _, _) = candidates
+  assert every.inputs_used() == [0, 1, 2, 3, 4] and alone.inputs_used() == [3]
+  assert alone.input_norm.to_dict() == every.input_norm.to_dict()  # one normalizer: ``plus`` works
+  sub = baselines.WienerFIR.fit([dataclasses.replace(rec, witnesses=rec.witnesses[:, 3:4])], 16)
+  np.testing.assert_allclose(alone.predict(rec.witnesses), sub.predict(rec.witnesses[:, 3:4]),
+                             rtol=0, atol=1e-6 * np.abs(rec.target).max())
