@@ -572,10 +572,16 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
   and there the blocks disagree. The training residual is no check: it is mostly target
   content no witness explains, so what the filter removes of the noise is a sliver of it
   (docs/quality.md, "Residual FIR").
+
+  Of the qualifying candidates, one with fewer weights (and the network's gain as zero or not
+  as the lowest's) is preferred where the lowest residual is not below its own by
+  ``PARSIMONY_T`` standard errors over the blocks: among many candidates the lowest is partly
+  the luckiest, and a filter's weights cost estimation noise on new data that the validation
+  stretch can hardly resolve.
   """
   before = np.asarray(before, np.float64)
   before_rec = [dataclasses.replace(validation, target=before)]
-  tried, best = [], None
+  tried, best, residuals = [], None, []
   for fir, gain, n_taps in candidates:
     after = np.asarray(validation.target, np.float64) - (
         gain * base_prediction + predict_stretch(fir, validation, lead))
@@ -586,11 +592,26 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
                  before_rec, [dataclasses.replace(validation, target=after)]),
              'validation_t': _drop_t(before, after)}
     tried.append(entry)
+    residuals.append(after)
     # Both: the blocks' drops must agree, and the stretch's total must fall (a few loud
     # blocks can rise while most fall a little).
     if entry['validation_t'] > MIN_T and entry['validation_residual_nr_db'] > 0 and (
         best is None or entry['validation_residual_nr_db'] > best[0]['validation_residual_nr_db']):
       best = (entry, fir, gain)
+  if best is not None:
+    weights = lambda e: len(e['inputs_used']) * e['n_taps']
+    lowest = residuals[tried.index(best[0])]
+    for i in sorted(range(len(tried)), key=lambda i: weights(tried[i])):
+      e = tried[i]
+      if weights(e) >= weights(best[0]):
+        break
+      # Filters against filters: whether the network stays is not a matter of weights here.
+      if ((e['gain'] == 0.0) == (best[0]['gain'] == 0.0) and e['validation_t'] > MIN_T
+          and e['validation_residual_nr_db'] > 0
+          and _drop_t(residuals[i], lowest) < PARSIMONY_T):
+        best = (dict(e, preferred_over=best[0]['validation_residual_nr_db']), candidates[i][0],
+                candidates[i][1])
+        break
   return best, tried
 
 
@@ -612,6 +633,7 @@ def _predict_records(trained: TrainedModel, records, leads=None) -> list:
 
 VALIDATION_BLOCKS = 16  # the residual FIR's check: blocks of the validation stretch
 MIN_T = 2.0  # ... and how many standard errors its mean drop must clear
+PARSIMONY_T = 1.0  # fewer weights win unless the lowest residual is this many below theirs
 
 
 def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
