@@ -10,7 +10,9 @@ The DeepClean column (``--deepclean``) is on by default, except in quick mode.
 
 Writes ``scoreboard.md``, ``scoreboard.json`` and ``scoreboard.png``; every task's result is kept
 in ``WORKDIR/tasks/`` and skipped on a rerun (``--rerun`` runs them again). ``--rejudge`` runs
-the current residual stage on the finished runs' saved models (``scoreboard.rejudge``).
+the current residual stage on the finished runs' saved models (``scoreboard.rejudge``);
+``--linear_path_alone=all_inputs_lowest,default`` fits only the recipe's first stage under
+those pick rules (``scoreboard.linear_path_alone``).
 """
 import json
 import sys
@@ -41,6 +43,10 @@ MAX_SECONDS = flags.DEFINE_float('max_seconds', 0.0, 'Shorten each training file
 SET = flags.DEFINE_multi_string('set', [], 'A Config field for ours, NAME=VALUE (a recipe '
                                 'variant to judge on dev); default: none, the defaults.')
 RERUN = flags.DEFINE_boolean('rerun', False, 'Run tasks again even where results exist.')
+LINEAR_PATH_ALONE = flags.DEFINE_list(
+    'linear_path_alone', [], 'Only fit the linear path (the recipe\'s first stage, seconds a '
+    'recording) under these pick rules (scoreboard.PICK_RULES) on --split, and score it on the '
+    'later files (writes linear_path_alone.json).')
 REJUDGE = flags.DEFINE_boolean('rejudge', False, 'Only re-judge the finished runs in --workdir '
                                'with the current residual stage (writes rejudged.json).')
 flags.mark_flag_as_required('workdir')
@@ -51,6 +57,11 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
 
   def run():
+    if LINEAR_PATH_ALONE.value:
+      print(json.dumps(scoreboard.linear_path_alone(
+          WORKDIR.value, 'quick' if QUICK.value else SPLIT.value, FAMILIES.value,
+          LINEAR_PATH_ALONE.value, MAX_SECONDS.value or None), indent=1, default=str))
+      return
     if REJUDGE.value:
       print(json.dumps(scoreboard.rejudge(WORKDIR.value), indent=1))
       return

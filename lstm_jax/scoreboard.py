@@ -136,6 +136,72 @@ def ours_train_seconds(workdir: str, family: str, seed: int) -> Optional[float]:
   return float(np.median(times)) if times else None
 
 
+def _saved(draw: zoo.Draw, workdir: str) -> tuple[str, str]:
+  """The draw's training and later files under ``workdir/recordings/`` (written once)."""
+  rec_dir = os.path.join(workdir, 'recordings', f'{draw.family}_{draw.seed}')
+  paths = tuple(os.path.join(rec_dir, f'{p}.npz') for p in ('train', 'later'))
+  if not all(os.path.isfile(p) for p in paths):
+    tmp = rec_dir + f'.tmp{os.getpid()}'
+    zoo.save(draw, tmp)
+    os.makedirs(os.path.dirname(rec_dir), exist_ok=True)
+    try:
+      os.rename(tmp, rec_dir)
+    except OSError:  # another worker wrote it first: the same draw
+      pass
+  return paths
+
+
+# The linear path's pick rules, by name, for ``linear_path_alone``: module settings of
+# ``lstm_jax.train`` ('default': as they are).
+PICK_RULES = {
+    'default': {},
+    'all_inputs_lowest': {'SELECT_RATIO': float('inf'), 'PARSIMONY_T': float('-inf'),
+                          'PARSIMONY_DROP': float('-inf')},
+    'all_inputs': {'SELECT_RATIO': float('inf')},
+}
+
+
+def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Sequence[str]] = None,
+                      rules: Sequence[str] = ('all_inputs_lowest', 'default'),
+                      max_seconds: Optional[float] = None) -> dict:
+  """The first stage of the recipe alone, in seconds a recording: ``train.fit_linear_path``
+  with the default lengths and products on each recording of ``split``, under each of
+  ``rules`` (``PICK_RULES``), its filter scored on the later file like every method. Writes
+  and returns ``workdir/linear_path_alone.json``."""
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  unknown = [r for r in rules if r not in PICK_RULES]
+  if unknown:
+    raise data_lib.DataError(f'unknown pick rule(s) {unknown}; choose from {sorted(PICK_RULES)}')
+  rows = []
+  for family, seed in recordings(split, families):
+    draw = _draw(Task(family, seed, 'ours'), max_seconds)
+    config = Config().replace(data=_saved(draw, workdir)[0])
+    split_ = train_lib.load_split(config)
+    first = split_.train[0]
+    lengths = train_lib.filter_lengths(config.linear_taps, first.fs, first.witnesses.shape[1])
+    row = {'recording': draw.name, 'n_witnesses': int(first.witnesses.shape[1])}
+    for rule in rules:
+      saved = {k: getattr(train_lib, k) for k in PICK_RULES[rule]}
+      try:
+        for k, v in PICK_RULES[rule].items():
+          setattr(train_lib, k, v)
+        _, fir, stats = train_lib.fit_linear_path(split_, lengths, config.linear_products)
+      finally:
+        for k, v in saved.items():
+          setattr(train_lib, k, v)
+      row[rule] = {'nr_db': (score(draw.later, train_lib.predict_stretch(fir, draw.later))['nr_db']
+                             if fir is not None else 0.0),
+                   'n_taps': stats.get('n_taps'), 'inputs_used': stats.get('inputs_used'),
+                   'products': stats.get('products')}
+    logging.info('linear path alone, %s: %s', draw.name,
+                 ', '.join(f"{r} {row[r]['nr_db']:.2f} dB" for r in rules))
+    rows.append(row)
+  out = {'split': split, 'rules': {r: PICK_RULES[r] for r in rules}, 'rows': rows}
+  with open(os.path.join(workdir, 'linear_path_alone.json'), 'w') as f:
+    json.dump(out, f, indent=1, default=str)
+  return out
+
+
 def run_task(task: Task, workdir: str, overrides: dict, max_seconds: Optional[float],
              mlp_steps: int = 3000, deepclean_seconds: float = DEEPCLEAN_SECONDS) -> dict:
   """One task's result (the JSON it writes)."""
@@ -144,16 +210,7 @@ def run_task(task: Task, workdir: str, overrides: dict, max_seconds: Optional[fl
 
   draw = _draw(task, max_seconds)
   config = Config(**overrides)
-  rec_dir = os.path.join(workdir, 'recordings', f'{task.family}_{task.seed}')
-  train_path, later_path = (os.path.join(rec_dir, f'{p}.npz') for p in ('train', 'later'))
-  if not (os.path.isfile(train_path) and os.path.isfile(later_path)):
-    tmp = rec_dir + f'.tmp{os.getpid()}'
-    zoo.save(draw, tmp)
-    os.makedirs(os.path.dirname(rec_dir), exist_ok=True)
-    try:
-      os.rename(tmp, rec_dir)
-    except OSError:  # another worker wrote it first: the same draw
-      pass
+  train_path, later_path = _saved(draw, workdir)
   from lstm_jax import deepclean  # pylint: disable=g-import-not-at-top
 
   part = training_part(draw, config)

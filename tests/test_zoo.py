@@ -106,3 +106,15 @@ def test_scoreboard_on_a_tiny_subset(tmp_path):
   for r in rejudged:
     if 'nr_db' in r:
       assert r['nr_db'] == pytest.approx(r['run_nr_db'], abs=0.01), r
+
+
+def test_linear_path_alone_under_two_pick_rules(tmp_path):
+  out = scoreboard.linear_path_alone(str(tmp_path), 'quick', ['seed_segments'],
+                                     ('all_inputs_lowest', 'default'), max_seconds=20.0)
+  (row,) = out['rows']
+  for rule in ('all_inputs_lowest', 'default'):
+    assert row[rule]['nr_db'] > 20.0  # the product of the two witnesses, found and filtered
+  assert row['all_inputs_lowest']['inputs_used'] == [0, 1, 2]  # both witnesses and the product
+  assert (tmp_path / 'linear_path_alone.json').is_file()
+  with pytest.raises(lstm_jax.DataError, match='unknown pick rule'):
+    scoreboard.linear_path_alone(str(tmp_path), 'quick', ['seed_segments'], ('nope',))
