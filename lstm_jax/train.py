@@ -780,10 +780,9 @@ def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
                           segment: int = 1 << 14) -> baselines.WienerFIR:
   """A filter of ``n_taps`` over ``fir``'s inputs (products included, and only the columns it
   uses) fitted on the training and the validation records, with ``fir``'s normalizer (for
-  ``plus``). Once validation has
-  chosen a filter's length and inputs, its samples serve the fit too, as the Wiener baseline is
-  refitted on all of its data: a tenth more samples, a tenth less of the weights' estimation
-  noise."""
+  ``plus``). Once validation has chosen a filter's length and inputs, its samples serve the fit
+  too, as the Wiener baseline is refitted on all of its data: a tenth more samples, a tenth
+  less of the weights' estimation noise."""
   records = list(split.train) + [split.validation]
   if fir.products is not None:
     records = [fir.products.widened(r) for r in records]
@@ -1063,8 +1062,9 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
     raise data_lib.DataError('--checkpoint_every and --resume need --workdir (checkpoints are '
                              'kept in WORKDIR/checkpoints)')
   split = load_split(config)
-  if bandlimit.subtracted_band(config) is not None:  # a band its band-pass cannot hold: now
-    bandlimit.design(bandlimit.subtracted_band(config), split.train[0].fs)
+  subtracted = bandlimit.subtracted_band(config)  # where the prediction is subtracted
+  if subtracted is not None:  # a band its band-pass cannot hold: named now, before training
+    bandlimit.design(subtracted, split.train[0].fs)
   trained, stats = train(config, split,
                          os.path.join(workdir, 'checkpoints') if workdir else None)
   metrics = {'train': stats, 'data': split.source,
@@ -1081,14 +1081,13 @@ def train_and_evaluate(config: Config, workdir: Optional[str] = None) -> dict:
         'fit_sample_seconds': min(blockdata.FIT_SAMPLES, sum(len(r) for r in split.train)) /
                               split.train[0].fs}
     evaluation, shown = blockdata.evaluate_stretch(trained, split.heldout, split.heldout_lead,
-                                                   _band(config), PLOT_SAMPLES,
-                                                   bandlimit.subtracted_band(config))
+                                                   _band(config), PLOT_SAMPLES, subtracted)
     metrics['heldout'] = evaluation.result()
     psds = evaluation.psds()
     metrics['train_fit'] = blockdata.evaluate_stretch(trained, fit, None, _band(config), 0,
-                                                      bandlimit.subtracted_band(config))[0].result()
+                                                      subtracted)[0].result()
   else:
-    limit = lambda y: bandlimit.apply(y, bandlimit.subtracted_band(config), first.fs)
+    limit = lambda y: bandlimit.apply(y, subtracted, first.fs)
     prediction = limit(predict_stretch(trained, split.heldout, split.heldout_lead))
     metrics['heldout'] = eval_lib.evaluate(split.heldout, prediction, _band(config))
     metrics['train_fit'] = eval_lib.evaluate(fit, limit(trained.predict(fit.witnesses)),
