@@ -281,6 +281,8 @@ def rejudge(workdir: str) -> dict:
   from lstm_jax.inference import TrainedModel  # pylint: disable=g-import-not-at-top
   rows = []
   tasks = os.path.join(workdir, 'tasks')
+  if not os.path.isdir(tasks):
+    raise data_lib.DataError(f'{workdir}: no scoreboard runs to re-judge (no tasks/ directory)')
   for name in sorted(os.listdir(tasks)):
     if '_ours_' not in name or not name.endswith('.json'):
       continue

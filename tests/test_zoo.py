@@ -116,5 +116,7 @@ def test_linear_path_alone_under_two_pick_rules(tmp_path):
     assert row[rule]['nr_db'] > 20.0  # the product of the two witnesses, found and filtered
   assert row['all_inputs_lowest']['inputs_used'] == [0, 1, 2]  # both witnesses and the product
   assert (tmp_path / 'linear_path_alone.json').is_file()
+  with pytest.raises(lstm_jax.DataError, match='no scoreboard runs to re-judge'):
+    scoreboard.rejudge(str(tmp_path / 'empty'))
   with pytest.raises(lstm_jax.DataError, match='unknown pick rule'):
     scoreboard.linear_path_alone(str(tmp_path), 'quick', ['seed_segments'], ('nope',))
