@@ -60,6 +60,9 @@ WARM_CALLS = flags.DEFINE_integer(
     'warm_calls', 1, 'Untimed calls each worker makes right before each timed call, so that a '
     'timed call runs as in a loop of back-to-back calls (training), not after idling while '
     'the other workers ran (0: docs/performance.md, "How it is measured").')
+PRECISION = flags.DEFINE_enum('precision', 'float32', list(bench.PRECISIONS),
+                              "Every system's f32 products: float32 in full, or tf32 where the "
+                              'GPU offers it (lstm_jax.benchmark.PRECISIONS).')
 OUT = flags.DEFINE_string('out', 'results/bench_runs.jsonl', 'JSON lines are appended here.')
 BATCH = flags.DEFINE_integer('batch', None, 'Overrides the workload batch.')
 STEPS = flags.DEFINE_integer('steps', None, 'Overrides the time steps per chunk.')
@@ -73,7 +76,7 @@ def _systems(w):
   if eigen == 'auto':
     eigen = 'single' if w.batch == 1 and PLATFORM.value in ('', 'cpu') else 'multi'
   jax_flags = bench.EIGEN_SINGLE_THREAD if eigen == 'single' else ''
-  ours = {'unroll': UNROLL.value, 'hoist': HOIST.value}
+  ours = {'unroll': UNROLL.value, 'hoist': HOIST.value, 'precision': PRECISION.value}
   if CELL.value != 'lstm' or CELL_OPTIONS.value:
     ours.update(cell=CELL.value, cell_options=CELL_OPTIONS.value)
   systems = [bench.System('ours', 'ours', ours, jax_flags)]
@@ -87,10 +90,11 @@ def _systems(w):
     if not bench.peer_available(peer):
       print(f'peer {peer} is not installed: skipped', file=sys.stderr)
     elif peer == 'torch':
-      systems += [bench.System(f'torch[{n} thr]', 'torch', {'threads': int(n)})
+      systems += [bench.System(f'torch[{n} thr]', 'torch',
+                               {'threads': int(n), 'precision': PRECISION.value})
                   for n in TORCH_THREADS.value]
     else:
-      systems.append(bench.System(peer, peer, {}, jax_flags))
+      systems.append(bench.System(peer, peer, {'precision': PRECISION.value}, jax_flags))
   return systems
 
 

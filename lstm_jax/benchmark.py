@@ -232,7 +232,7 @@ def worker_devices(system: str, w: Workload, mode: str, options: dict) -> int:
   # JAX must not start here, so the Pallas rule is read from the option: on CPU only an
   # explicit loop=pallas runs a layer on the kernel loop.
   return parallel.inference_shards(w.batch, w.lstm_sizes, os.cpu_count() or 1, 'cpu',
-                                   kernel_loop=options.get('loop') == 'pallas')
+                                   kernel_loop=options.get('loop') in ('pallas', 'pallas_stack'))
 
 
 # --------------------------------------------------------------------------- peers
@@ -311,6 +311,9 @@ def build_torch(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   import torch
 
   torch.set_num_threads(int(options.get('threads', 1)))
+  # Like with like: TF32 in cuDNN's RNN and in matmuls only where every system may use it.
+  tf32 = options.get('precision', 'float32') == 'tf32'
+  torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
   torch.manual_seed(0)
   device = ('cuda' if options.get('platform') in ('gpu', 'cuda') and torch.cuda.is_available()
             else 'cpu')
@@ -384,6 +387,12 @@ def build_matmul(w: Workload, mode: str, dtype: str, options: dict) -> Built:
   return Built(call, compile_s, info)
 
 
+# The f32 products every system computes: ``float32`` in full (JAX's matmul precision setting,
+# which our cuDNN loop follows too, and PyTorch's allow_tf32 switches off), or ``tf32`` where
+# the GPU offers it (JAX's default, PyTorch's cuDNN default). The Pallas kernels compute in f32
+# either way.
+PRECISIONS = ('float32', 'tf32')
+
 BUILDERS = {'ours': build_ours, 'flax': build_flax, 'keras': build_keras, 'torch': build_torch,
             'matmul': build_matmul}
 
@@ -398,11 +407,17 @@ def worker_main(spec_json: str) -> None:
   if n_cpu > 1:
     from lstm_jax import parallel
     parallel.set_cpu_devices(n_cpu)
+  precision = spec.get('options', {}).get('precision', 'float32')
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+  if precision == 'float32' and spec['system'] != 'torch':
+    import jax  # f32 products in full (on a GPU JAX's default f32 dot is TF32-class)
+    jax.config.update('jax_default_matmul_precision', 'float32')
   built = BUILDERS[spec['system']](w, spec['mode'], spec['dtype'], spec.get('options', {}))
   calls = spec.get('warmup', 2)
   for _ in range(calls):
     built.call()
-  info = dict(built.info, xla_flags_env=os.environ.get('XLA_FLAGS', ''))
+  info = dict(built.info, xla_flags_env=os.environ.get('XLA_FLAGS', ''), precision=precision)
   if spec['system'] != 'torch':
     import jax
     info['device_kind'] = jax.devices()[0].device_kind

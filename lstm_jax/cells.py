@@ -202,7 +202,13 @@ class Cell:
 
   def stack(self, params: Sequence, carries: Sequence, x_BxTxC,
             scan: ScanConfig = ScanConfig()):
-    """Stacked layers: ``-> (carries, h_BxTxH)``."""
+    """Stacked layers: ``-> (carries, h_BxTxH)``; with ``loop='pallas_stack'`` every layer in
+    one kernel per chunk (``recurrent.fused_stack``), otherwise layer by layer."""
+    if scan.loop == 'pallas_stack':
+      if not self.takes_fused_path():
+        check_generic_flags(self, scan)
+      return recurrent.fused_stack(self, [self.fused(p) for p in params], carries, x_BxTxC,
+                                   scan)
     new_carries, h = [], x_BxTxC
     for p, c in zip(params, carries):
       c, h = self.layer(p, c, h, scan)
@@ -219,9 +225,10 @@ def describe(cell: Cell) -> str:
 def check_generic_flags(cell: Cell, scan: ScanConfig) -> None:
   """Time-loop flags that only the fused loop has: refused (``loop='pallas'``) or warned about
   once per process (``backward='custom'``, ``layout='feature'``) where a cell runs elsewhere."""
-  if scan.loop == 'pallas':
-    raise ValueError(f"loop='pallas': cell {describe(cell)} has no fused form (one recurrent "
-                     "matmul and a pointwise update) for the kernel to run; use loop='scan'")
+  if scan.loop in ('pallas', 'pallas_stack'):
+    raise ValueError(f'loop={scan.loop!r}: cell {describe(cell)} has no fused form (one '
+                     "recurrent matmul and a pointwise update) for the kernel to run; use "
+                     "loop='scan'")
   if scan.loop == 'cudnn':
     raise ValueError(f"loop='cudnn': cuDNN runs the stock LSTM only, not cell {describe(cell)}; "
                      "use loop='scan'")
@@ -790,6 +797,16 @@ def _loss(cell: Cell, scan: ScanConfig):
   return loss
 
 
+def _stack_loss(cell, scan: ScanConfig):
+  """``_loss`` through ``cell.stack``: every layer's carry and the top layer's outputs."""
+
+  def loss(params, carries, x):
+    new_carries, h = cell.stack(params, carries, x, scan)
+    return jnp.sum(jnp.sin(h)) + sum(jnp.sum(c * c) for carry in new_carries for c in carry)
+
+  return loss
+
+
 def check(cell, options: Any = (), scan: ScanConfig = ScanConfig(), batch: int = 2,
           steps: int = 9, in_size: int = 3, hidden_size: int = 4, seed: int = 0,
           tolerance: float = 1e-5, report: Optional[Callable] = print) -> dict:
@@ -803,7 +820,9 @@ def check(cell, options: Any = (), scan: ScanConfig = ScanConfig(), batch: int =
   * ``check_grads f64``: ``jax.test_util.check_grads`` of ``layer`` in float64 (reverse mode);
   * ``custom vs autodiff [loop]``: the gradient of the fused loop's derived backward against
     JAX differentiating the scan, on each loop form the cell runs on (``scan``; ``pallas``,
-    in Pallas' interpreter off a GPU); only cells with a fused form have one.
+    in Pallas' interpreter off a GPU); only cells with a fused form have one;
+  * ``custom vs autodiff [pallas_stack, 2 layers]``: two layers in one kernel
+    (``loop='pallas_stack'``) against autodiff of the two scans, where the kernel applies.
 
   Float32 figures are relative to the reference's largest magnitude, ``tolerance`` at most.
   """
@@ -861,6 +880,15 @@ def check(cell, options: Any = (), scan: ScanConfig = ScanConfig(), batch: int =
           params, carry, x)
       err = _relative_error(got, reference)
       record(f'custom vs autodiff [{loop}]', err <= tolerance, f'{err:.1e}')
+    if 'pallas' in loops:  # two layers in one kernel, forward and backward
+      upper, upper_carry, _ = _random_problem(cell, batch, steps, hidden_size, hidden_size,
+                                              seed + 1)
+      problem = ([params, upper], [carry, upper_carry], x)
+      grads = [jax.jit(jax.value_and_grad(_stack_loss(cell, dataclasses.replace(
+          scan, backward=backward, remat=False, loop=loop)), argnums=(0, 1, 2)))(*problem)
+               for backward, loop in [('autodiff', 'scan'), ('custom', 'pallas_stack')]]
+      err = _relative_error(grads[1], grads[0])
+      record('custom vs autodiff [pallas_stack, 2 layers]', err <= tolerance, f'{err:.1e}')
   if report is not None:
     width = max(len(k) for k in results)
     report(f'check {describe(cell)}:')

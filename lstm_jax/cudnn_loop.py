@@ -2,14 +2,16 @@
 
 cuDNN runs its own LSTM, so this loop applies only to the stock math (``lstm_jax.cell`` as
 shipped: sigmoid gates, tanh, c' = f c + i g) and is refused for any other cell, activation or
-an edited ``activate_gates`` / ``lstm_update`` (``unsupported``); ``loop='auto'`` never picks
-it. Each layer is one cuDNN call per chunk with the carry passed in and out (so chunks
-continue), its gradients cuDNN's own backward (``jax.experimental.rnn.lstm``'s VJP).
+an edited ``activate_gates`` / ``lstm_update`` (``unsupported``); ``loop='auto'`` picks it only
+for the stock LSTM, where cuDNN measured faster (``ScanConfig.picks_cudnn``). Each layer is one
+cuDNN call per chunk with the carry passed in and out (so chunks continue), its gradients
+cuDNN's own backward (``jax.experimental.rnn.lstm``'s VJP).
 
 Weights: cuDNN's flat layout per layer is ``W_ih (4H, C)``, ``W_hh (4H, H)``, then ``b_ih``,
 ``b_hh`` (4H each), gates ``i, f, g, o`` as ours; ``pack`` puts ``kernel^T``, ``recurrent^T``,
-our one bias as ``b_ih`` and zeros as ``b_hh``. Precision: the call passes no precision, so
-cuDNN may use TF32 for its f32 products, as JAX's default f32 ``dot`` does on these GPUs.
+our one bias as ``b_ih`` and zeros as ``b_hh``. Precision: the call passes none, so it follows
+JAX's matmul precision setting as every ``dot`` does: TF32 allowed by default, none under
+``jax_default_matmul_precision='float32'`` (what the benchmark sets unless ``--precision=tf32``).
 
 Off a GPU there is no cuDNN: ``reference_layer`` runs ``jax.experimental.rnn.lstm_ref`` on the
 packed weights, which is how the tests check the packing on CPU.

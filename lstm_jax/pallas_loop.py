@@ -1,13 +1,16 @@
-"""A cell's time loop as one Pallas (Triton) kernel per layer: ``ScanConfig(loop='pallas')``.
+"""A cell's time loop as one Pallas (Triton) kernel per layer (``ScanConfig(loop='pallas')``) or
+per stack (``loop='pallas_stack'``).
 
 On a GPU, ``lax.scan`` launches the step's kernels again at every time step, so at small batch
 a step costs several microseconds of launches for a few thousand multiply-adds. Here one
 kernel runs the whole chunk: program ``b`` of a ``(B,)`` grid carries sequence ``b``'s state
 in registers through a ``fori_loop`` over time, reading each step's hoisted input projection
 and writing the step's outputs; the recurrent weight is loaded once and stays in registers
-(``KernelForm``). The recurrent product is a broadcast multiply and a row sum in f32 (Triton's
-``dot`` needs 16 rows; a batch-1 step has one), so there are no TF32 products: the kernel
-computes the reference's function.
+(``KernelForm``). A stack's kernel (``stack_forward``, ``stack_backward``) runs every layer's
+step ``t`` before step ``t + 1``, each layer's state and weights resident; a lone layer is a
+stack of one, so both loops share one kernel body. The recurrent product is a broadcast
+multiply and a row sum in f32 (Triton's ``dot`` needs 16 rows; a batch-1 step has one), so
+there are no TF32 products: the kernel computes the reference's function.
 
 The kernels hold no cell math of their own. Each step is ``z = x W + b + h U`` and then the
 cell's pointwise ``update`` (``lstm_jax.cells.Cell.update``; for the LSTM
@@ -105,20 +108,6 @@ def _call(kernel, out_shapes, hidden_size: int, batch: int, *args, dtype=jnp.flo
   return pl.pallas_call(
       kernel, out_shape=tuple(jax.ShapeDtypeStruct(s, f32) for s in out_shapes),
       grid=(batch,), interpret=not gpu, compiler_params=params)(*(a.astype(f32) for a in args))
-
-
-def _axes(kernel: str, n_fields: int, consts: list) -> str:
-  """Operands -> results of a kernel call, by axis: t time, b streams (the batch), k hidden, g
-  the packed gates; ``n_fields`` carry fields, ``consts`` the lifted constants' axes.
-  Programs are independent per stream, so only b may be split across devices."""
-  fields, stacked = ['b k'] * n_fields, ['t b k'] * n_fields
-  if kernel == 'forward':
-    return ', '.join(['t b g', 'k g'] + consts + fields) + ' -> ' + ', '.join(fields + ['t b k'])
-  if kernel == 'forward_saving':
-    return (', '.join(['t b g', 'k g'] + consts + fields) + ' -> '
-            + ', '.join(fields + stacked + ['t b g']))
-  return (', '.join(['t b k', 't b g'] + consts + stacked + ['k g'] + fields) + ' -> '
-          + ', '.join(fields + ['t b g']))
 
 
 def _split_by_streams(call, axes: str):
@@ -245,131 +234,255 @@ def _lifted(fn, *example_args):
   return [jnp.asarray(c, dtype) for c in closed.consts], run
 
 
-def _const_axes(consts) -> list:
-  return [' '.join(f'q{i}d{d}' for d in range(c.ndim)) for i, c in enumerate(consts)]
+def _const_axes(consts, layer: int) -> list:
+  return [' '.join(f'q{layer}c{i}d{d}' for d in range(c.ndim)) for i, c in enumerate(consts)]
 
 
-def forward(cell, fp, carry, x_TxBxC, cfg, save_residuals: bool,
-            form: Optional[KernelForm] = None):
-  """The layer's forward as one kernel: ``-> (carry, h_TxBxH, residuals)`` as
-  ``recurrent._forward_scan`` returns them (residuals: every step's carry and pre-activation,
-  with ``save_residuals``). Each step is ``z = xp_t + h U`` and then the cell's own pointwise
-  update, traced into the kernel."""
+def _row_product(h, weight):
+  """``h @ U`` for one row: ``(1, H) x (1, H, G) -> (1, G)`` as a broadcast multiply and a row
+  sum in f32 (Triton's ``dot`` needs 16 rows)."""
+  return jnp.sum(h[:, :, None] * weight, axis=1)
+
+
+def _row_product_t(dz, weight):
+  """``dz @ U^T`` for one row: ``(1, G) x (1, H, G) -> (1, H)``."""
+  return jnp.sum(dz[:, None, :] * weight, axis=2)
+
+
+class _Refs:
+  """Reads a kernel's refs in the order the call passed them."""
+
+  def __init__(self, refs):
+    self._it = iter(refs)
+
+  def one(self):
+    return next(self._it)
+
+  def take(self, n: int) -> list:
+    return [next(self._it) for _ in range(n)]
+
+
+def _shapes(fps, carries):
+  hidden = [c.h.shape[-1] for c in carries]
+  gates = [fp.recurrent.shape[-1] for fp in fps]
+  return hidden, gates
+
+
+def stack_forward(cell, fps, carries, x_TxBxC, cfg, save_residuals: bool,
+                  form: Optional[KernelForm] = None):
+  """A stack of layers' forward as one kernel per chunk: ``-> (carries, h_TxBxH, residuals)``,
+  ``h`` the top layer's and ``residuals`` per layer ``(carries_TxB, zs_TxBxG)`` as
+  ``recurrent._forward_scan`` returns them (with ``save_residuals``; else None).
+
+  Step ``t`` of layer ``k + 1`` runs right after step ``t`` of layer ``k``: layer 0's step is
+  ``z = xp_t + h U`` (its input projection hoisted, one einsum before the kernel), layer
+  ``k``'s ``z = h_below W + b + h U``, then the cell's own pointwise update, traced in. Every
+  layer's state and weights stay in the program for the whole chunk; nothing but the top
+  layer's output (or the residuals) goes back to memory between steps."""
   from jax.experimental import pallas as pl
   form = FORM if form is None else form
-  xs = jnp.einsum('tbc,cg->tbg', x_TxBxC, fp.kernel,
-                  preferred_element_type=carry.h.dtype) + fp.bias[None, None]
-  steps, _, gates = xs.shape
-  hidden = carry.h.shape[-1]
-  carry_type, n_fields = type(carry), len(carry)
-  dtype = carry.h.dtype
-  row_carry = carry_type(*(jnp.zeros((1, hidden), dtype) for _ in carry))
-  consts, update = _lifted(lambda c, z: cell.update((), c, z, cfg), row_carry,
-                           jnp.zeros((1, gates), dtype))
-  n_consts = len(consts)
+  fp0 = fps[0]
+  dtype = carries[0].h.dtype
+  xs = jnp.einsum('tbc,cg->tbg', x_TxBxC, fp0.kernel,
+                  preferred_element_type=dtype) + fp0.bias[None, None]
+  steps = xs.shape[0]
+  n_layers, hidden, gates = len(fps), *_shapes(fps, carries)
+  carry_type, n_fields = type(carries[0]), len(carries[0])
+  updates, consts = [], []
+  for h, g in zip(hidden, gates):
+    row_carry = carry_type(*(jnp.zeros((1, h), dtype) for _ in range(n_fields)))
+    layer_consts, update = _lifted(lambda c, z: cell.update((), c, z, cfg), row_carry,
+                                   jnp.zeros((1, g), dtype))
+    consts.append(layer_consts)
+    updates.append(update)
 
-  def kernel(xs_ref, u_ref, *refs):
-    const_values = [r[...] for r in refs[:n_consts]]
-    refs = refs[n_consts:]
-    carry0_refs, out_refs = refs[:n_fields], refs[n_fields:]
-    final_refs, per_step_refs = out_refs[:n_fields], out_refs[n_fields:]
-    b = pl.program_id(0)
-    row = pl.ds(b, 1)
-    weight = _weight(u_ref, form)
-    first, advance = _step_inputs([(xs_ref, pl.ds(0, gates))], row, steps, form)
+  def kernel(*refs):
+    refs = _Refs(refs)
+    xs_ref = refs.one()
+    layers = []
+    for k in range(n_layers):
+      below = refs.take(2) if k else None  # W and b of a layer fed by the one below
+      layers.append((below, refs.one(), refs.take(len(consts[k])), refs.take(n_fields)))
+    final_refs = [refs.take(n_fields) for _ in range(n_layers)]
+    per_step_refs = ([refs.take(n_fields + 1) for _ in range(n_layers)] if save_residuals
+                     else refs.one())
+    row = pl.ds(pl.program_id(0), 1)
+    const_values = [[r[...] for r in layer[2]] for layer in layers]
+    recurrent_w = [_weight(layer[1], form) for layer in layers]
+    input_w = [None] + [_weight(layer[0][0], form) for layer in layers[1:]]
+    bias = [None] + [layer[0][1][...] for layer in layers[1:]]
+    first, advance = _step_inputs([(xs_ref, pl.ds(0, gates[0]))], row, steps, form)
 
     def step(t, state):
       fields, carried = state
-      (xs_t,), carried = advance(t, carried)
-      c = carry_type(*fields)
-      z = xs_t + jnp.sum(c.h[:, :, None] * weight(), axis=1)  # h[j] times row j of U
-      c = update(const_values, c, z)
-      if save_residuals:
-        for ref, value in zip(per_step_refs, tuple(c) + (z,)):
-          ref[t, row, :] = value
-      else:
-        per_step_refs[0][t, row, :] = c.h
-      return tuple(c), carried
+      (below,), carried = advance(t, carried)  # layer 0's input: its hoisted projection
+      new_fields = []
+      for k in range(n_layers):
+        c = carry_type(*fields[k])
+        xp = below if k == 0 else _row_product(below, input_w[k]()) + bias[k]
+        z = xp + _row_product(c.h, recurrent_w[k]())
+        c = updates[k](const_values[k], c, z)
+        if save_residuals:
+          for ref, value in zip(per_step_refs[k], tuple(c) + (z,)):
+            ref[t, row, :] = value
+        below = c.h
+        new_fields.append(tuple(c))
+      if not save_residuals:
+        per_step_refs[t, row, :] = below
+      return tuple(new_fields), carried
 
-    fields, _ = jax.lax.fori_loop(0, steps, step,
-                                  (tuple(r[row, :] for r in carry0_refs), first))
-    for ref, value in zip(final_refs, fields):
-      ref[row, :] = value
+    start = tuple(tuple(r[row, :] for r in layer[3]) for layer in layers)
+    fields, _ = jax.lax.fori_loop(0, steps, step, (start, first))
+    for refs_k, fields_k in zip(final_refs, fields):
+      for ref, value in zip(refs_k, fields_k):
+        ref[row, :] = value
 
-  def call(xs, u, *rest):
-    b = xs.shape[1]  # the streams on this device
-    out = [(b, hidden)] * n_fields
-    out += ([(steps, b, hidden)] * n_fields + [(steps, b, gates)] if save_residuals
-            else [(steps, b, hidden)])
-    return _call(kernel, out, hidden, b, xs, u, *rest, dtype=dtype)
+  operands, operand_axes = [xs], ['t b g0']
+  for k, (fp, carry) in enumerate(zip(fps, carries)):
+    if k:
+      operands += [fp.kernel, fp.bias[None]]
+      operand_axes += [f'k{k - 1} g{k}', f'one{k} g{k}']
+    operands += [fp.recurrent, *consts[k], *carry]
+    operand_axes += [f'k{k} g{k}', *_const_axes(consts[k], k)] + [f'b k{k}'] * n_fields
+  result_axes = [f'b k{k}' for k in range(n_layers) for _ in range(n_fields)]
+  if save_residuals:
+    result_axes += [a for k in range(n_layers) for a in [f't b k{k}'] * n_fields + [f't b g{k}']]
+  else:
+    result_axes.append(f't b k{n_layers - 1}')
 
-  axes = _axes('forward_saving' if save_residuals else 'forward', n_fields, _const_axes(consts))
-  outs = _on_devices(call, axes)(xs, fp.recurrent, *consts, *carry)
-  new_carry = carry_type(*(o.astype(c.dtype) for o, c in zip(outs[:n_fields], carry)))
+  def call(*args):
+    b = args[0].shape[1]  # the streams on this device
+    shapes = [_shape(a, steps, b, hidden, gates) for a in result_axes]
+    return _call(kernel, shapes, max(hidden), b, *args, dtype=dtype)
+
+  outs = _on_devices(call, ', '.join(operand_axes) + ' -> ' + ', '.join(result_axes))(*operands)
+  outs = list(outs)
+  new_carries = []
+  for carry in carries:
+    finals, outs = outs[:n_fields], outs[n_fields:]
+    new_carries.append(carry_type(*(o.astype(c.dtype) for o, c in zip(finals, carry))))
   if not save_residuals:
-    return new_carry, outs[n_fields], None
-  carries = carry_type(*outs[n_fields:2 * n_fields])
-  return new_carry, carries.h, (carries, outs[-1])
+    return tuple(new_carries), outs[0], None
+  residuals = []
+  for _ in range(n_layers):
+    per_step, outs = outs[:n_fields + 1], outs[n_fields + 1:]
+    residuals.append((carry_type(*per_step[:n_fields]), per_step[-1]))
+  return tuple(new_carries), residuals[-1][0].h, residuals
 
 
-def backward(cell, fp, cfg, dh_out_TxBxH, prev, zs_TxBxG, d_carry,
-             form: Optional[KernelForm] = None):
-  """The custom backward's reverse scan as one kernel: each step ``jax.vjp`` of the cell's
-  update at the saved carry ``prev`` (the carry before each step) and pre-activation, then
-  ``dz @ U^T`` into ``dh``. Returns ``(d_carry_0, dz_TxBxG)``."""
+def _shape(axes: str, steps: int, batch: int, hidden: list, gates: list) -> tuple:
+  """An array's shape from its axes (``t``, ``b``, ``k<layer>``, ``g<layer>``)."""
+  sizes = {'t': steps, 'b': batch}
+  sizes.update({f'k{k}': h for k, h in enumerate(hidden)})
+  sizes.update({f'g{k}': g for k, g in enumerate(gates)})
+  return tuple(sizes[a] for a in axes.split())
+
+
+def stack_backward(cell, fps, cfg, dh_out_TxBxH, prevs, zss, d_carries,
+                   form: Optional[KernelForm] = None):
+  """The custom backward's reverse scan of a whole stack as one kernel: ``prevs[k]`` the carry
+  before each step and ``zss[k]`` each step's pre-activation of layer ``k``, ``dh_out`` the
+  top layer's output cotangent. Reverse step ``t`` runs the layers top down: ``jax.vjp`` of the
+  cell's update, then ``dz U^T`` into the layer's ``dh`` for step ``t - 1`` and ``dz W^T``
+  into the layer below's ``dh`` at step ``t``. Returns ``(d_carries_0, dzs)``."""
   from jax.experimental import pallas as pl
   form = FORM if form is None else form
-  steps, _, hidden = dh_out_TxBxH.shape
-  gates = zs_TxBxG.shape[-1]
-  carry_type, n_fields = type(d_carry), len(d_carry)
+  steps = dh_out_TxBxH.shape[0]
+  n_layers, hidden, gates = len(fps), *_shapes(fps, d_carries)
+  carry_type, n_fields = type(d_carries[0]), len(d_carries[0])
   dtype = dh_out_TxBxH.dtype
-  row_carry = carry_type(*(jnp.zeros((1, hidden), dtype) for _ in d_carry))
 
   def pullback(c, z, d_new):
     return jax.vjp(lambda cc, zz: cell.update((), cc, zz, cfg), c, z)[1](d_new)
 
-  consts, pull = _lifted(pullback, row_carry, jnp.zeros((1, gates), dtype), row_carry)
-  n_consts = len(consts)
+  pulls, consts = [], []
+  for h, g in zip(hidden, gates):
+    row_carry = carry_type(*(jnp.zeros((1, h), dtype) for _ in range(n_fields)))
+    layer_consts, pull = _lifted(pullback, row_carry, jnp.zeros((1, g), dtype), row_carry)
+    consts.append(layer_consts)
+    pulls.append(pull)
 
-  def kernel(dho_ref, zs_ref, *refs):
-    const_values = [r[...] for r in refs[:n_consts]]
-    refs = refs[n_consts:]
-    prev_refs, u_ref = refs[:n_fields], refs[n_fields]
-    d_final_refs = refs[n_fields + 1:2 * n_fields + 1]
-    d0_refs, dz_ref = refs[2 * n_fields + 1:3 * n_fields + 1], refs[-1]
-    b = pl.program_id(0)
-    row = pl.ds(b, 1)
-    weight = _weight(u_ref, form)
-    whole, all_gates = pl.ds(0, hidden), pl.ds(0, gates)
-    first, advance = _step_inputs(
-        [(dho_ref, whole), (zs_ref, all_gates)] + [(r, whole) for r in prev_refs], row, steps,
-        form, reverse=True)
+  def kernel(*refs):
+    refs = _Refs(refs)
+    dho_ref = refs.one()
+    layers = []
+    for k in range(n_layers):
+      zs_ref, prev_refs, u_ref = refs.one(), refs.take(n_fields), refs.one()
+      w_ref = refs.one() if k else None
+      layers.append((zs_ref, prev_refs, u_ref, w_ref, refs.take(len(consts[k])),
+                     refs.take(n_fields)))
+    d0_refs = [refs.take(n_fields) for _ in range(n_layers)]
+    dz_refs = refs.take(n_layers)
+    row = pl.ds(pl.program_id(0), 1)
+    const_values = [[r[...] for r in layer[4]] for layer in layers]
+    recurrent_w = [_weight(layer[2], form) for layer in layers]
+    input_w = [None] + [_weight(layer[3], form) for layer in layers[1:]]
+    per_step = [(dho_ref, pl.ds(0, hidden[-1]))]
+    for k, layer in enumerate(layers):
+      per_step += [(layer[0], pl.ds(0, gates[k]))] + [(r, pl.ds(0, hidden[k])) for r in layer[1]]
+    first, advance = _step_inputs(per_step, row, steps, form, reverse=True)
 
     def step(s, back):
       t = steps - 1 - s
       d_fields, carried = back
-      (dh_o, z_t, *prev_t), carried = advance(t, carried)
-      d_new = carry_type(*d_fields)
-      d_new = d_new._replace(h=d_new.h + dh_o)
-      d_prev, dz = pull(const_values, carry_type(*prev_t), z_t, d_new)
-      dz_ref[t, row, :] = dz
-      # dh_prev[j] += sum_g dz[g] U[j, g]
-      d_prev = d_prev._replace(h=d_prev.h + jnp.sum(dz[:, None, :] * weight(), axis=2))
-      return tuple(d_prev), carried
+      loaded, carried = advance(t, carried)
+      dh_above, loaded = loaded[0], loaded[1:]
+      inputs = [loaded[k * (n_fields + 1):(k + 1) * (n_fields + 1)] for k in range(n_layers)]
+      new_fields = [None] * n_layers
+      for k in reversed(range(n_layers)):
+        z_t, prev_t = inputs[k][0], inputs[k][1:]
+        d_new = carry_type(*d_fields[k])
+        d_new = d_new._replace(h=d_new.h + dh_above)
+        d_prev, dz = pulls[k](const_values[k], carry_type(*prev_t), z_t, d_new)
+        dz_refs[k][t, row, :] = dz
+        d_prev = d_prev._replace(h=d_prev.h + _row_product_t(dz, recurrent_w[k]()))
+        if k:
+          dh_above = _row_product_t(dz, input_w[k]())
+        new_fields[k] = tuple(d_prev)
+      return tuple(new_fields), carried
 
-    d_fields, _ = jax.lax.fori_loop(0, steps, step,
-                                    (tuple(r[row, :] for r in d_final_refs), first))
-    for ref, value in zip(d0_refs, d_fields):
-      ref[row, :] = value
+    start = tuple(tuple(r[row, :] for r in layer[5]) for layer in layers)
+    d_fields, _ = jax.lax.fori_loop(0, steps, step, (start, first))
+    for refs_k, fields_k in zip(d0_refs, d_fields):
+      for ref, value in zip(refs_k, fields_k):
+        ref[row, :] = value
+
+  operands, operand_axes = [dh_out_TxBxH], [f't b k{n_layers - 1}']
+  for k, fp in enumerate(fps):
+    operands += [zss[k], *prevs[k], fp.recurrent]
+    operand_axes += [f't b g{k}'] + [f't b k{k}'] * n_fields + [f'k{k} g{k}']
+    if k:
+      operands.append(fp.kernel)
+      operand_axes.append(f'k{k - 1} g{k}')
+    operands += [*consts[k], *d_carries[k]]
+    operand_axes += _const_axes(consts[k], k) + [f'b k{k}'] * n_fields
+  result_axes = [f'b k{k}' for k in range(n_layers) for _ in range(n_fields)]
+  result_axes += [f't b g{k}' for k in range(n_layers)]
 
   def call(*args):
     b = args[0].shape[1]  # the streams on this device
-    return _call(kernel, [(b, hidden)] * n_fields + [(steps, b, gates)], hidden, b, *args,
-                 dtype=dtype)
+    shapes = [_shape(a, steps, b, hidden, gates) for a in result_axes]
+    return _call(kernel, shapes, max(hidden), b, *args, dtype=dtype)
 
-  axes = _axes('backward', n_fields, _const_axes(consts))
-  outs = _on_devices(call, axes)(dh_out_TxBxH, zs_TxBxG, *consts, *prev, fp.recurrent, *d_carry)
-  return carry_type(*outs[:n_fields]), outs[-1]
+  outs = list(_on_devices(call, ', '.join(operand_axes) + ' -> ' + ', '.join(result_axes))(
+      *operands))
+  d0s = tuple(carry_type(*outs[k * n_fields:(k + 1) * n_fields]) for k in range(n_layers))
+  return d0s, tuple(outs[n_layers * n_fields:])
+
+
+def forward(cell, fp, carry, x_TxBxC, cfg, save_residuals: bool,
+            form: Optional[KernelForm] = None):
+  """One layer's forward as one kernel (a stack of one): ``-> (carry, h_TxBxH, residuals)``
+  as ``recurrent._forward_scan`` returns them."""
+  carries, h, residuals = stack_forward(cell, [fp], [carry], x_TxBxC, cfg, save_residuals, form)
+  return carries[0], h, None if residuals is None else residuals[0]
+
+
+def backward(cell, fp, cfg, dh_out_TxBxH, prev, zs_TxBxG, d_carry,
+             form: Optional[KernelForm] = None):
+  """One layer's reverse scan as one kernel (a stack of one): ``-> (d_carry_0, dz_TxBxG)``."""
+  d0s, dzs = stack_backward(cell, [fp], cfg, dh_out_TxBxH, [prev], [zs_TxBxG], [d_carry], form)
+  return d0s[0], dzs[0]
 
 
 def outputs_on_random_inputs(forms, steps: int, batch: int, hidden_size: int, seed: int = 0):

@@ -80,6 +80,9 @@ def use_small_loop_kernels(byte_threshold: int = SMALL_LOOP_BYTES) -> None:
   os.environ['XLA_FLAGS'] = new
 
 
+LOOPS = ('auto', 'scan', 'pallas', 'pallas_stack', 'cudnn')
+
+
 @dataclasses.dataclass(frozen=True)
 class ScanConfig:
   """Static options of the time loop (hashable, so it can be a jit static argument).
@@ -119,9 +122,14 @@ class ScanConfig:
       batch 128 because one program per sequence takes the same time until programs outnumber
       the multiprocessors), ``scan`` elsewhere (docs/performance.md, "loop"). The kernel
       traces the cell's own update (forward) and its ``jax.vjp`` (backward); cells that do
-      not fit it are refused with ``pallas`` and run the scan with ``auto``. ``cudnn``: the
-      stock LSTM through cuDNN (``lstm_jax.cudnn_loop``; a CUDA GPU only, refused for any
-      other cell or an edited ``lstm_jax.cell``); ``auto`` never picks it.
+      not fit it are refused with ``pallas`` and run the scan with ``auto``.
+      ``pallas_stack``: every layer of a stack in one kernel per chunk, step ``t`` of layer
+      ``k + 1`` right after step ``t`` of layer ``k`` (``recurrent.fused_stack``; the same
+      limits per layer); ``auto`` does not pick it until it is timed on a GPU.
+      ``cudnn``: the stock LSTM through cuDNN (``lstm_jax.cudnn_loop``; a CUDA GPU only,
+      refused for any other cell or an edited ``lstm_jax.cell``); ``auto`` picks it for the
+      stock LSTM where cuDNN measured faster (``picks_cudnn``), never for another cell.
+      ``describe_loops`` says which loop each layer runs on (training logs it).
   """
   recurrent_activation: str = 'sigmoid'
   activation: str = 'tanh'
@@ -141,9 +149,10 @@ class ScanConfig:
       raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', got {self.matmul_dtype!r}")
     if self.layout not in ('auto', 'batch', 'feature'):
       raise ValueError(f"layout must be 'auto', 'batch' or 'feature', got {self.layout!r}")
-    if self.loop not in ('auto', 'scan', 'pallas', 'cudnn'):
-      raise ValueError(f"loop must be 'auto', 'scan', 'pallas' or 'cudnn', got {self.loop!r}")
-    if self.loop in ('pallas', 'cudnn') and (self.backward != 'custom' or self.remat):
+    if self.loop not in LOOPS:
+      raise ValueError(f'loop must be one of {", ".join(map(repr, LOOPS))}, got {self.loop!r}')
+    if self.loop in ('pallas', 'pallas_stack', 'cudnn') and (self.backward != 'custom'
+                                                             or self.remat):
       raise ValueError(f"loop={self.loop!r} needs backward='custom' and remat=False (its "
                        'kernels have no autodiff rule; cuDNN brings its own backward)')
     if self.unroll < 0:
@@ -174,13 +183,25 @@ class ScanConfig:
     """Whether a layer of this size runs on ``lstm_jax.pallas_loop`` (see ``loop``).
     ``training``: the forward that saves residuals and its backward (else inference)."""
     if self.loop != 'auto':
-      return self.loop == 'pallas'
+      return self.loop in ('pallas', 'pallas_stack')
     # With the weight held in registers (H200), 128 units at batch 8 ran inference 1.44x
     # faster than the unrolled scan, but a train step 1.59x slower (docs/performance.md, "loop").
     largest = 64 if training else 128
     return (pallas_loop.on_gpu() and self.backward == 'custom' and not self.remat
             and self.matmul_dtype == 'float32' and batch_size <= 128
             and hidden_size <= largest and not hidden_size & (hidden_size - 1))
+
+  def picks_cudnn(self, batch_size: int, hidden_size: int) -> bool:
+    """Whether a stock LSTM layer of this size runs on cuDNN (see ``loop``; the cell is
+    checked by ``cudnn_loop.unsupported``). ``auto``: on one CUDA GPU, f32, batch <= 8 and
+    up to 128 units, where cuDNN (timed through PyTorch) ran 1.25-2.6x faster than our best
+    loop on an H200 (seed, long); at batch 64 x 256 units (wide) ours ran 1.6-2.1x faster
+    (docs/performance.md, "loop")."""
+    if self.loop != 'auto':
+      return self.loop == 'cudnn'
+    return (jax.default_backend() in ('gpu', 'cuda') and jax.device_count() == 1
+            and self.backward == 'custom' and not self.remat and self.matmul_dtype == 'float32'
+            and batch_size <= 8 and hidden_size <= 128)
 
   def feature_major(self, batch_size: int, hidden_size: int) -> bool:
     """Whether the forward that saves no residuals runs feature-major (see ``layout``)."""
@@ -299,6 +320,37 @@ def uses_pallas(cell, fp: Fused, cfg: ScanConfig, batch: int, hidden: int,
   return False
 
 
+def layer_loop(cell, fp: Optional[Fused], cfg: ScanConfig, batch: int, hidden: int,
+               training: bool) -> str:
+  """The loop a layer runs on: ``scan``, ``pallas``, ``pallas_stack`` or ``cudnn`` (a cell
+  without a fused form: ``scan``, JAX differentiating it). ``training``: the forward that saves
+  residuals and its backward (else inference). Explicit choices the layer cannot take raise."""
+  if fp is None:
+    return 'scan'
+  if cfg.picks_cudnn(batch, hidden):
+    why = cudnn_loop.unsupported(cell, cfg, cell.math_key())
+    if why is None:
+      return 'cudnn'
+    if cfg.loop == 'cudnn':
+      raise ValueError(f"loop='cudnn': {why}; use loop='scan'")
+  if cfg.loop == 'pallas_stack':
+    return 'pallas_stack'
+  return 'pallas' if uses_pallas(cell, fp, cfg, batch, hidden, training) else 'scan'
+
+
+def describe_loops(cell, sizes: Sequence[int], in_size: int, batch: int, cfg: ScanConfig,
+                   training: bool) -> str:
+  """Which loop each layer of a stack runs on, for the log: ``'64 units: pallas, ...'``."""
+  loops = []
+  for n in sizes:
+    params = jax.eval_shape(lambda n=n, i=in_size: cell.init(jax.random.key(0), i, n))
+    fp = cell.fused(params) if cell.takes_fused_path() else None
+    loops.append(f'{n} units: {layer_loop(cell, fp, cfg, batch, n, training)}')
+    in_size = n
+  return (f"{', '.join(loops)} ({'train step' if training else 'inference'}, batch {batch}, "
+          f'{jax.default_backend()})')
+
+
 def _forward_scan(key, fp: Fused, carry, x_TxBxC, cfg: ScanConfig, save_residuals: bool):
   """Runs the layer over time (time-major). Returns ``(carry, h_TxBxH, residuals)``, the
   residuals (every step's pre-activation and carry) only with ``save_residuals``."""
@@ -384,20 +436,19 @@ def _reverse_scan(cell, cfg: ScanConfig, fp: Fused, dh_out, prev, zs, d_carry):
   return d_carry0, d_small, dz
 
 
-def _layer_custom_bwd(key, cfg, residuals, cotangents):
-  cell = key[0]
-  fp, carry0, x, carries, zs = residuals
-  d_carry, dh_out = cotangents
-  f32 = carry0.h.dtype
-  dt = _mm_dtype(cfg) or f32
-  steps, batch, hidden = dh_out.shape
-  prev = jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]], axis=0),
+def _previous_carries(carry0, carries):
+  """The carry before each step: ``carry0`` then every step's carry but the last."""
+  return jax.tree.map(lambda c0, cs: jnp.concatenate([c0[None], cs[:-1]], axis=0),
                       carry0, carries)
-  if uses_pallas(cell, fp, cfg, batch, hidden, training=True):
-    d_carry0, dz = pallas_loop.backward(cell, fp, cfg, dh_out, prev, zs, d_carry)
-    d_small = ()
-  else:
-    d_carry0, d_small, dz = _reverse_scan(cell, cfg, fp, dh_out, prev, zs, d_carry)
+
+
+def _projection_grads(cell, cfg: ScanConfig, fp: Fused, x_TxBxC, prev_h, dz, d_small,
+                      input_grad: bool = True):
+  """A layer's weight gradients from its steps' pre-activation cotangents ``dz`` (after the
+  reverse loop): ``-> (d_fused, dx)`` (``dx`` None without ``input_grad``)."""
+  f32 = prev_h.dtype
+  dt = _mm_dtype(cfg) or f32
+  steps, batch = prev_h.shape[:2]
   dxp, dhu = (dz, dz) if cell.sums_projections else dz
   # Weight gradients: one contraction over all time steps and the batch. On one device T x B is
   # flattened into one axis (a 2-D contraction runs at about twice the GFLOP/s of the same
@@ -417,16 +468,92 @@ def _layer_custom_bwd(key, cfg, residuals, cotangents):
   def weight_grad(a_TxBxK, d_rows):
     return jnp.einsum('...k,...g->kg', rows(a_TxBxK), d_rows, preferred_element_type=f32)
 
-  dx = jnp.einsum('...g,cg->...c', dxp_rows, fp.kernel.astype(dt),
-                  preferred_element_type=f32).reshape(x.shape).astype(x.dtype)
-  d_fused = Fused(weight_grad(x, dxp_rows).astype(fp.kernel.dtype),
-                  weight_grad(prev.h, dhu_rows).astype(fp.recurrent.dtype),
+  dx = None
+  if input_grad:
+    dx = jnp.einsum('...g,cg->...c', dxp_rows, fp.kernel.astype(dt),
+                    preferred_element_type=f32).reshape(x_TxBxC.shape).astype(x_TxBxC.dtype)
+  d_fused = Fused(weight_grad(x_TxBxC, dxp_rows).astype(fp.kernel.dtype),
+                  weight_grad(prev_h, dhu_rows).astype(fp.recurrent.dtype),
                   None if fp.bias is None else jnp.sum(dxp, axis=(0, 1)).astype(fp.bias.dtype),
                   d_small)
+  return d_fused, dx
+
+
+def _layer_custom_bwd(key, cfg, residuals, cotangents):
+  cell = key[0]
+  fp, carry0, x, carries, zs = residuals
+  d_carry, dh_out = cotangents
+  batch, hidden = carry0.h.shape
+  prev = _previous_carries(carry0, carries)
+  if uses_pallas(cell, fp, cfg, batch, hidden, training=True):
+    d_carry0, dz = pallas_loop.backward(cell, fp, cfg, dh_out, prev, zs, d_carry)
+    d_small = ()
+  else:
+    d_carry0, d_small, dz = _reverse_scan(cell, cfg, fp, dh_out, prev, zs, d_carry)
+  d_fused, dx = _projection_grads(cell, cfg, fp, x, prev.h, dz, d_small)
   return d_fused, d_carry0, dx
 
 
 _layer_custom.defvjp(_layer_custom_fwd, _layer_custom_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def _stack_custom(key, fps, carries, x_TxBxC, cfg):
+  carries, h, _ = pallas_loop.stack_forward(key[0], fps, carries, x_TxBxC, cfg, False)
+  return carries, h
+
+
+def _stack_custom_fwd(key, fps, carries, x_TxBxC, cfg):
+  new_carries, h, per_layer = pallas_loop.stack_forward(key[0], fps, carries, x_TxBxC, cfg,
+                                                        True)
+  return (new_carries, h), (fps, carries, x_TxBxC, per_layer)
+
+
+def _stack_custom_bwd(key, cfg, residuals, cotangents):
+  """The stack's reverse loop in one kernel, then each layer's weight gradients; a layer's
+  input is the layer below's saved outputs (layer 0's: ``x``)."""
+  cell = key[0]
+  fps, carries0, x, per_layer = residuals
+  d_carries, dh_out = cotangents
+  prevs = [_previous_carries(c0, cs) for c0, (cs, _) in zip(carries0, per_layer)]
+  d_carries0, dzs = pallas_loop.stack_backward(cell, fps, cfg, dh_out, prevs,
+                                               [zs for _, zs in per_layer], d_carries)
+  inputs = [x] + [cs.h for cs, _ in per_layer[:-1]]
+  d_fps, dx = [], None
+  for k, (fp, inp, prev, dz) in enumerate(zip(fps, inputs, prevs, dzs)):
+    d_fp, d_in = _projection_grads(cell, cfg, fp, inp, prev.h, dz, (), input_grad=k == 0)
+    d_fps.append(d_fp)
+    dx = d_in if k == 0 else dx
+  return tuple(d_fps), tuple(d_carries0), dx
+
+
+_stack_custom.defvjp(_stack_custom_fwd, _stack_custom_bwd)
+
+
+def stack_unsupported(cell, fps: Sequence[Optional[Fused]], cfg: ScanConfig,
+                      hidden_sizes: Sequence[int]) -> Optional[str]:
+  """Why a stack cannot run as one Pallas kernel (``None``: it can)."""
+  if any(fp is None for fp in fps):
+    return (f"cell {cell.name!r} has no fused form (one recurrent matmul and a pointwise "
+            'update) for the kernel to run')
+  for k, (fp, n) in enumerate(zip(fps, hidden_sizes)):
+    why = pallas_loop.unsupported(cell, fp, n, cfg.matmul_dtype)
+    if why is not None:
+      return f'layer {k}: {why}'
+  return None
+
+
+def fused_stack(cell, fps: Sequence[Fused], carries, x_BxTxC, cfg: ScanConfig = ScanConfig()):
+  """Every layer of a stack over a chunk in one Pallas kernel (``loop='pallas_stack'``; the
+  interpreter off a GPU): ``-> (carries, h_BxTxH)``, the same function as the layers one by
+  one. The backward is the stack's reverse loop in one kernel (derived from the cell's update
+  by ``jax.vjp``, as the per-layer loops) and each layer's weight gradients after it."""
+  why = stack_unsupported(cell, fps, cfg, [c.h.shape[-1] for c in carries])
+  if why is not None:
+    raise ValueError(f"loop='pallas_stack': {why}; use loop='scan'")
+  key = (cell, cell.math_key())
+  carries, h = _stack_custom(key, tuple(fps), tuple(carries), jnp.swapaxes(x_BxTxC, 0, 1), cfg)
+  return carries, jnp.swapaxes(h, 0, 1)
 
 
 def fused_layer(cell, fp: Fused, carry, x_BxTxC, cfg: ScanConfig = ScanConfig()):
@@ -438,11 +565,13 @@ def fused_layer(cell, fp: Fused, carry, x_BxTxC, cfg: ScanConfig = ScanConfig())
   # The cell's math key (the update functions it reaches through their modules) is a static
   # argument, so a traced program is never reused after the cell math is edited.
   key = (cell, cell.math_key())
-  if cfg.loop == 'cudnn':
-    why = cudnn_loop.unsupported(cell, cfg, key[1])
-    if why is not None:
-      raise ValueError(f"loop='cudnn': {why}; use loop='scan'")
+  batch, hidden = carry.h.shape
+  loop = layer_loop(cell, fp, cfg, batch, hidden, training=True)
+  if loop == 'cudnn':
     return cudnn_loop.layer(LSTMParams(fp.kernel, fp.recurrent, fp.bias), carry, x_BxTxC)
+  if loop == 'pallas_stack':  # a lone layer: a stack of one
+    carries, h = fused_stack(cell, [fp], [carry], x_BxTxC, cfg)
+    return carries[0], h
   if cfg.backward == 'custom' and not cfg.remat:
     carry, h = _layer_custom(key, fp, carry, x_TxBxC, cfg)
   else:
@@ -458,10 +587,5 @@ def lstm_layer(params: LSTMParams, carry: LSTMCarry, x_BxTxC, cfg: ScanConfig = 
 
 def lstm_stack(params: Sequence[LSTMParams], carries: Sequence[LSTMCarry], x_BxTxC,
                cfg: ScanConfig = ScanConfig()):
-  """Stacked layers, each a full scan over the chunk. Returns ``(carries, h_BxTxH)``."""
-  new_carries = []
-  h = x_BxTxC
-  for p, c in zip(params, carries):
-    c, h = lstm_layer(p, c, h, cfg)
-    new_carries.append(c)
-  return tuple(new_carries), h
+  """Stacked LSTM layers over a chunk (``Cell.stack``). Returns ``(carries, h_BxTxH)``."""
+  return lstm_math().stack(params, carries, x_BxTxC, cfg)

@@ -25,6 +25,7 @@ from lstm_jax import doctor
 from lstm_jax import gw
 from lstm_jax import metrics as eval_lib
 from lstm_jax import parallel
+from lstm_jax import recurrent
 from lstm_jax import volterra
 from lstm_jax.config import Config
 from lstm_jax.inference import TrainedModel, build_model
@@ -944,6 +945,9 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
                'device(s)', split.source, config.n_streams, n_chunks, config.chunk_len,
                'until validation stops improving, at most' if plateau else '', config.num_steps,
                placement.n_devices)
+  logging.info('time loop: %s', recurrent.describe_loops(
+      model.get_cell(), model.lstm_sizes, x_chunks.shape[-1] + model.input_products,
+      config.n_streams // placement.n_devices, model.scan, training=True))
   t0 = time.perf_counter()
   compiled = train_step.lower(state, x_chunks, y_chunks, 0, np.float32(0)).compile()
   compile_s = time.perf_counter() - t0

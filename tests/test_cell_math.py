@@ -19,6 +19,7 @@ from lstm_jax.model import LSTMRegressor
 from lstm_jax.recurrent import ScanConfig
 
 SIZES = (8, 4)
+LOOPS = ['scan', 'pallas', 'pallas_stack']  # the Pallas loops: the interpreter off a GPU
 
 
 def coupled_forget(carry, gates, activation='tanh', axis=-1):
@@ -82,7 +83,7 @@ def _relative(got, want):
   return cells._relative_error(got, want)  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize('loop', ['scan', 'pallas'])
+@pytest.mark.parametrize('loop', LOOPS)
 @pytest.mark.parametrize('edit', sorted(EDITS))
 def test_edit_reaches_the_training_gradient(problem, monkeypatch, edit, loop):
   """Loss and gradients of the default training path (custom backward) equal JAX's autodiff
@@ -96,7 +97,7 @@ def test_edit_reaches_the_training_gradient(problem, monkeypatch, edit, loop):
   assert _relative(got, want) <= 1e-5
 
 
-@pytest.mark.parametrize('loop', ['scan', 'pallas'])
+@pytest.mark.parametrize('loop', ['scan', 'pallas'])  # one layer: pallas_stack is pallas
 @pytest.mark.parametrize('edit', sorted(EDITS))
 def test_edited_layer_is_the_edited_math(monkeypatch, edit, loop):
   """The layer computes the equations as written out in this file, and its derived backward
@@ -185,3 +186,19 @@ def test_kernels_lower_to_triton(monkeypatch, edit):
                               jnp.ones((steps, 1, 4 * n)), carry))]:
     text = jax.jit(f).trace(*args).lower(lowering_platforms=('cuda',)).as_text()
     assert 'triton' in text.lower()
+
+
+def test_whole_stack_train_step_lowers_to_triton(monkeypatch):
+  """The seed's 64/16/8 stack on ``loop='pallas_stack'``, its cell math edited: the gradient
+  of a loss through the model lowers for a CUDA target with one Triton kernel forward and one
+  backward (the per-layer kernels' lowering is checked under every edit above)."""
+  from lstm_jax import pallas_loop
+  monkeypatch.setattr(cell_lib, *EDITS['coupled_forget'])
+  x, y = jnp.ones((1, 16, 2)), jnp.ones((1, 16, 1))
+  model = LSTMRegressor(lstm_sizes=(64, 16, 8), scan=ScanConfig(loop='pallas_stack'))
+  carry = model.initialize_carry(1)
+  params = model.init(jax.random.key(3), carry, x)['params']  # on CPU: the interpreter
+  monkeypatch.setattr(pallas_loop, 'on_gpu', lambda: True)
+  loss = lambda p, c: jnp.mean((model.apply({'params': p}, c, x)[1] - y) ** 2)
+  text = jax.jit(jax.grad(loss)).trace(params, carry).lower(lowering_platforms=('cuda',))
+  assert text.as_text().count('custom_call @__gpu$xla.gpu.triton') == 2

@@ -162,6 +162,7 @@ def test_check_passes_for_every_registered_cell(name, options, capsys):
   assert ('custom vs autodiff [scan]' in results) == has_fused
   if name == 'lstm':
     assert 'custom vs autodiff [pallas]' in results
+    assert 'custom vs autodiff [pallas_stack, 2 layers]' in results
 
 
 def test_flags_that_do_not_apply_are_refused_or_warned_once():

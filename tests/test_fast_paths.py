@@ -27,8 +27,9 @@ REFERENCE = ScanConfig(hoist_input=False, unroll=1, backward='autodiff')
 FAST = [ScanConfig(hoist_input=h, unroll=u) for h, u in itertools.product([False, True], [1, 3])]
 FAST += [ScanConfig(hoist_input=True, unroll=3, backward='autodiff'),
          ScanConfig(backward='autodiff', remat=True),
-         # One Pallas kernel program per sequence (the interpreter on CPU, Triton on a GPU).
-         ScanConfig(loop='pallas')]
+         # One Pallas kernel program per sequence (the interpreter on CPU, Triton on a GPU),
+         # per layer and for the whole stack.
+         ScanConfig(loop='pallas'), ScanConfig(loop='pallas_stack')]
 
 
 def _model(scan, rec_act='sigmoid'):
@@ -207,6 +208,12 @@ def test_pallas_loop_refuses_what_it_cannot_run():
   model = LSTMRegressor(lstm_sizes=(8,), scan=ScanConfig(loop='pallas', matmul_dtype='bfloat16'))
   with pytest.raises(ValueError, match='float32'):
     model.init(jax.random.key(0), model.initialize_carry(1), jnp.ones((1, 4, 2)))
+  model = LSTMRegressor(lstm_sizes=(8, 6), scan=ScanConfig(loop='pallas_stack'))
+  with pytest.raises(ValueError, match="loop='pallas_stack': layer 1: needs a power-of-two "
+                     'hidden size.*got 6'):
+    model.init(jax.random.key(0), model.initialize_carry(1), jnp.ones((1, 4, 2)))
+  with pytest.raises(ValueError, match='backward'):
+    ScanConfig(loop='pallas_stack', remat=True)
 
 
 @pytest.mark.parametrize('form', [pallas_loop.KernelForm(True, False),

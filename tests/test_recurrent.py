@@ -216,8 +216,41 @@ def test_loop_auto_runs_pallas_only_on_a_gpu_where_it_applies(monkeypatch):
   for other in (ScanConfig(backward='autodiff'), ScanConfig(matmul_dtype='bfloat16'),
                 ScanConfig(loop='scan'), ScanConfig(backward='autodiff', remat=True)):
     assert not other.uses_pallas(1, 64)
-  with pytest.raises(ValueError, match="loop must be 'auto', 'scan', 'pallas' or 'cudnn'"):
+  with pytest.raises(ValueError, match="loop must be one of 'auto', 'scan', 'pallas', "
+                     "'pallas_stack', 'cudnn'"):
     ScanConfig(loop='triton')
+
+
+def test_loop_auto_picks_cudnn_for_the_stock_lstm_where_it_measured_faster(monkeypatch):
+  """cuDNN (timed through PyTorch) ran the seed and long workloads faster than our loops, wide
+  slower; ``auto`` follows that for the stock LSTM on one CUDA GPU, and the log line says
+  which loop each layer runs on."""
+  from lstm_jax import cells
+  auto, lstm = ScanConfig(), cells.get_cell('lstm')
+  assert recurrent.describe_loops(lstm, (64, 16, 8), 2, 1, auto, True) == (
+      '64 units: scan, 16 units: scan, 8 units: scan (train step, batch 1, cpu)')
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert auto.picks_cudnn(1, 64) and auto.picks_cudnn(8, 128)
+  assert not auto.picks_cudnn(64, 256) and not auto.picks_cudnn(16, 64)
+  assert not auto.picks_cudnn(1, 256)  # beyond the measured sizes
+  for other in (ScanConfig(loop='scan'), ScanConfig(loop='pallas'), ScanConfig(backward='autodiff'),
+                ScanConfig(matmul_dtype='bfloat16')):
+    assert not other.picks_cudnn(1, 64)
+  assert recurrent.describe_loops(lstm, (64, 16, 8), 2, 1, auto, True) == (
+      '64 units: cudnn, 16 units: cudnn, 8 units: cudnn (train step, batch 1, gpu)')
+  # The default job (32 streams x 32 units) stays on the Pallas kernel; wide on the scan.
+  assert recurrent.describe_loops(lstm, (32,), 2, 32, auto, True).startswith('32 units: pallas')
+  assert recurrent.describe_loops(lstm, (256,), 32, 64, auto, False).startswith('256 units: scan')
+  # Another cell or an edited LSTM: never cuDNN; the Pallas kernel where it applies.
+  cifg = cells.get_cell('cifg_lstm')
+  assert 'cudnn' not in recurrent.describe_loops(cifg, (64,), 2, 1, auto, True)
+  monkeypatch.setattr(cell_lib, 'lstm_update', lambda carry, gates, *a, **k: carry)
+  assert recurrent.describe_loops(lstm, (64,), 2, 1, auto, True).startswith('64 units: pallas')
+  stack = ScanConfig(loop='pallas_stack')
+  assert recurrent.describe_loops(lstm, (64, 16), 2, 1, stack, True).startswith(
+      '64 units: pallas_stack, 16 units: pallas_stack')
+  gru = cells.get_cell('gru', 'reset_after=false')
+  assert recurrent.describe_loops(gru, (64,), 2, 1, auto, True).startswith('64 units: scan')
 
 
 @pytest.mark.parametrize('hoist,rec_act', [(False, 'sigmoid'), (True, 'hard_sigmoid')])
