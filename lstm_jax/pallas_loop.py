@@ -288,13 +288,8 @@ def stack_forward(cell, fps, carries, x_TxBxC, cfg, save_residuals: bool,
   steps = xs.shape[0]
   n_layers, hidden, gates = len(fps), *_shapes(fps, carries)
   carry_type, n_fields = type(carries[0]), len(carries[0])
-  updates, consts = [], []
-  for h, g in zip(hidden, gates):
-    row_carry = carry_type(*(jnp.zeros((1, h), dtype) for _ in range(n_fields)))
-    layer_consts, update = _lifted(lambda c, z: cell.update((), c, z, cfg), row_carry,
-                                   jnp.zeros((1, g), dtype))
-    consts.append(layer_consts)
-    updates.append(update)
+  consts, updates = _lifted_per_layer(lambda c, z: cell.update((), c, z, cfg), hidden, gates,
+                                      carry_type, n_fields, dtype, cotangent=False)
 
   def kernel(*refs):
     refs = _Refs(refs)
@@ -350,13 +345,7 @@ def stack_forward(cell, fps, carries, x_TxBxC, cfg, save_residuals: bool,
   else:
     result_axes.append(f't b k{n_layers - 1}')
 
-  def call(*args):
-    b = args[0].shape[1]  # the streams on this device
-    shapes = [_shape(a, steps, b, hidden, gates) for a in result_axes]
-    return _call(kernel, shapes, max(hidden), b, *args, dtype=dtype)
-
-  outs = _on_devices(call, ', '.join(operand_axes) + ' -> ' + ', '.join(result_axes))(*operands)
-  outs = list(outs)
+  outs = _run(kernel, operands, operand_axes, result_axes, steps, hidden, gates, dtype)
   new_carries = []
   for carry in carries:
     finals, outs = outs[:n_fields], outs[n_fields:]
@@ -370,12 +359,34 @@ def stack_forward(cell, fps, carries, x_TxBxC, cfg, save_residuals: bool,
   return tuple(new_carries), residuals[-1][0].h, residuals
 
 
-def _shape(axes: str, steps: int, batch: int, hidden: list, gates: list) -> tuple:
-  """An array's shape from its axes (``t``, ``b``, ``k<layer>``, ``g<layer>``)."""
-  sizes = {'t': steps, 'b': batch}
-  sizes.update({f'k{k}': h for k, h in enumerate(hidden)})
-  sizes.update({f'g{k}': g for k, g in enumerate(gates)})
-  return tuple(sizes[a] for a in axes.split())
+def _lifted_per_layer(fn, hidden: list, gates: list, carry_type, n_fields: int, dtype,
+                      cotangent: bool):
+  """``_lifted`` of ``fn(carry, z)`` (``cotangent``: ``fn(carry, z, d_carry)``) at each
+  layer's row shapes: ``-> (consts per layer, run per layer)``."""
+  consts, runs = [], []
+  for h, g in zip(hidden, gates):
+    row_carry = carry_type(*(jnp.zeros((1, h), dtype) for _ in range(n_fields)))
+    args = (row_carry, jnp.zeros((1, g), dtype)) + ((row_carry,) if cotangent else ())
+    layer_consts, run = _lifted(fn, *args)
+    consts.append(layer_consts)
+    runs.append(run)
+  return consts, runs
+
+
+def _run(kernel, operands, operand_axes, result_axes, steps: int, hidden: list, gates: list,
+         dtype) -> list:
+  """One program per stream over ``operands``; results shaped by their axes (``t``, ``b``,
+  ``k<layer>``, ``g<layer>``), split by streams over several devices."""
+  sizes = {'t': steps, **{f'k{k}': h for k, h in enumerate(hidden)},
+           **{f'g{k}': g for k, g in enumerate(gates)}}
+
+  def call(*args):
+    b = args[0].shape[1]  # the streams on this device
+    shapes = [tuple(b if a == 'b' else sizes[a] for a in axes.split()) for axes in result_axes]
+    return _call(kernel, shapes, max(hidden), b, *args, dtype=dtype)
+
+  axes = ', '.join(operand_axes) + ' -> ' + ', '.join(result_axes)
+  return list(_on_devices(call, axes)(*operands))
 
 
 def stack_backward(cell, fps, cfg, dh_out_TxBxH, prevs, zss, d_carries,
@@ -395,12 +406,8 @@ def stack_backward(cell, fps, cfg, dh_out_TxBxH, prevs, zss, d_carries,
   def pullback(c, z, d_new):
     return jax.vjp(lambda cc, zz: cell.update((), cc, zz, cfg), c, z)[1](d_new)
 
-  pulls, consts = [], []
-  for h, g in zip(hidden, gates):
-    row_carry = carry_type(*(jnp.zeros((1, h), dtype) for _ in range(n_fields)))
-    layer_consts, pull = _lifted(pullback, row_carry, jnp.zeros((1, g), dtype), row_carry)
-    consts.append(layer_consts)
-    pulls.append(pull)
+  consts, pulls = _lifted_per_layer(pullback, hidden, gates, carry_type, n_fields, dtype,
+                                    cotangent=True)
 
   def kernel(*refs):
     refs = _Refs(refs)
@@ -459,13 +466,7 @@ def stack_backward(cell, fps, cfg, dh_out_TxBxH, prevs, zss, d_carries,
   result_axes = [f'b k{k}' for k in range(n_layers) for _ in range(n_fields)]
   result_axes += [f't b g{k}' for k in range(n_layers)]
 
-  def call(*args):
-    b = args[0].shape[1]  # the streams on this device
-    shapes = [_shape(a, steps, b, hidden, gates) for a in result_axes]
-    return _call(kernel, shapes, max(hidden), b, *args, dtype=dtype)
-
-  outs = list(_on_devices(call, ', '.join(operand_axes) + ' -> ' + ', '.join(result_axes))(
-      *operands))
+  outs = _run(kernel, operands, operand_axes, result_axes, steps, hidden, gates, dtype)
   d0s = tuple(carry_type(*outs[k * n_fields:(k + 1) * n_fields]) for k in range(n_layers))
   return d0s, tuple(outs[n_layers * n_fields:])
 
