@@ -31,7 +31,7 @@ def test_gpu_suite_dry_run_on_cpu(tmp_path):
   assert all(r['workload']['steps'] == 16 and r['reps'] == 10 for r in records)
   assert set(summary['ratios']) == {'seed train'}
   assert set(summary['ratios']['seed train']) == {'ours[loop=pallas_stack]'}
-  assert "skipping ours[loop=cudnn]: ValueError: loop='cudnn': needs a CUDA GPU" in proc.stdout
+  assert "parity cudnn        64/16/8   skipped: loop='cudnn': needs a CUDA GPU" in proc.stdout
 
 
 def test_gpu_suite_names_an_unknown_choice_in_one_line():
