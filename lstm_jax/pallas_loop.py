@@ -326,11 +326,7 @@ def stack_forward(cell, fps, carries, x_TxBxC, cfg, save_residuals: bool,
         per_step_refs[t, row, :] = below
       return tuple(new_fields), carried
 
-    start = tuple(tuple(r[row, :] for r in layer[3]) for layer in layers)
-    fields, _ = jax.lax.fori_loop(0, steps, step, (start, first))
-    for refs_k, fields_k in zip(final_refs, fields):
-      for ref, value in zip(refs_k, fields_k):
-        ref[row, :] = value
+    _over_time(step, steps, first, row, [layer[3] for layer in layers], final_refs)
 
   operands, operand_axes = [xs], ['t b g0']
   for k, (fp, carry) in enumerate(zip(fps, carries)):
@@ -357,6 +353,17 @@ def stack_forward(cell, fps, carries, x_TxBxC, cfg, save_residuals: bool,
     per_step, outs = outs[:n_fields + 1], outs[n_fields + 1:]
     residuals.append((carry_type(*per_step[:n_fields]), per_step[-1]))
   return tuple(new_carries), residuals[-1][0].h, residuals
+
+
+def _over_time(step, steps: int, first, row, start_refs, end_refs) -> None:
+  """A kernel's time loop: ``step`` over ``steps`` from every layer's state read from
+  ``start_refs`` (and ``first``, the prefetched inputs), the state at the end written to
+  ``end_refs``."""
+  start = tuple(tuple(r[row, :] for r in refs) for refs in start_refs)
+  fields, _ = jax.lax.fori_loop(0, steps, step, (start, first))
+  for refs, values in zip(end_refs, fields):
+    for ref, value in zip(refs, values):
+      ref[row, :] = value
 
 
 def _lifted_per_layer(fn, hidden: list, gates: list, carry_type, n_fields: int, dtype,
@@ -448,11 +455,7 @@ def stack_backward(cell, fps, cfg, dh_out_TxBxH, prevs, zss, d_carries,
         new_fields[k] = tuple(d_prev)
       return tuple(new_fields), carried
 
-    start = tuple(tuple(r[row, :] for r in layer[5]) for layer in layers)
-    d_fields, _ = jax.lax.fori_loop(0, steps, step, (start, first))
-    for refs_k, fields_k in zip(d0_refs, d_fields):
-      for ref, value in zip(refs_k, fields_k):
-        ref[row, :] = value
+    _over_time(step, steps, first, row, [layer[5] for layer in layers], d0_refs)
 
   operands, operand_axes = [dh_out_TxBxH], [f't b k{n_layers - 1}']
   for k, fp in enumerate(fps):
