@@ -107,6 +107,7 @@ def run(out_dir: str, platform: str = 'cuda', quick: bool = False,
   started = time.perf_counter()
   summary = {'environment': environment(),
              'parity': loop_parity(loops, PARITY_SIZES[:1] if quick else PARITY_SIZES)}
+  # Written now and again at the end: a device run cut short still keeps its parity.
   with open(os.path.join(out_dir, 'gpu_parity.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   for p in summary['parity']:

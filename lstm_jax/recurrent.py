@@ -519,12 +519,11 @@ def _stack_custom_bwd(key, cfg, residuals, cotangents):
   d_carries0, dzs = pallas_loop.stack_backward(cell, fps, cfg, dh_out, prevs,
                                                [zs for _, zs in per_layer], d_carries)
   inputs = [x] + [cs.h for cs, _ in per_layer[:-1]]
-  d_fps, dx = [], None
-  for k, (fp, inp, prev, dz) in enumerate(zip(fps, inputs, prevs, dzs)):
-    d_fp, d_in = _projection_grads(cell, cfg, fp, inp, prev.h, dz, (), input_grad=k == 0)
-    d_fps.append(d_fp)
-    dx = d_in if k == 0 else dx
-  return tuple(d_fps), tuple(d_carries0), dx
+  # Only layer 0's input gradient leaves the stack; the kernel fed the others' back already.
+  d_fps, d_inputs = zip(*(
+      _projection_grads(cell, cfg, fp, inp, prev.h, dz, (), input_grad=k == 0)
+      for k, (fp, inp, prev, dz) in enumerate(zip(fps, inputs, prevs, dzs))))
+  return tuple(d_fps), tuple(d_carries0), d_inputs[0]
 
 
 _stack_custom.defvjp(_stack_custom_fwd, _stack_custom_bwd)
