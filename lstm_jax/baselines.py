@@ -82,6 +82,20 @@ def lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
   return out
 
 
+def _fill_gram(gram, corr, n_taps: int) -> None:
+  """``gram[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, L-1 + k - m]`` (the block
+  Toeplitz normal matrix of a multi-input FIR of ``n_taps``) from ``corr[c, e, L-1+j] = sum_s
+  x_c[s] x_e[s+j]`` over lags ``|j| < L``, in place, symmetrized."""
+  n_ch, longest = corr.shape[0], (corr.shape[2] + 1) // 2
+  k = np.arange(n_taps)
+  lag = (longest - 1) + k[:, None] - k[None, :]
+  blocks = gram.reshape(n_ch, n_taps, n_ch, n_taps)
+  for c in range(n_ch):
+    blocks[c] = corr[c][:, lag].transpose(1, 0, 2)
+  gram += gram.T
+  gram *= 0.5
+
+
 def _filter_sum(x_TxC: np.ndarray, weights_CxK: np.ndarray) -> np.ndarray:
   """``sum_c sum_k w[c, k] x[t + K - 1 - k, c]`` for ``t < T - K + 1`` (each channel's
   'valid' convolution, summed), by overlap-save: every piece's channels are transformed once,
@@ -231,19 +245,12 @@ class WienerFIR:
     fits = []
     for n_taps in lengths:
       d = n_ch * n_taps
-      k = np.arange(n_taps)
-      lag = (longest - 1) + k[:, None] - k[None, :]
       # The normal equations, built in place (memory: the system and the solver's copy). With
       # a prediction beside, its row and column border the witnesses' block.
       size = d + (predictions is not None)
       system = np.empty((size, size))
       gram = system[:d, :d]
-      # R[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, lag k - m].
-      blocks = gram.reshape(n_ch, n_taps, n_ch, n_taps)
-      for c in range(n_ch):
-        blocks[c] = corr[c][:, lag].transpose(1, 0, 2)
-      gram += gram.T
-      gram *= 0.5
+      _fill_gram(gram, corr, n_taps)
       gram[np.diag_indices(d)] += ridge * np.trace(gram) / d
       xy = cross[:, :, :n_taps].reshape(len(series), d)
       if predictions is None:
@@ -252,7 +259,7 @@ class WienerFIR:
       system[:d, d] = system[d, :d] = xy[1]
       system[d, d] = p_dot(ps)
       solution = np.linalg.solve(system, np.r_[xy[0], p_dot(ys)])
-      del system, gram, blocks
+      del system, gram
       gain = float(solution[d])
       fits.append((cls(n_taps, solution[:d], y_mean - gain * p_mean, norm), gain))
     return fits
@@ -325,6 +332,114 @@ class WienerFIR:
     products = volterra.Products.from_dict(d['products']) if 'products' in d else None
     return cls(int(d['n_taps']), np.asarray(d['weights'], np.float64), float(d['bias']),
                data_lib.Normalizer.from_dict(d['input_norm']), products=products)
+
+
+# ``regularized``: the residual's whitening filter's order, and the largest filter (inputs x
+# taps) it refits (each likelihood evaluation factors a matrix of that size).
+WHITENING_ORDER = 32
+MAX_REGULARIZED_WEIGHTS = 1024
+
+
+def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
+                segment: int = 1 << 14) -> Optional[tuple[WienerFIR, dict]]:
+  """``fir``'s inputs (the columns it uses, products included) and length refitted under a
+  stable-spline (TC) prior, ``w_c ~ N(0, s_c K(tau_c))`` with ``K[j, k] = lam^max(j, k)``,
+  ``lam = exp(-1 / (tau_c fs))``: each input's impulse response decays, smoothly, at a rate of
+  its own. Least squares spends the same estimation noise on every tap (on new data about
+  taps / samples of the residual's power, per input), though a resonance needs a few numbers
+  and a product seen at once one; the prior leaves a short or unused response few effective
+  weights. The scales and decay times maximize the marginal likelihood of the targets after
+  both sides are whitened by the AR(``WHITENING_ORDER``) filter of ``fir``'s residual (the
+  likelihood takes the noise as white; a filter applied to inputs and target alike leaves the
+  FIR between them unchanged). None where ``fir`` has more than ``MAX_REGULARIZED_WEIGHTS``
+  weights in use. Returns the filter (``fir``'s normalizer, products and bias) and the fitted
+  ``{'tau_s': [...], 'scale': [...]}``."""
+  import scipy.linalg  # pylint: disable=g-import-not-at-top
+  import scipy.optimize  # pylint: disable=g-import-not-at-top
+  columns, n_taps, fs = fir.inputs_used(), fir.n_taps, float(records[0].fs)
+  n_in = len(columns)
+  if not n_in or n_in * n_taps > MAX_REGULARIZED_WEIGHTS:
+    return None
+  xs = [fir.scaled_inputs(r.witnesses)[:, columns].astype(np.float64) for r in records]
+  y_mean = float(fir.bias)
+  ys = [np.asarray(r.target, np.float64) - y_mean for r in records]
+  residual = np.concatenate([y - (fir.predict(r.witnesses) - y_mean)
+                             for y, r in zip(ys, records)])
+  order = WHITENING_ORDER
+  acf = np.array([residual[k:] @ residual[:len(residual) - k] for k in range(order + 1)])
+  ar = scipy.linalg.solve_toeplitz(acf[:order], acf[1:order + 1])  # Yule-Walker
+  whiten = lambda v: scipy.signal.lfilter(np.r_[1.0, -ar], 1.0, v, axis=0)[order:]
+  corr = np.zeros((n_in, n_in, 2 * n_taps - 1))
+  cross, yy, n = np.zeros(n_in * n_taps), 0.0, 0
+  for x, y in zip(xs, ys):
+    if len(y) <= order + n_taps:
+      continue
+    xw, yw = whiten(x), whiten(y)
+    sums = lag_sums(xw, np.concatenate([xw, yw[:, None]], 1), n_taps, segment)
+    corr[:, :, n_taps - 1:] += sums[:, :n_in]
+    corr[:, :, :n_taps - 1] += np.transpose(sums[:, :n_in, :0:-1], (1, 0, 2))
+    cross += sums[:, n_in].reshape(-1)
+    yy, n = yy + float(yw @ yw), n + len(yw)
+  if not n:
+    return None
+  gram = np.empty((n_in * n_taps,) * 2)
+  _fill_gram(gram, corr, n_taps)
+  # The prior's square root is block diagonal, T_c = s_c U diag(sqrt(v_c)) with U the upper
+  # triangle of ones (w_j = sum_{k >= j} of independent steps): U^T G U and U^T b are fitted
+  # once, and each hyperparameter's likelihood scales them by an outer product.
+  def cumulated(a):  # U^T a over each input's taps (the rows)
+    return np.cumsum(a.reshape(n_in, n_taps, -1), axis=1).reshape(a.shape)
+  gram_u = cumulated(cumulated(gram).T).T
+  cross_u = cumulated(cross[:, None])[:, 0]
+  steps = np.arange(1, n_taps + 1)
+
+  def root_diag(theta):  # g = s_c sqrt(v_c) over each input's taps, and dg / d log tau_c
+    g, g_tau = [], []
+    for c in range(n_in):
+      lam = np.exp(-1.0 / (np.exp(theta[2 * c + 1]) * fs))
+      v = np.where(steps < n_taps, lam ** steps * (1.0 - lam), lam ** n_taps)
+      g.append(np.exp(theta[2 * c]) * np.sqrt(v))
+      # d log sqrt(v_j) / d log tau = -log(lam) / 2 (j - lam / (1 - lam)); the last tap: L
+      slope = np.where(steps < n_taps, steps - lam / (1.0 - lam), n_taps) * (-np.log(lam) / 2)
+      g_tau.append(g[-1] * slope)
+    return np.concatenate(g), np.concatenate(g_tau)
+
+  diagonal = np.diag_indices(len(gram_u))
+
+  def solve(theta, with_grad: bool = False):
+    """-2 log likelihood with the noise variance profiled out (and its gradient in theta),
+    with A = I + D U^T G U D, D = diag(g), q = D U^T b:
+    n log((y'y - q'A^-1 q) / n) + log det A."""
+    g, g_tau = root_diag(theta)
+    a = gram_u * np.outer(g, g)
+    a[diagonal] += 1.0
+    chol = scipy.linalg.cho_factor(a, lower=False)
+    q = g * cross_u
+    alpha = scipy.linalg.cho_solve(chol, q)
+    fit = max(yy - q @ alpha, 1e-300 * n)
+    value = n * np.log(fit / n) + 2.0 * np.sum(np.log(np.diag(chol[0])))
+    if not with_grad:
+      return value, g, chol, q
+    inverse, _ = scipy.linalg.lapack.dpotri(chol[0], lower=0)
+    inverse = np.triu(inverse) + np.triu(inverse, 1).T
+    d_fit = -2.0 * (cross_u * alpha - alpha * (gram_u @ (g * alpha)))
+    d_g = (n / fit) * d_fit + 2.0 * ((inverse * gram_u) @ g)
+    by_input = lambda v: v.reshape(n_in, n_taps).sum(axis=1)
+    return value, np.ravel(np.stack([by_input(d_g * g), by_input(d_g * g_tau)], 1))
+
+  bounds = [(-12.0, 6.0), (np.log(0.5 / fs), np.log(2.0 * n_taps / fs))] * n_in
+  # Start from the best of a coarse grid (one decay time and scale for all inputs).
+  grid = [np.ravel([[log_s, log_tau]] * n_in) for log_s in (-3.0, 0.0, 3.0)
+          for log_tau in np.linspace(bounds[1][0], bounds[1][1], 5)]
+  start = min(grid, key=lambda th: solve(th)[0])
+  best = scipy.optimize.minimize(lambda th: solve(th, True), start, jac=True,
+                                 method='L-BFGS-B', bounds=bounds, options={'maxiter': 100})
+  _, g, chol, q = solve(best.x)
+  steps_taken = (g * scipy.linalg.cho_solve(chol, q)).reshape(n_in, n_taps)
+  weights = np.zeros((fir.n_channels, n_taps))
+  weights[columns] = np.cumsum(steps_taken[:, ::-1], axis=1)[:, ::-1]  # U: w_j = sum_{k>=j}
+  info = {'tau_s': np.exp(best.x[1::2]).tolist(), 'scale': np.exp(best.x[::2]).tolist()}
+  return dataclasses.replace(fir, weights=weights.reshape(-1)), info
 
 
 class _MLP(nn.Module):

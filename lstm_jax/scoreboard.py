@@ -38,6 +38,7 @@ import numpy as np
 from lstm_jax import baselines
 from lstm_jax import data as data_lib
 from lstm_jax import metrics as eval_lib
+from lstm_jax import volterra
 from lstm_jax import zoo
 from lstm_jax.config import Config
 
@@ -152,12 +153,17 @@ def _saved(draw: zoo.Draw, workdir: str) -> tuple[str, str]:
 
 
 # The linear path's pick rules, by name, for ``linear_path_alone``: module settings of
-# ``lstm_jax.train`` ('default': as they are).
+# ``lstm_jax.train`` (``volterra.NAME``: of ``lstm_jax.volterra``; 'default': as they are).
+_AS_SCREENED = {'PRIOR_FIT': False, 'volterra.SEARCH_LAGS': False, 'UNLAGGED_TOO': False}
 PICK_RULES = {
     'default': {},
-    'all_inputs_lowest': {'SELECT_RATIO': float('inf'), 'PARSIMONY_T': float('-inf'),
-                          'PARSIMONY_DROP': float('-inf')},
-    'all_inputs': {'SELECT_RATIO': float('inf')},
+    'all_inputs_lowest': dict(_AS_SCREENED, SELECT_RATIO=float('inf'),
+                              PARSIMONY_T=float('-inf'), PARSIMONY_DROP=float('-inf')),
+    'all_inputs': dict(_AS_SCREENED, SELECT_RATIO=float('inf')),
+    # The steps of the pair lags and the prior, undone from the last:
+    'least_squares': {'PRIOR_FIT': False},
+    'grid_lags': {'PRIOR_FIT': False, 'volterra.SEARCH_LAGS': False},
+    'lags_as_screened': _AS_SCREENED,
 }
 
 
@@ -181,18 +187,21 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
     lengths = train_lib.filter_lengths(config.linear_taps, first.fs, first.witnesses.shape[1])
     row = {'recording': draw.name, 'n_witnesses': int(first.witnesses.shape[1])}
     for rule in rules:
-      saved = {k: getattr(train_lib, k) for k in PICK_RULES[rule]}
+      where = lambda k: ((volterra, k.split('.')[1]) if k.startswith('volterra.')
+                         else (train_lib, k))
+      saved = {k: getattr(*where(k)) for k in PICK_RULES[rule]}
       try:
         for k, v in PICK_RULES[rule].items():
-          setattr(train_lib, k, v)
+          setattr(*where(k), v)
         _, fir, stats = train_lib.fit_linear_path(split_, lengths, config.linear_products)
       finally:
         for k, v in saved.items():
-          setattr(train_lib, k, v)
+          setattr(*where(k), v)
       row[rule] = {'nr_db': (score(draw.later, train_lib.predict_stretch(fir, draw.later))['nr_db']
                              if fir is not None else 0.0),
                    'n_taps': stats.get('n_taps'), 'inputs_used': stats.get('inputs_used'),
-                   'products': stats.get('products')}
+                   'products': stats.get('products'), 'regularized': stats.get('regularized'),
+                   'prior': stats.get('prior')}
     logging.info('linear path alone, %s: %s', draw.name,
                  ', '.join(f"{r} {row[r]['nr_db']:.2f} dB" for r in rules))
     rows.append(row)
@@ -302,7 +311,8 @@ def rejudge(workdir: str) -> dict:
       trained, stats = train_lib.fit_residual_path(trained, split, lengths)
       row.update(how='residual stage', network_dropped=stats.get('network_dropped'))
     elif residual.get('network_dropped'):
-      fir = train_lib.refit_with_validation(split, trained.linear, residual['n_taps'])
+      fir = train_lib.refit_with_validation(split, trained.linear, residual['n_taps'],
+                                            regularized=residual.get('regularized', False))
       trained = dataclasses.replace(trained, linear=fir)
       row.update(how='filter refitted', network_dropped=True)
     else:

@@ -457,6 +457,7 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
                                       np.zeros(len(val)))
   if best is not None:
     entry, fir, _ = best
+    fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead)
   else:  # the nearest miss, for the record
     entry = max(stats['tried'], key=lambda e: e['validation_t'])
     fir = candidates[stats['tried'].index(entry)][0]
@@ -519,6 +520,7 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     return out
 
   candidates = [] if products is not None else fits(records, lengths, input_norm)
+  widened_sets = [] if products is None else [products]
   if products is None and max_products > 0:
     if left is None:  # what the middle-length filter over the witnesses leaves
       fir, gain, _ = candidates[len(lengths) // 2]
@@ -526,14 +528,21 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     pairs, scores = volterra.screen_pairs(records, left, max_products)
     stats['products_screened'] = scores[:2 * max_products]
     if pairs:
-      products = volterra.Products(pairs, data_lib.Normalizer.fit(
-          np.concatenate([r.witnesses for r in records]), 'standardize', 'witness channel'))
+      norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
+                                     'standardize', 'witness channel')
+      widened_sets = [volterra.Products(pairs, norm)]
+      # A pair's lag may be the whole product's delay, which a filter over the product at
+      # lag 0 renders too, with every shorter delay that the lag cuts off (a slow factor
+      # times a fast one seen through a resonance). Coherence cannot tell the two apart
+      # (it ignores a filter on the product): validation does.
+      if UNLAGGED_TOO and any(k for _, _, k in pairs):
+        widened_sets.append(volterra.Products([(i, j, 0) for i, j, _ in pairs], norm))
       input_norm = None
-  if products is not None:
-    most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(products.pairs)))
+  for widened in widened_sets:
+    most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(widened.pairs)))
     wide_lengths = sorted({min(n, most) for n in lengths})
-    candidates += [(dataclasses.replace(fir, products=products), gain, n) for fir, gain, n in
-                   fits([products.widened(r) for r in records], wide_lengths, input_norm)]
+    candidates += [(dataclasses.replace(fir, products=widened), gain, n) for fir, gain, n in
+                   fits([widened.widened(r) for r in records], wide_lengths, input_norm)]
   return candidates
 
 
@@ -660,6 +669,11 @@ MAX_FIR_WEIGHTS = 4096  # a filter's C x n_taps: a 4096^2 solve takes seconds
 # Filters are also fitted over only the inputs whose coherent share of the target's power is
 # above this many times chance (``volterra.coherent_columns``); validation picks.
 SELECT_RATIO = 3.0
+# A screened pair with a lag is also tried at lag 0 (``_filter_candidates``), and the filter
+# chosen is refitted under a decaying-response prior where validation allows
+# (``_regularized_unless_worse``); False: as before either (``scoreboard.PICK_RULES``).
+UNLAGGED_TOO = True
+PRIOR_FIT = True
 # ``residual_taps``/``linear_taps`` = -1: the lengths tried, in seconds; validation picks one.
 FILTER_SECONDS = (0.008, 0.03, 0.12, 0.5)
 
@@ -743,8 +757,10 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
     best = (entry, linear, 0.0)  # gain 0 on the model (network and path), plus the path
   if best is not None and best[2] == 0.0:  # without the network the model is one filter
     entry, fir, _ = best
+    fir, entry = _regularized_unless_worse(fir, entry, split.train, val, leads[-1])
     best = (dict(entry, refit_with_validation=True),
-            refit_with_validation(split, fir, entry['n_taps'], segment), 0.0)
+            refit_with_validation(split, fir, entry['n_taps'], segment,
+                                  entry.get('regularized', False)), 0.0)
   chosen = best[0] if best else max(stats['tried'], key=lambda e: e['validation_t'])
   fir, gain = (best[1], best[2]) if best else candidates[stats['tried'].index(chosen)][:2]
   stats.update(chosen, kept=best is not None)
@@ -778,13 +794,18 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
 
 
 def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
-                          segment: int = 1 << 14) -> baselines.WienerFIR:
+                          segment: int = 1 << 14, regularized: bool = False
+                          ) -> baselines.WienerFIR:
   """A filter of ``n_taps`` over ``fir``'s inputs (products included, and only the columns it
   uses) fitted on the training and the validation records, with ``fir``'s normalizer (for
-  ``plus``). Once validation has chosen a filter's length and inputs, its samples serve the fit
-  too, as the Wiener baseline is refitted on all of its data: a tenth more samples, a tenth
-  less of the weights' estimation noise."""
+  ``plus``); ``regularized``: under its prior (``baselines.regularized``, hyperparameters
+  fitted again). Once validation has chosen a filter's length and inputs, its samples serve the
+  fit too, as the Wiener baseline is refitted on all of its data: a tenth more samples, a
+  tenth less of the weights' estimation noise."""
   records = list(split.train) + [split.validation]
+  found = baselines.regularized(fir, records, segment) if regularized else None
+  if found is not None:
+    return found[0]
   if fir.products is not None:
     records = [fir.products.widened(r) for r in records]
   columns = fir.inputs_used()
@@ -792,6 +813,36 @@ def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
                             None if len(columns) == records[0].witnesses.shape[1] else columns,
                             segment)
   return dataclasses.replace(new, products=fir.products)
+
+
+def _regularized_unless_worse(fir: baselines.WienerFIR, entry: dict, records, validation,
+                              lead) -> tuple[baselines.WienerFIR, dict]:
+  """``fir`` refitted on ``records`` under ``baselines.regularized``'s prior, unless the
+  validation stretch (``fir``'s target there) shows the least-squares filter better by
+  ``PARSIMONY_T`` standard errors over its blocks and ``PARSIMONY_DROP`` of its variance: the
+  prior spends fewer effective weights, which validation can hardly resolve and new data
+  rewards (the rule by which fewer weights win in ``_pick_filter``)."""
+  found = baselines.regularized(fir, records) if PRIOR_FIT else None
+  if found is None:
+    return fir, entry
+  prior_fir, info = found
+  target = np.asarray(validation.target, np.float64)
+  plain = target - predict_stretch(fir, validation, lead)
+  prior = target - predict_stretch(prior_fir, validation, lead)
+  worse = (_drop_t(prior, plain) > PARSIMONY_T
+           and 1.0 - np.var(plain) / max(np.var(prior), eval_lib.TINY) > PARSIMONY_DROP)
+  as_rec = lambda v: [dataclasses.replace(validation, target=v)]
+  entry = dict(entry, regularized=not worse, prior=info,
+               least_squares_validation_nr_db=entry['validation_residual_nr_db'])
+  if not worse:
+    entry['validation_residual_nr_db'] = _removed_db(as_rec(target), as_rec(prior))
+  logging.info('filter of %d taps over %d inputs: %s (decay times %s ms); validation %.3f dB '
+               'with the prior, %.3f dB by least squares', fir.n_taps, len(fir.inputs_used()),
+               'refitted under a decaying-response prior' if not worse
+               else 'kept as least squares', [round(1e3 * t, 2) for t in info['tau_s']],
+               _removed_db(as_rec(target), as_rec(prior)),
+               _removed_db(as_rec(target), as_rec(plain)))
+  return (fir if worse else prior_fir), entry
 
 
 def _without_network(records, lengths, candidates, linear, segment: int = 1 << 14) -> list:

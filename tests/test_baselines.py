@@ -13,6 +13,7 @@ from lstm_jax import compare
 from lstm_jax import config as config_lib
 from lstm_jax import data
 from lstm_jax import metrics
+from lstm_jax import zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,3 +102,26 @@ def test_compare_cli_rejects_a_bad_band_in_one_line(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == "error: --band: expected LO,HI in Hz, got '5'"
   assert 'Traceback' not in proc.stderr
+
+
+def test_regularized_fir_spends_fewer_weights_on_a_short_response(rng):
+  """A resonance (20 ms ring-down) on one witness and a plain gain on another, under a
+  loud coloured background, 16 s at 500 Hz: least squares over 128 taps per input adds
+  estimation noise from every tap; the decaying-response prior (hyperparameters by the
+  whitened marginal likelihood) keeps what the responses need, a decay time near the
+  resonance's for the first input and none for the gain."""
+  n, fs, n_fit = 40000, 500.0, 8000
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(2)], 1)
+  noise = zoo.resonance(w[:, 0], fs, 40.0, 0.02) + 0.5 * w[:, 1] / w[:, 1].std()
+  background = noise.std() * zoo.coloured(rng, n, fs, 0.5, 100.0)
+  rec = data.Recording(w.astype(np.float32), (noise + background).astype(np.float32), fs,
+                           noise.astype(np.float32))
+  fit, later = rec.slice(0, n_fit), rec.slice(n_fit, n)
+  plain = baselines.WienerFIR.fit([fit], 128)
+  prior, info = baselines.regularized(plain, [fit])
+  nr = lambda f: metrics.noise_reduction_db(later.noise[128:], f.predict(later.witnesses)[128:])
+  assert nr(prior) > nr(plain) + 3.0, (nr(prior), nr(plain))
+  assert 0.005 < info['tau_s'][0] < 0.08 and info['tau_s'][1] < 0.003, info
+  assert prior.n_taps == 128 and prior.input_norm is plain.input_norm
+  # Too many weights for the likelihood's factorizations: not refitted.
+  assert baselines.regularized(baselines.WienerFIR.fit([fit], 600), [fit]) is None

@@ -99,3 +99,40 @@ def test_filters_are_also_fitted_over_the_coherent_inputs_alone(rng):
   sub = baselines.WienerFIR.fit([dataclasses.replace(rec, witnesses=rec.witnesses[:, 3:4])], 16)
   np.testing.assert_allclose(alone.predict(rec.witnesses), sub.predict(rec.witnesses[:, 3:4]),
                              rtol=0, atol=1e-6 * np.abs(rec.target).max())
+
+
+def test_screen_searches_between_the_lag_grid_points(rng):
+  """A slow factor 22 samples late: the geometric grid has 17 and 26, the search between them
+  finds 22 (a slow factor's lag error is what caps a product filter at a high rate)."""
+  rec = _bilinear(rng, lag=22)
+  assert 22 not in volterra.lag_grid(50)
+  pairs, _ = volterra.screen_pairs([rec], [rec.target], max_pairs=1)
+  assert pairs[0][:2] == (1, 3) and abs(pairs[0][2] - 22) <= 1, pairs
+
+
+def test_a_lagged_pair_is_also_fitted_unlagged_and_validation_picks(rng, monkeypatch):
+  """A slow gain times a fast witness through a resonance (a drifting coupling): were the
+  screen to lag the fast factor (coherence cannot tell a factor's lag from the product's
+  delay), the filter over that product would lose the resonance's first taps; the same pair
+  at lag 0 is fitted beside it, and the linear path keeps the unlagged filter."""
+  n, fs = 80000, 500.0
+  gain = zoo.coloured(rng, n, fs, 0.01, 0.1, order=1)
+  fast = zoo.coloured(rng, n, fs, 1.0, 200.0)
+  noise = zoo.resonance(fast, fs, 30.0, 0.02) * (1.0 + 0.5 * gain / gain.std())
+  target = noise + 0.3 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(np.stack([gain, fast], 1).astype(np.float32),
+                           target.astype(np.float32), fs, noise.astype(np.float32))
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(volterra, 'screen_pairs', lambda *a, **k: ([(1, 0, 6)], []))
+  candidates = train_lib._filter_candidates([rec], None, [32], 4, {})  # pylint: disable=protected-access
+  assert sorted({tuple(map(tuple, f.products.pairs)) for f, _, _ in candidates
+                 if f.products is not None}) == [((1, 0, 0),), ((1, 0, 6),)]
+  train, val, later = rec.slice(0, 56000), rec.slice(56000, 64000), rec.slice(64000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  _, fir, stats = train_lib.fit_linear_path(split, [32], 4)
+  assert stats['kept'] and fir.products.pairs == [(1, 0, 0)], stats
+  lagged = next(f for f, _, n_taps in train_lib._filter_candidates(  # pylint: disable=protected-access
+      [train], None, [32], 4, {}) if f.products is not None and f.products.pairs[0][2] == 6
+      and len(f.inputs_used()) == f.n_channels)
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  assert nr(fir) > nr(lagged) + 6.0, (nr(fir), nr(lagged))
