@@ -82,6 +82,17 @@ def lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
   return out
 
 
+def _add_lag_sums(corr, cross, x_TxC, series_TxS, segment: int) -> None:
+  """Adds one record's sums to the normal equations' parts: ``corr[c, e, L-1+j] += sum_s
+  x_c[s] x_e[s+j]`` over lags ``|j| < L`` and ``cross[i, c, k] += sum_t x_c[t-k]
+  series_i[t]`` (``L``: the taps of ``cross``), from one ``lag_sums`` pass."""
+  n_ch, longest = x_TxC.shape[1], cross.shape[2]
+  sums = lag_sums(x_TxC, np.concatenate([x_TxC, series_TxS], axis=1), longest, segment)
+  corr[:, :, longest - 1:] += sums[:, :n_ch]
+  corr[:, :, :longest - 1] += np.transpose(sums[:, :n_ch, :0:-1], (1, 0, 2))  # negative lags
+  cross += np.transpose(sums[:, n_ch:], (1, 0, 2))
+
+
 def _fill_gram(gram, corr, n_taps: int) -> None:
   """``gram[(c, k), (e, m)] = sum_t x_c[t-k] x_e[t-m] = corr[c, e, L-1 + k - m]`` (the block
   Toeplitz normal matrix of a multi-input FIR of ``n_taps``) from ``corr[c, e, L-1+j] = sum_s
@@ -235,11 +246,7 @@ class WienerFIR:
     cross = np.zeros((len(series), n_ch, longest))  # cross[i, c, k] = sum_t x_c[t-k] series_i[t]
     for r, rec in enumerate(records):
       x = norm.apply(rec.witnesses).astype(np.float64)
-      later = np.concatenate([x] + [values[r][:, None] for values in series], axis=1)
-      sums = lag_sums(x, later, longest, segment)  # (C, C + S, longest): lags 0..longest-1
-      corr[:, :, longest - 1:] += sums[:, :n_ch]
-      corr[:, :, :longest - 1] += np.transpose(sums[:, :n_ch, :0:-1], (1, 0, 2))  # negative lags
-      cross += np.transpose(sums[:, n_ch:], (1, 0, 2))
+      _add_lag_sums(corr, cross, x, np.stack([values[r] for values in series], 1), segment)
     p_dot = ((lambda a: sum(float(np.dot(p, b)) for p, b in zip(ps, a)))
              if predictions is not None else None)
     fits = []
@@ -360,30 +367,29 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
   n_in = len(columns)
   if not n_in or n_in * n_taps > MAX_REGULARIZED_WEIGHTS:
     return None
-  xs = [fir.scaled_inputs(r.witnesses)[:, columns].astype(np.float64) for r in records]
+  scaled = [fir.scaled_inputs(r.witnesses) for r in records]
+  xs = [x[:, columns].astype(np.float64) for x in scaled]
   y_mean = float(fir.bias)
   ys = [np.asarray(r.target, np.float64) - y_mean for r in records]
-  residual = np.concatenate([y - (fir.predict(r.witnesses) - y_mean)
-                             for y, r in zip(ys, records)])
+  residual = np.concatenate([y - (fir.apply_scaled(x) - y_mean) for y, x in zip(ys, scaled)])
+  del scaled
   order = WHITENING_ORDER
   acf = np.array([residual[k:] @ residual[:len(residual) - k] for k in range(order + 1)])
   ar = scipy.linalg.solve_toeplitz(acf[:order], acf[1:order + 1])  # Yule-Walker
   whiten = lambda v: scipy.signal.lfilter(np.r_[1.0, -ar], 1.0, v, axis=0)[order:]
   corr = np.zeros((n_in, n_in, 2 * n_taps - 1))
-  cross, yy, n = np.zeros(n_in * n_taps), 0.0, 0
+  cross, yy, n = np.zeros((1, n_in, n_taps)), 0.0, 0
   for x, y in zip(xs, ys):
     if len(y) <= order + n_taps:
       continue
-    xw, yw = whiten(x), whiten(y)
-    sums = lag_sums(xw, np.concatenate([xw, yw[:, None]], 1), n_taps, segment)
-    corr[:, :, n_taps - 1:] += sums[:, :n_in]
-    corr[:, :, :n_taps - 1] += np.transpose(sums[:, :n_in, :0:-1], (1, 0, 2))
-    cross += sums[:, n_in].reshape(-1)
+    yw = whiten(y)
+    _add_lag_sums(corr, cross, whiten(x), yw[:, None], segment)
     yy, n = yy + float(yw @ yw), n + len(yw)
   if not n:
     return None
   gram = np.empty((n_in * n_taps,) * 2)
   _fill_gram(gram, corr, n_taps)
+  cross = cross.reshape(-1)
   # The prior's square root is block diagonal, T_c = s_c U diag(sqrt(v_c)) with U the upper
   # triangle of ones (w_j = sum_{k >= j} of independent steps): U^T G U and U^T b are fitted
   # once, and each hyperparameter's likelihood scales them by an outer product.

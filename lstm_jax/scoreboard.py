@@ -178,6 +178,8 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
   unknown = [r for r in rules if r not in PICK_RULES]
   if unknown:
     raise data_lib.DataError(f'unknown pick rule(s) {unknown}; choose from {sorted(PICK_RULES)}')
+  where = lambda k: ((volterra, k.split('.')[1]) if k.startswith('volterra.')  # module, name
+                     else (train_lib, k))
   rows = []
   for family, seed in recordings(split, families):
     draw = _draw(Task(family, seed, 'ours'), max_seconds)
@@ -187,8 +189,6 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
     lengths = train_lib.filter_lengths(config.linear_taps, first.fs, first.witnesses.shape[1])
     row = {'recording': draw.name, 'n_witnesses': int(first.witnesses.shape[1])}
     for rule in rules:
-      where = lambda k: ((volterra, k.split('.')[1]) if k.startswith('volterra.')
-                         else (train_lib, k))
       saved = {k: getattr(*where(k)) for k in PICK_RULES[rule]}
       try:
         for k, v in PICK_RULES[rule].items():

@@ -832,16 +832,16 @@ def _regularized_unless_worse(fir: baselines.WienerFIR, entry: dict, records, va
   worse = (_drop_t(prior, plain) > PARSIMONY_T
            and 1.0 - np.var(plain) / max(np.var(prior), eval_lib.TINY) > PARSIMONY_DROP)
   as_rec = lambda v: [dataclasses.replace(validation, target=v)]
+  prior_db = _removed_db(as_rec(target), as_rec(prior))
   entry = dict(entry, regularized=not worse, prior=info,
                least_squares_validation_nr_db=entry['validation_residual_nr_db'])
   if not worse:
-    entry['validation_residual_nr_db'] = _removed_db(as_rec(target), as_rec(prior))
+    entry['validation_residual_nr_db'] = prior_db
   logging.info('filter of %d taps over %d inputs: %s (decay times %s ms); validation %.3f dB '
                'with the prior, %.3f dB by least squares', fir.n_taps, len(fir.inputs_used()),
                'refitted under a decaying-response prior' if not worse
                else 'kept as least squares', [round(1e3 * t, 2) for t in info['tau_s']],
-               _removed_db(as_rec(target), as_rec(prior)),
-               _removed_db(as_rec(target), as_rec(plain)))
+               prior_db, _removed_db(as_rec(target), as_rec(plain)))
   return (fir if worse else prior_fir), entry
 
 

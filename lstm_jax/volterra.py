@@ -130,9 +130,9 @@ def _refined(scores, i: int, j: int, max_lag: int, scores_of, points: int = 6) -
   slow factor at a high rate a lag 10 samples off is the difference between 40 dB and 20."""
   out = []
   while True:
-    mine = sorted((k, v, a) for a, b, k, v in scores + out if {a, b} == {i, j} and (k or a == i))
     # lags of either factor on one axis: x_i lagged by k is +k, x_j lagged by k is -k
-    axis = sorted({(k if a == i else -k): v for k, v, a in mine}.items())
+    axis = sorted({(k if a == i else -k): v for a, b, k, v in scores + out
+                   if {a, b} == {i, j} and (k or a == i)}.items())
     at = max(range(len(axis)), key=lambda n: axis[n][1])
     lo = axis[at - 1][0] if at > 0 else axis[at][0]
     hi = axis[at + 1][0] if at + 1 < len(axis) else axis[at][0]
