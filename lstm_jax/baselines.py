@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.linalg
 import scipy.signal
 
 from lstm_jax import data as data_lib
@@ -50,7 +51,8 @@ def lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
   """``out[c, e, j] = sum_s x[s, c] later[s + j, e]`` for lags ``0 <= j < n_taps`` (zeros
   past the end), exact.
 
-  The record is cut into segments; each segment of ``x`` meets the same stretch of ``later``
+  The record is cut into segments (``segment`` samples at least, as many as the transform
+  that holds them with the lags allows); each segment of ``x`` meets the same stretch of ``later``
   extended by ``n_taps - 1`` samples, so no product is lost at a seam. Cross-spectra are summed
   over segments and turned into lags once at the end: C x D short inverse FFTs, not one
   record-long FFT per channel pair. Memory: the summed cross-spectra, ``group`` segments'
@@ -59,8 +61,8 @@ def lag_sums(x_TxC: np.ndarray, later_TxD: np.ndarray, n_taps: int,
   """
   t, n_ch = x_TxC.shape
   n_later = later_TxD.shape[1]
-  segment = max(segment, n_taps)
-  n_fft = 1 << int(np.ceil(np.log2(segment + n_taps - 1)))
+  n_fft = 1 << int(np.ceil(np.log2(max(segment, n_taps) + n_taps - 1)))
+  segment = n_fft - n_taps + 1  # the transform's length filled: fewer segments, same memory
   n_freq = n_fft // 2 + 1
   spectra = np.zeros((n_freq, n_ch, n_later), np.complex128)
   starts = range(0, t, segment)
@@ -105,6 +107,17 @@ def _fill_gram(gram, corr, n_taps: int) -> None:
     blocks[c] = corr[c][:, lag].transpose(1, 0, 2)
   gram += gram.T
   gram *= 0.5
+
+
+def _solve_normal(system, rhs) -> np.ndarray:
+  """``system^-1 rhs`` for normal equations (symmetric, positive definite with the ridge): by
+  Cholesky, half of LU's work; by LU where rounding leaves the system not quite definite (a
+  prediction beside that is itself nearly a filter of the inputs)."""
+  try:
+    return scipy.linalg.cho_solve(scipy.linalg.cho_factor(system, check_finite=False),
+                                  rhs, check_finite=False)
+  except np.linalg.LinAlgError:
+    return np.linalg.solve(system, rhs)
 
 
 def _filter_sum(x_TxC: np.ndarray, weights_CxK: np.ndarray) -> np.ndarray:
@@ -221,6 +234,22 @@ class WienerFIR:
     """``fit_beside`` for each filter length in ``lengths``, from one pass over the records:
     a shorter filter's normal equations are a part of the longest one's. ``segment``: the
     segment ``lag_sums`` transforms (memory grows with it, the numbers only by rounding)."""
+    return cls.fit_beside_sets(records, predictions, lengths, [None], ridge, input_norm,
+                               segment)[0]
+
+  @classmethod
+  def fit_beside_sets(cls, records: Sequence[data_lib.Recording], predictions,
+                      lengths: Sequence[int], column_sets, ridge: float = 1e-6,
+                      input_norm: Optional[data_lib.Normalizer] = None,
+                      segment: int = 1 << 14, alone_too: bool = False
+                      ) -> list[list[tuple['WienerFIR', float]]]:
+    """``fit_beside_each`` over each set of the inputs' columns in ``column_sets`` (None: all
+    of them), one list per set; a set's filter weighs the other columns zero, and all share
+    one normalizer (``input_norm``, else fitted on every column), so their filters add. One
+    pass of lag sums over the columns the sets use serves every set and length: a set's
+    normal equations are a part of theirs. ``alone_too``: after those lists, one per set of
+    the filters fitted without the predictions (gain 0; the same equations less their
+    border)."""
     if min(lengths) < 1:
       raise ValueError(f'n_taps must be >= 1, got {min(lengths)}')
     norm = input_norm if input_norm is not None else data_lib.Normalizer.fit(
@@ -237,69 +266,101 @@ class WienerFIR:
       if sum(float(np.dot(p, p)) for p in ps) <= 1e-12 * sum(float(np.dot(y, y)) for y in ys):
         # A constant prediction leaves its gain undetermined: keep it as it is (gain 1).
         left = [dataclasses.replace(r, target=r.target - p) for r, p in zip(records, predictions)]
-        return [(fir, 1.0) for fir, _ in cls.fit_beside_each(left, None, lengths, ridge, norm,
-                                                                    segment)]
+        return [[(fir, 1.0) for fir, _ in fits] for fits in cls.fit_beside_sets(
+            left, None, lengths, column_sets, ridge, norm, segment)] + (cls.fit_beside_sets(
+                records, None, lengths, column_sets, ridge, norm, segment) if alone_too else [])
       series.append(ps)
     n_ch = records[0].witnesses.shape[1]
+    sets = [np.arange(n_ch) if c is None else np.asarray(c, int) for c in column_sets]
+    used = np.unique(np.concatenate(sets))
+    at = np.searchsorted(used, np.arange(n_ch))  # a column's place among those used
+    part = norm.take(used)
     longest = max(lengths)
-    corr = np.zeros((n_ch, n_ch, 2 * longest - 1))  # corr[c, e, L-1+j] = sum_s x_c[s] x_e[s+j]
-    cross = np.zeros((len(series), n_ch, longest))  # cross[i, c, k] = sum_t x_c[t-k] series_i[t]
+    corr = np.zeros((len(used), len(used), 2 * longest - 1))  # [c, e, L-1+j]: sum x_c[s] x_e[s+j]
+    cross = np.zeros((len(series), len(used), longest))  # [i, c, k]: sum_t x_c[t-k] series_i[t]
     for r, rec in enumerate(records):
-      x = norm.apply(rec.witnesses).astype(np.float64)
+      x = part.apply(np.asarray(rec.witnesses)[:, used]).astype(np.float64)
       _add_lag_sums(corr, cross, x, np.stack([values[r] for values in series], 1), segment)
     p_dot = ((lambda a: sum(float(np.dot(p, b)) for p, b in zip(ps, a)))
              if predictions is not None else None)
-    fits = []
-    for n_taps in lengths:
-      d = n_ch * n_taps
-      # The normal equations, built in place (memory: the system and the solver's copy). With
-      # a prediction beside, its row and column border the witnesses' block.
-      size = d + (predictions is not None)
-      system = np.empty((size, size))
-      gram = system[:d, :d]
-      _fill_gram(gram, corr, n_taps)
-      gram[np.diag_indices(d)] += ridge * np.trace(gram) / d
-      xy = cross[:, :, :n_taps].reshape(len(series), d)
-      if predictions is None:
-        fits.append((cls(n_taps, np.linalg.solve(system, xy[0]), y_mean, norm), 0.0))
-        continue
-      system[:d, d] = system[d, :d] = xy[1]
-      system[d, d] = p_dot(ps)
-      solution = np.linalg.solve(system, np.r_[xy[0], p_dot(ys)])
-      del system, gram
-      gain = float(solution[d])
-      fits.append((cls(n_taps, solution[:d], y_mean - gain * p_mean, norm), gain))
-    return fits
+    def filter_of(columns, n_taps, solution, bias):
+      weights = np.zeros((n_ch, n_taps))
+      weights[columns] = solution.reshape(len(columns), n_taps)
+      return cls(n_taps, weights.reshape(-1), bias, norm)
+
+    beside, alone = [], []
+    for columns in sets:
+      inner = at[columns]
+      corr_set = corr[np.ix_(inner, inner)]
+      beside.append([])
+      alone.append([])
+      for n_taps in lengths:
+        d = len(columns) * n_taps
+        # The normal equations, built in place (memory: the system and the solver's copy).
+        # With a prediction beside, its row and column border the witnesses' block.
+        size = d + (predictions is not None)
+        system = np.empty((size, size))
+        gram = system[:d, :d]
+        _fill_gram(gram, corr_set, n_taps)
+        gram[np.diag_indices(d)] += ridge * np.trace(gram) / d
+        xy = cross[:, inner, :n_taps].reshape(len(series), d)
+        if predictions is None or alone_too:
+          (alone if predictions is not None else beside)[-1].append(
+              (filter_of(columns, n_taps, _solve_normal(gram, xy[0]), y_mean), 0.0))
+        if predictions is not None:
+          system[:d, d] = system[d, :d] = xy[1]
+          system[d, d] = p_dot(ps)
+          solution = _solve_normal(system, np.r_[xy[0], p_dot(ys)])
+          gain = float(solution[d])
+          beside[-1].append((filter_of(columns, n_taps, solution[:d], y_mean - gain * p_mean),
+                             gain))
+        del system, gram
+    if not alone_too:
+      return beside
+    return beside + (alone if predictions is not None else beside)
 
   def predict(self, witnesses_TxC, block: int = 1 << 15) -> np.ndarray:
     """(T,) in target units for one record; zeros (the witnesses' means) before its start."""
-    return self.apply_scaled(self.scaled_inputs(witnesses_TxC), None, block)
+    used = self.inputs_used()  # the others weigh zero: neither scaled nor filtered
+    return self.apply_scaled(self.scaled_inputs(witnesses_TxC, columns=used), None, block,
+                             columns=used)
 
-  def scaled_inputs(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
+  def scaled_inputs(self, witnesses_TxC, before_TxC=None, columns=None) -> np.ndarray:
     """The filter's standardized inputs: the witnesses, widened by any products (a lagged
-    factor reads ``before_TxC``, the witnesses just before; None: their means)."""
+    factor reads ``before_TxC``, the witnesses just before; None: their means); ``columns``:
+    only those inputs (None: all)."""
     w = (witnesses_TxC if self.products is None
          else self.products.widen(witnesses_TxC, before_TxC))
-    return self.input_norm.apply(w)
+    if columns is None:
+      return self.input_norm.apply(w)
+    return self.input_norm.take(columns).apply(np.asarray(w)[:, columns])
 
   @property
   def n_channels(self) -> int:
     return int(np.size(self.weights) // self.n_taps)
 
-  def apply_scaled(self, x_TxC, history=None, block: int = 1 << 15) -> np.ndarray:
+  def apply_scaled(self, x_TxC, history=None, block: int = 1 << 15,
+                   columns=None) -> np.ndarray:
     """The filter on standardized witnesses ``x`` whose ``n_taps - 1`` predecessors are
-    ``history`` (standardized too; None: zeros). Streaming passes each block's tail on.
+    ``history`` (standardized too; None: zeros); ``columns``: the inputs ``x`` holds (None:
+    all), the others' weights taken as zero. Streaming passes each block's tail on.
     The channels are filtered and summed in the frequency domain (``_filter_sum``), ``block``
     samples at a time (memory: the block, never a lagged design matrix)."""
     x = np.asarray(x_TxC, np.float64)
     t, n_ch = x.shape
-    weights = np.asarray(self.weights, np.float64).reshape(n_ch, self.n_taps)
+    weights = np.asarray(self.weights, np.float64).reshape(-1, self.n_taps)
+    weights = weights if columns is None else weights[columns]
+    used = np.flatnonzero(np.any(weights != 0, axis=1))
+    out = np.full(t, float(self.bias))
+    if not len(used):
+      return out
+    # Columns weighed zero (those a selection left out) would cost their transforms for nothing.
+    x, weights, n_ch = x[:, used], weights[used], len(used)
     pad = np.zeros((self.n_taps - 1, n_ch))
     if history is not None and self.n_taps > 1 and len(history):
-      h = np.asarray(history, np.float64)[-(self.n_taps - 1):]
+      h = np.asarray(history, np.float64)[-(self.n_taps - 1):, used]
       pad[len(pad) - len(h):] = h
     padded = np.concatenate([pad, x])
-    out = np.full(t, float(self.bias))
     for lo in range(0, t, block):
       hi = min(t, lo + block)
       piece = padded[lo:hi + self.n_taps - 1]  # the block and the n_taps - 1 samples before it
@@ -367,12 +428,11 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
   n_in = len(columns)
   if not n_in or n_in * n_taps > MAX_REGULARIZED_WEIGHTS:
     return None
-  scaled = [fir.scaled_inputs(r.witnesses) for r in records]
-  xs = [x[:, columns].astype(np.float64) for x in scaled]
+  xs = [fir.scaled_inputs(r.witnesses, columns=columns).astype(np.float64) for r in records]
   y_mean = float(fir.bias)
   ys = [np.asarray(r.target, np.float64) - y_mean for r in records]
-  residual = np.concatenate([y - (fir.apply_scaled(x) - y_mean) for y, x in zip(ys, scaled)])
-  del scaled
+  residual = np.concatenate([y - (fir.apply_scaled(x, columns=columns) - y_mean)
+                             for y, x in zip(ys, xs)])
   order = WHITENING_ORDER
   acf = np.array([residual[k:] @ residual[:len(residual) - k] for k in range(order + 1)])
   ar = scipy.linalg.solve_toeplitz(acf[:order], acf[1:order + 1])  # Yule-Walker

@@ -450,8 +450,15 @@ class Normalizer:
     rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[:, None]
     out = np.empty(rows.shape, np.float32)
     for lo in range(0, len(rows), block):
-      out[lo:lo + block] = (rows[lo:lo + block].astype(np.float64) - self.offset) / self.scale
+      piece = rows[lo:lo + block].astype(np.float64)  # one float64 copy, worked in place
+      piece -= self.offset
+      piece /= self.scale
+      out[lo:lo + block] = piece
     return out.reshape(x.shape)
+
+  def take(self, columns) -> 'Normalizer':
+    """The scaling of ``columns`` alone, in their order."""
+    return Normalizer(self.offset[columns], self.scale[columns])
 
   def invert(self, x):
     """The model's outputs -> physical units, float64."""

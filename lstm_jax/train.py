@@ -500,7 +500,7 @@ def _products_text(entry: dict) -> str:
 
 def _filter_candidates(records, predictions, lengths, max_products: int, stats: dict,
                        input_norm=None, products=None, left=None,
-                       segment: int = 1 << 14) -> list:
+                       segment: int = 1 << 14, alone_too: bool = False) -> list:
   """``(fir, gain, n_taps)`` for each length: the Wiener FIR of ``records``' targets, fitted
   beside ``predictions`` (one per record, with a gain; None: none), over the witnesses alone,
   and over the witnesses widened by products of witness pairs: ``products`` where given
@@ -509,17 +509,32 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
   ``input_norm`` is the witnesses' normalizer to share (a filter ``plus`` must match). Each
   set of inputs is also tried with only its columns that the targets are coherent with
   (``SELECT_RATIO``), the others' weights zero: a filter's estimation noise grows with its
-  weights, and most witnesses of a recording may carry nothing."""
+  weights, and most witnesses of a recording may carry nothing. ``alone_too``: after those,
+  each filter fitted without the predictions too (gain 0), from the same lag sums."""
   n_ch = records[0].witnesses.shape[1]
 
-  def fits(recs, lengths_, norm):
-    out = _fit_over(recs, predictions, lengths_, norm, None, segment)
+  def fits(recs, lengths_, norm, column_sets):
+    """Per set of columns, ``(fir, gain, n_taps)`` over it and over those of its columns the
+    targets are coherent with; then the same without the predictions (``alone_too``, else
+    empty): one pass of lag sums for all (``fit_beside_sets``)."""
     keep, _ = volterra.coherent_columns(recs, [r.target for r in recs], SELECT_RATIO)
-    if keep and len(keep) < recs[0].witnesses.shape[1]:
-      out += _fit_over(recs, predictions, lengths_, out[0][0].input_norm, keep, segment)
-    return out
+    sets, owner = [], []
+    for k, columns in enumerate(column_sets):
+      coherent = [c for c in columns if c in keep]
+      for chosen in [columns] + ([coherent] if coherent and len(coherent) < len(columns) else []):
+        sets.append(chosen)
+        owner.append(k)
+    beside, without = [[] for _ in column_sets], [[] for _ in column_sets]
+    for i, fitted in enumerate(baselines.WienerFIR.fit_beside_sets(
+        recs, predictions, lengths_, sets, input_norm=norm, segment=segment,
+        alone_too=alone_too)):
+      (beside if i < len(sets) else without)[owner[i % len(sets)]].extend(
+          (fir, gain, n) for (fir, gain), n in zip(fitted, lengths_))
+    return beside, without
 
-  candidates = [] if products is not None else fits(records, lengths, input_norm)
+  candidates, alone = [], []
+  if products is None:
+    [candidates], [alone] = fits(records, lengths, input_norm, [list(range(n_ch))])
   widened_sets = [] if products is None else [products]
   if products is None and max_products > 0:
     if left is None:  # what the middle-length filter over the witnesses leaves
@@ -538,36 +553,35 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
       if UNLAGGED_TOO and any(k for _, _, k in pairs):
         widened_sets.append(volterra.Products([(i, j, 0) for i, j, _ in pairs], norm))
       input_norm = None
-  for widened in widened_sets:
-    most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(widened.pairs)))
+  if widened_sets:  # fitted over the witnesses and every set's products at once
+    together = []
+    for widened in widened_sets:
+      together += [p for p in widened.pairs if p not in together]
+    union = volterra.Products(together, widened_sets[0].norm)
+    most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(widened_sets[0].pairs)))
     wide_lengths = sorted({min(n, most) for n in lengths})
-    candidates += [(dataclasses.replace(fir, products=widened), gain, n) for fir, gain, n in
-                   fits([widened.widened(r) for r in records], wide_lengths, input_norm)]
-  return candidates
+    column_sets = [list(range(n_ch)) + [n_ch + together.index(p) for p in widened.pairs]
+                   for widened in widened_sets]
+    for out, fitted in zip((candidates, alone), fits(
+        [union.widened(r) for r in records], wide_lengths, input_norm, column_sets)):
+      for widened, columns, per_set in zip(widened_sets, column_sets, fitted):
+        out += [(_restricted(fir, columns, widened), gain, n) for fir, gain, n in per_set]
+  return candidates + alone
 
 
-def _fit_over(records, predictions, lengths, input_norm, columns, segment: int) -> list:
-  """``(fir, gain, n_taps)`` per length: ``WienerFIR.fit_beside_each`` over the ``columns`` of
-  the records' inputs (None: all), the other columns' weights zero and ``input_norm`` (None:
-  fitted on all columns) shared, so that every such filter applies to the same inputs."""
-  if columns is None:
-    return [(fir, gain, n) for (fir, gain), n in zip(baselines.WienerFIR.fit_beside_each(
-        records, predictions, lengths, input_norm=input_norm, segment=segment), lengths)]
-  n_in = records[0].witnesses.shape[1]
-  if input_norm is None:
-    input_norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
-                                         'standardize', 'witness channel')
-  part = data_lib.Normalizer(input_norm.offset[columns], input_norm.scale[columns])
-  subset = [dataclasses.replace(r, witnesses=np.asarray(r.witnesses)[:, columns])
-            for r in records]
-  out = []
-  for (fir, gain), n in zip(baselines.WienerFIR.fit_beside_each(
-      subset, predictions, lengths, input_norm=part, segment=segment), lengths):
-    weights = np.zeros((n_in, n))
-    weights[columns] = np.asarray(fir.weights).reshape(len(columns), n)
-    out.append((dataclasses.replace(fir, weights=weights.reshape(-1), input_norm=input_norm),
-                gain, n))
-  return out
+def _same_shape(a: Optional[baselines.WienerFIR], b: Optional[baselines.WienerFIR]) -> bool:
+  """Whether two filters have the same length, products and inputs in use."""
+  pairs = lambda f: None if f.products is None else [tuple(p) for p in f.products.pairs]
+  return (a is not None and b is not None and a.n_taps == b.n_taps
+          and pairs(a) == pairs(b) and a.inputs_used() == b.inputs_used())
+
+
+def _restricted(fir: baselines.WienerFIR, columns, products) -> baselines.WienerFIR:
+  """``fir``, whose weights are zero outside its inputs' ``columns``, as a filter over those
+  columns alone in their order: the witnesses widened by ``products``."""
+  weights = np.asarray(fir.weights).reshape(-1, fir.n_taps)[columns]
+  return dataclasses.replace(fir, weights=weights.reshape(-1),
+                             input_norm=fir.input_norm.take(columns), products=products)
 
 
 def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_prediction):
@@ -618,8 +632,7 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
       # Filters against filters: whether the network stays is not a matter of weights here.
       if ((e['gain'] == 0.0) == (best[0]['gain'] == 0.0) and e['validation_t'] > MIN_T
           and e['validation_residual_nr_db'] > 0
-          and (_drop_t(residuals[i], lowest) < PARSIMONY_T
-               or 1.0 - np.var(lowest) / np.var(residuals[i]) < PARSIMONY_DROP)):
+          and not _clearly_below(lowest, residuals[i])):
         best = (dict(e, preferred_over=best[0]['validation_residual_nr_db']), candidates[i][0],
                 candidates[i][1])
         break
@@ -649,6 +662,15 @@ MIN_T = 2.0  # ... and how many standard errors its mean drop must clear
 # witness explains, validation ranks filters by differences that small (0.0001 dB on the seed
 # mock) while their estimation noise on new data decides tens of dB against the coupled noise.
 PARSIMONY_T, PARSIMONY_DROP = 1.0, 1e-3
+
+
+def _clearly_below(lower, higher) -> bool:
+  """Whether the residual ``lower`` is below ``higher`` by ``PARSIMONY_T`` standard errors over
+  the blocks and by ``PARSIMONY_DROP`` of its variance: what a model with more weights must show
+  on validation to be kept over one with fewer."""
+  higher = np.asarray(higher, np.float64)
+  return bool(_drop_t(higher, lower) > PARSIMONY_T and 1.0 - np.var(lower, dtype=np.float64)
+              / max(float(np.var(higher)), eval_lib.TINY) > PARSIMONY_DROP)
 
 
 def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
@@ -689,8 +711,8 @@ def filter_lengths(taps: int, fs: float, n_ch: int) -> list[int]:
   return sorted({max(1, min(n, most)) for n in wanted})
 
 
-def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int = 1 << 14
-                      ) -> tuple[TrainedModel, dict]:
+def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int = 1 << 14,
+                      linear_stats: Optional[dict] = None) -> tuple[TrainedModel, dict]:
   """After training: the Wiener FIR of what ``trained`` leaves of the training targets, fitted
   together with a gain on its prediction, for each filter length in ``lengths`` (one or
   several), over the witnesses and, with ``Config.residual_products``, over the witnesses
@@ -705,6 +727,10 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   same inputs (products included). Only a linear output layer can carry a gain
   (``output_activation='linear'``, the default); with another one the gain stays 1. Without a
   validation stretch nothing can vouch for the filter, and it is skipped.
+
+  ``linear_stats``: ``fit_linear_path``'s, where ``trained.linear`` came from it on the same
+  records; a filter kept alone that is that path's (inputs, products and length) takes the
+  prior's verdict it had there instead of fitting the prior again on the same data.
   """
   lengths = _as_lengths(lengths)
   stats = {'n_taps': max(lengths), 'lengths_tried': lengths, 'kept': False}
@@ -723,29 +749,33 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   else:  # the gain stays 1: the filter is fitted on what the model leaves
     train_records = [dataclasses.replace(r, target=l) for r, l in zip(split.train, left)]
     beside = None
+  # Beside the model, and (with a gain) without it: validation keeps a filter alone only
+  # where the trained network does worse on new data than none (it fitted what no witness
+  # explains). With a linear path the filter takes its inputs (``plus`` must match): its
+  # products, or none.
   candidates = _filter_candidates(
       train_records, beside, lengths,
-      trained.config.residual_products, stats,
+      trained.config.residual_products if linear is None else 0, stats,
       input_norm=None if linear is None else linear.input_norm,
-      products=None if linear is None else linear.products, left=left[:-1], segment=segment)
+      products=None if linear is None else linear.products, left=left[:-1], segment=segment,
+      alone_too=beside is not None)
   if beside is None:
     candidates = [(fir, 1.0, n) for fir, _, n in candidates]
-  else:
-    candidates += _without_network(split.train, lengths, candidates, linear, segment)
-  if linear is not None and linear.products is None:
-    candidates = [c for c in candidates if c[0].products is None]
   # The network must earn its place: on validation, below what the linear path alone leaves
-  # (nothing, without one), in total and in the mean over the blocks (no significance asked:
-  # on the dev scoreboard asking 2 standard errors dropped networks that helped). A network
-  # that fitted what no witness explains (slow background a short file aligns by chance)
-  # does not, and then only filters without it (gain 0) are candidates.
+  # (nothing, without one), in total and by PARSIMONY_T standard errors over the blocks. A
+  # network that fitted what no witness explains (slow background a short file aligns by
+  # chance) does not, nor one whose help the blocks do not agree on, while its output on new
+  # data adds its own error; then only filters without it (gain 0) are candidates. No share of
+  # the variance is asked, unlike filters against filters: the coupling the network takes up
+  # may be a sliver of a target that is mostly unwitnessed background (docs/quality.md).
   val = split.validation
   without = np.asarray(val.target, np.float64) - (
       0.0 if linear is None else predict_stretch(linear, val, leads[-1]))
   stats['network_t'] = _drop_t(without, left[-1])
   stats['network_db'] = _removed_db([dataclasses.replace(val, target=without)],
                                     [dataclasses.replace(val, target=left[-1])])
-  unproven = beside is not None and not (stats['network_t'] > 0 and stats['network_db'] > 0)
+  unproven = beside is not None and not (stats['network_t'] > PARSIMONY_T
+                                          and stats['network_db'] > 0)
   if unproven:
     candidates = [c for c in candidates if c[1] == 0.0]
   best, stats['tried'] = _pick_filter(candidates, val, leads[-1],
@@ -757,7 +787,11 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
     best = (entry, linear, 0.0)  # gain 0 on the model (network and path), plus the path
   if best is not None and best[2] == 0.0:  # without the network the model is one filter
     entry, fir, _ = best
-    fir, entry = _regularized_unless_worse(fir, entry, split.train, val, leads[-1])
+    if _same_shape(fir, linear) and 'regularized' in (linear_stats or {}):
+      entry = dict(entry, regularized=linear_stats['regularized'], prior=linear_stats['prior'])
+      fir = linear if entry['regularized'] else fir  # as the path's own test decided
+    else:
+      fir, entry = _regularized_unless_worse(fir, entry, split.train, val, leads[-1])
     best = (dict(entry, refit_with_validation=True),
             refit_with_validation(split, fir, entry['n_taps'], segment,
                                   entry.get('regularized', False)), 0.0)
@@ -772,11 +806,12 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   stats['network_dropped'] = bool(stats['kept'] and gain == 0.0)
   if stats['network_dropped']:
     logging.warning('the recurrent model is dropped: on the validation stretch it removes '
-                    '%.3f dB of what %s leaves (%.1f standard errors over %d blocks): it '
-                    'learnt what the witnesses do not explain. What is kept: a Wiener FIR of '
-                    '%d taps per witness%s', stats['network_db'],
+                    '%.4f dB of what %s leaves (%.2f standard errors over %d blocks, must be '
+                    '> %g): it learnt what the witnesses do not explain, or its help does not '
+                    'show in most of the stretch. What is kept: a Wiener FIR of %d taps per '
+                    'witness%s', stats['network_db'],
                     'nothing' if linear is None else 'the linear path', stats['network_t'],
-                    VALIDATION_BLOCKS, stats['n_taps'], _products_text(stats))
+                    VALIDATION_BLOCKS, PARSIMONY_T, stats['n_taps'], _products_text(stats))
   if not stats['kept']:
     logging.info('residual FIR dropped: at best (%d taps%s, gain %.3f on the prediction) it '
                  'removes %.4f dB of the validation residual, %.2f standard errors over %d '
@@ -808,10 +843,8 @@ def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
     return found[0]
   if fir.products is not None:
     records = [fir.products.widened(r) for r in records]
-  columns = fir.inputs_used()
-  [(new, _, _)] = _fit_over(records, None, [n_taps], fir.input_norm,
-                            None if len(columns) == records[0].witnesses.shape[1] else columns,
-                            segment)
+  [[(new, _)]] = baselines.WienerFIR.fit_beside_sets(
+      records, None, [n_taps], [fir.inputs_used()], input_norm=fir.input_norm, segment=segment)
   return dataclasses.replace(new, products=fir.products)
 
 
@@ -829,8 +862,7 @@ def _regularized_unless_worse(fir: baselines.WienerFIR, entry: dict, records, va
   target = np.asarray(validation.target, np.float64)
   plain = target - predict_stretch(fir, validation, lead)
   prior = target - predict_stretch(prior_fir, validation, lead)
-  worse = (_drop_t(prior, plain) > PARSIMONY_T
-           and 1.0 - np.var(plain) / max(np.var(prior), eval_lib.TINY) > PARSIMONY_DROP)
+  worse = _clearly_below(plain, prior)
   as_rec = lambda v: [dataclasses.replace(validation, target=v)]
   prior_db = _removed_db(as_rec(target), as_rec(prior))
   entry = dict(entry, regularized=not worse, prior=info,
@@ -843,22 +875,6 @@ def _regularized_unless_worse(fir: baselines.WienerFIR, entry: dict, records, va
                else 'kept as least squares', [round(1e3 * t, 2) for t in info['tau_s']],
                prior_db, _removed_db(as_rec(target), as_rec(plain)))
   return (fir if worse else prior_fir), entry
-
-
-def _without_network(records, lengths, candidates, linear, segment: int = 1 << 14) -> list:
-  """``(fir, 0.0, n_taps)``: the filters of ``candidates``' lengths and inputs fitted on the
-  targets alone, the network's gain 0. Validation keeps one only where the trained network
-  does worse on new data than a filter without it (it fitted what no witness explains)."""
-  norm = None if linear is None else linear.input_norm  # a filter ``plus`` the path must match
-  products = next((fir.products for fir, _, _ in candidates if fir.products is not None), None)
-  alone = []
-  if linear is None or linear.products is None:
-    alone += _filter_candidates(records, None, lengths, 0, {}, input_norm=norm,
-                                segment=segment)
-  if products is not None and (linear is None or linear.products is not None):
-    alone += _filter_candidates(records, None, lengths, 0, {}, input_norm=norm,
-                                products=products, segment=segment)
-  return [(fir, 0.0, n) for fir, _, n in alone]
 
 
 def _scaled(trained: TrainedModel, gain: float, fir: baselines.WienerFIR) -> TrainedModel:
@@ -1084,7 +1100,8 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
     blockdata.release_memory()
   lengths = filter_lengths(config.residual_taps, split.train[0].fs, n_inputs)
   if lengths:
-    trained, stats['residual_fir'] = fit_residual_path(trained, given_split, lengths, segment)
+    trained, stats['residual_fir'] = fit_residual_path(trained, given_split, lengths, segment,
+                                                       linear_stats)
   return trained, stats
 
 

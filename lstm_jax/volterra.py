@@ -44,15 +44,20 @@ class Products:
     the witnesses just before (at least ``max_lag`` rows, for a lagged factor; None or fewer:
     the witnesses' means, as a filter's history of zeros)."""
     w = np.asarray(witnesses_TxC)
-    lag = self.max_lag
-    x = np.zeros((lag + len(w), w.shape[1]))
-    x[lag:] = self.norm.apply(w)
+    lag, (t, n_ch) = self.max_lag, w.shape
+    factors = sorted({c for i, j, _ in self.pairs for c in (i, j)})  # only these standardized
+    at = {c: k for k, c in enumerate(factors)}
+    norm = self.norm.take(factors)
+    x = np.zeros((lag + t, len(factors)))
+    x[lag:] = norm.apply(w[:, factors])
     if lag and before_TxC is not None and len(before_TxC):
-      b = self.norm.apply(np.asarray(before_TxC)[-lag:])
+      b = norm.apply(np.asarray(before_TxC)[-lag:, factors])
       x[lag - len(b):lag] = b
-    t = len(w)
-    prods = [x[lag - k:lag - k + t, i] * x[lag:, j] for i, j, k in self.pairs]
-    return np.concatenate([w.astype(np.float64)] + [p[:, None] for p in prods], axis=1)
+    out = np.empty((t, n_ch + len(self.pairs)))
+    out[:, :n_ch] = w
+    for k, (i, j, lag_i) in enumerate(self.pairs):
+      np.multiply(x[lag - lag_i:lag - lag_i + t, at[i]], x[lag:, at[j]], out=out[:, n_ch + k])
+    return out
 
   def widened(self, rec: data_lib.Recording) -> data_lib.Recording:
     return dataclasses.replace(rec, witnesses=self.widen(rec.witnesses))

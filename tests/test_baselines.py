@@ -1,4 +1,5 @@
 """Baselines (Wiener FIR, static MLP) and the comparison that puts them beside the LSTM."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -125,3 +126,43 @@ def test_regularized_fir_spends_fewer_weights_on_a_short_response(rng):
   assert prior.n_taps == 128 and prior.input_norm is plain.input_norm
   # Too many weights for the likelihood's factorizations: not refitted.
   assert baselines.regularized(baselines.WienerFIR.fit([fit], 600), [fit]) is None
+
+
+def test_normal_equations_are_solved_by_cholesky_or_else_by_lu(rng):
+  a = rng.standard_normal((50, 6))
+  spd, rhs = a.T @ a, rng.standard_normal(6)
+  np.testing.assert_allclose(baselines._solve_normal(spd, rhs), np.linalg.solve(spd, rhs),
+                             rtol=1e-10)
+  indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])  # Cholesky fails; the answer still exact
+  np.testing.assert_allclose(baselines._solve_normal(indefinite, np.ones(2)), [1 / 3, 1 / 3])
+
+
+def test_filters_over_sets_of_columns_are_those_fitted_on_the_columns_alone(rng):
+  # One pass of lag sums serves every set of columns, beside a prediction and without it.
+  w = rng.standard_normal((6000, 4))
+  other = np.tanh(w[:, 0] * w[:, 3])
+  target = 0.7 * other + np.roll(w[:, 1], 2) - 0.5 * w[:, 2] + 0.1 * rng.standard_normal(6000)
+  rec = data.Recording(w.astype(np.float32), target.astype(np.float32), 100.0)
+  sets = [None, [1, 2], [2]]
+  beside = baselines.WienerFIR.fit_beside_sets([rec], [other], (3, 5), sets, segment=512,
+                                               alone_too=True)
+  assert len(beside) == 2 * len(sets)
+  norm = beside[0][0][0].input_norm
+  for k, columns in enumerate(sets):
+    part = columns if columns is not None else list(range(4))
+    alone_rec = dataclasses.replace(rec, witnesses=rec.witnesses[:, part])
+    with_p = baselines.WienerFIR.fit_beside_each([alone_rec], [other], (3, 5),
+                                                 input_norm=norm.take(part))
+    without = baselines.WienerFIR.fit_beside_each([alone_rec], None, (3, 5),
+                                                  input_norm=norm.take(part))
+    for (fir, gain), (ref, ref_gain), (lone, lone_gain), (ref_lone, _) in zip(
+        beside[k], with_p, beside[len(sets) + k], without):
+      weights = fir.weights.reshape(4, -1)
+      np.testing.assert_allclose(weights[part].ravel(), ref.weights, atol=1e-9)
+      assert not np.delete(weights, part, axis=0).any()  # the others weigh zero
+      assert gain == pytest.approx(ref_gain, abs=1e-9) and fir.bias == pytest.approx(ref.bias)
+      assert lone_gain == 0.0
+      np.testing.assert_allclose(lone.weights.reshape(4, -1)[part].ravel(), ref_lone.weights,
+                                 atol=1e-9)
+      x = w[:500].astype(np.float32)
+      np.testing.assert_allclose(fir.predict(x), ref.predict(x[:, part]), atol=1e-9)

@@ -459,3 +459,15 @@ def test_clean_subtracts_only_in_the_band(gw_files, tmp_path):
   with np.load(tmp_path / 'all.npz') as z:
     np.testing.assert_allclose(z['prediction'], whole, rtol=0, atol=1e-9 * scale)
   assert 'subtracted_band_hz' not in everywhere
+
+
+def test_the_timing_recording_is_the_mock_with_idle_witnesses_in_strain_units():
+  rec = gw.ligo_mock_with_idle(fs=512.0, duration=8.0, n_idle=3, seed=2)
+  mock = gw.ligo_mock(fs=512.0, duration=8.0, seed=2)
+  assert rec.witnesses.shape == (len(mock), mock.witnesses.shape[1] + 3)
+  np.testing.assert_array_equal(rec.witnesses[:, :6], mock.witnesses.astype(np.float32))
+  np.testing.assert_allclose(rec.target, mock.target / gw.STRAIN, rtol=1e-6)
+  np.testing.assert_allclose(rec.noise, mock.noise / gw.STRAIN, rtol=1e-6)
+  idle = rec.witnesses[:, 6:]
+  np.testing.assert_allclose(idle.std(0), 1.0, rtol=1e-3)  # unit variance, and unrelated:
+  assert np.abs(np.corrcoef(np.c_[idle, rec.noise].T)[-1, :-1]).max() < 0.1

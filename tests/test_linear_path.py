@@ -184,6 +184,54 @@ def test_a_network_that_does_not_beat_the_linear_path_on_validation_is_dropped()
     assert np.abs((a - a.mean()) - (b - b.mean())).max() > 1e-4
 
 
+def test_a_network_whose_help_the_blocks_do_not_agree_on_is_dropped():
+  # The network's output is truly in every target, but so small a part of what the linear
+  # path leaves that validation's blocks do not agree it helps (0 < t < PARSIMONY_T): its
+  # error on new data, where nothing checks it, is not worth it; the linear path alone stays.
+  trained = untrained_model()
+  rng = np.random.default_rng(5)
+  net_share = 1e-4  # of the variance the path leaves
+
+  def record(n, with_net=True):
+    w = rng.standard_normal((n, 2)).astype(np.float32)
+    net = trained.predict(w)
+    noise = np.std(net) / np.sqrt(net_share) * rng.standard_normal(n)
+    return lstm_jax.Recording(w, (2.0 * np.roll(w[:, 0], 3) + noise + with_net * net
+                                  ).astype(np.float32), 128.0)
+
+  split = train_lib.Split([record(6000)], record(2000), 'test', record(8000))
+  # The path as training would find it had the network's part been learnt beside it.
+  path = baselines.WienerFIR.fit([record(96000, with_net=False)], 8)
+  with_path = dataclasses.replace(trained, linear=path)
+  cleaned, stats = train_lib.fit_residual_path(with_path, split, 8)
+  assert 0 < stats['network_t'] < train_lib.PARSIMONY_T and stats['network_db'] > 0
+  assert stats['network_dropped'] and stats['gain'] == 0.0
+  same = rng.standard_normal(640)
+  assert not train_lib._clearly_below(same, same)
+  assert train_lib._clearly_below(0.9 * same, same) and not train_lib._clearly_below(same, 0.9 * same)
+
+
+def test_the_residual_stage_takes_the_linear_paths_prior_verdict(monkeypatch):
+  # A network dropped beside a linear path leaves that path's filter: its prior was judged on
+  # the same records and stretch in the linear path, so the stage reuses the verdict and fits
+  # the prior only once more, on the training and validation records together.
+  trained, split = untrained_model(), split_of(delayed_witness)
+  _, path, path_stats = train_lib.fit_linear_path(split, 8)
+  assert 'regularized' in path_stats
+  with_path = dataclasses.replace(trained, linear=path)
+  fits = []
+  real = baselines.regularized
+  monkeypatch.setattr(baselines, 'regularized', lambda *a, **k: fits.append(1) or real(*a, **k))
+  again, stats = train_lib.fit_residual_path(with_path, split, 8)
+  n_again = len(fits)
+  reused, reused_stats = train_lib.fit_residual_path(with_path, split, 8, linear_stats=path_stats)
+  assert stats['network_dropped'] and reused_stats['network_dropped']
+  assert reused_stats['regularized'] == stats['regularized'] == path_stats['regularized']
+  assert len(fits) - n_again == n_again - 1  # the verdict's own fit is the one saved
+  x = split.heldout.witnesses
+  np.testing.assert_allclose(reused.predict(x), again.predict(x), atol=1e-6)
+
+
 def test_fit_beside_finds_the_gain_and_the_filter():
   rng = np.random.default_rng(0)
   records, predictions = [], []
