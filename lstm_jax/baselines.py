@@ -459,16 +459,16 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
   cross_u = cumulated(cross[:, None])[:, 0]
   steps = np.arange(1, n_taps + 1)
 
-  def root_diag(theta):  # g = s_c sqrt(v_c) over each input's taps, and dg / d log tau_c
-    g, g_tau = [], []
+  def root_diag(theta):  # g = s_c sqrt(v_c) over each input's taps, and d log g / d log tau_c
+    g, slopes = [], []
     for c in range(n_in):
       lam = np.exp(-1.0 / (np.exp(theta[2 * c + 1]) * fs))
       v = np.where(steps < n_taps, lam ** steps * (1.0 - lam), lam ** n_taps)
       g.append(np.exp(theta[2 * c]) * np.sqrt(v))
       # d log sqrt(v_j) / d log tau = -log(lam) / 2 (j - lam / (1 - lam)); the last tap: L
       slope = np.where(steps < n_taps, steps - lam / (1.0 - lam), n_taps) * (-np.log(lam) / 2)
-      g_tau.append(g[-1] * slope)
-    return np.concatenate(g), np.concatenate(g_tau)
+      slopes.append(slope)
+    return np.concatenate(g), np.concatenate(slopes)
 
   diagonal = np.diag_indices(len(gram_u))
 
@@ -476,7 +476,7 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
     """-2 log likelihood with the noise variance profiled out (and its gradient in theta),
     with A = I + D U^T G U D, D = diag(g), q = D U^T b:
     n log((y'y - q'A^-1 q) / n) + log det A."""
-    g, g_tau = root_diag(theta)
+    g, slopes = root_diag(theta)
     a = gram_u * np.outer(g, g)
     a[diagonal] += 1.0
     chol = scipy.linalg.cho_factor(a, lower=False)
@@ -486,12 +486,14 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
     value = n * np.log(fit / n) + 2.0 * np.sum(np.log(np.diag(chol[0])))
     if not with_grad:
       return value, g, chol, q
-    inverse, _ = scipy.linalg.lapack.dpotri(chol[0], lower=0)
-    inverse = np.triu(inverse) + np.triu(inverse, 1).T
+    # d log det A / d g_i = 2 (A^-1 D U^T G U)_ii = 2 (1 - (A^-1)_ii) / g_i, as A^-1 (A - I)
+    # = I - A^-1: only the inverse's diagonal, the squared rows of R^-1 (A = R'R), is needed.
+    r_inv = np.triu(scipy.linalg.lapack.dtrtri(chol[0], lower=0)[0])  # below: not R's
+    inverse_diag = np.einsum('ij,ij->i', r_inv, r_inv)
     d_fit = -2.0 * (cross_u * alpha - alpha * (gram_u @ (g * alpha)))
-    d_g = (n / fit) * d_fit + 2.0 * ((inverse * gram_u) @ g)
+    g_d_g = (n / fit) * d_fit * g + 2.0 * (1.0 - inverse_diag)  # g_i d(-2 log L)/d g_i
     by_input = lambda v: v.reshape(n_in, n_taps).sum(axis=1)
-    return value, np.ravel(np.stack([by_input(d_g * g), by_input(d_g * g_tau)], 1))
+    return value, np.ravel(np.stack([by_input(g_d_g), by_input(g_d_g * slopes)], 1))
 
   bounds = [(-12.0, 6.0), (np.log(0.5 / fs), np.log(2.0 * n_taps / fs))] * n_in
   # Start from the best of a coarse grid (one decay time and scale for all inputs).

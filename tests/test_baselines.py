@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.optimize
 import scipy.signal
 
 from lstm_jax import baselines
@@ -166,3 +167,28 @@ def test_filters_over_sets_of_columns_are_those_fitted_on_the_columns_alone(rng)
                                  atol=1e-9)
       x = w[:500].astype(np.float32)
       np.testing.assert_allclose(fir.predict(x), ref.predict(x[:, part]), atol=1e-9)
+
+
+def test_the_priors_likelihood_gradient_matches_differences(rng, monkeypatch):
+  # The analytic gradient L-BFGS-B is given (the log det's through the inverse's diagonal),
+  # against central differences of the likelihood itself, away from the optimum.
+  n, fs = 20000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(2)], 1)
+  noise = zoo.resonance(w[:, 0], fs, 40.0, 0.02) + 0.5 * w[:, 1]
+  target = noise + 0.5 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 100.0)
+  rec = data.Recording(w.astype(np.float32), target.astype(np.float32), fs)
+  captured = {}
+  minimize = scipy.optimize.minimize
+
+  def spy(fun, x0, **kwargs):
+    captured.update(fun=fun, x0=x0)
+    return minimize(fun, x0, **kwargs)
+
+  monkeypatch.setattr(scipy.optimize, 'minimize', spy)
+  baselines.regularized(baselines.WienerFIR.fit([rec], 64), [rec])
+  x = captured['x0'] + 0.3 * rng.standard_normal(len(captured['x0']))
+  _, analytic = captured['fun'](x)
+  step = 1e-5
+  numeric = [(captured['fun'](x + e)[0] - captured['fun'](x - e)[0]) / (2 * step)
+             for e in np.eye(len(x)) * step]
+  np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-4)
