@@ -308,7 +308,8 @@ def rejudge(workdir: str) -> dict:
     if not residual.get('kept'):
       lengths = train_lib.filter_lengths(trained.config.residual_taps, split.train[0].fs,
                                          trained.n_inputs)
-      trained, stats = train_lib.fit_residual_path(trained, split, lengths)
+      trained, stats = train_lib.fit_residual_path(
+          trained, split, lengths, validation_summary=result['train_summary'].get('validation'))
       row.update(how='residual stage', network_dropped=stats.get('network_dropped'))
     elif residual.get('network_dropped'):
       fir = train_lib.refit_with_validation(split, trained.linear, residual['n_taps'],

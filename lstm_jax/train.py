@@ -569,6 +569,16 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
   return candidates + alone
 
 
+def _improved_after_first_check(summary: Optional[dict]) -> bool:
+  """Whether training's validation error (``_kept_params``' summary; None: none) was lowest
+  after its first check: what the later updates learnt carried over to new data."""
+  if not summary:
+    return False
+  history = summary.get('history')
+  first = history[0][0] if history else summary['every']
+  return bool(summary['best_step'] > first)
+
+
 def _same_shape(a: Optional[baselines.WienerFIR], b: Optional[baselines.WienerFIR]) -> bool:
   """Whether two filters have the same length, products and inputs in use."""
   pairs = lambda f: None if f.products is None else [tuple(p) for p in f.products.pairs]
@@ -712,7 +722,8 @@ def filter_lengths(taps: int, fs: float, n_ch: int) -> list[int]:
 
 
 def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int = 1 << 14,
-                      linear_stats: Optional[dict] = None) -> tuple[TrainedModel, dict]:
+                      linear_stats: Optional[dict] = None,
+                      validation_summary: Optional[dict] = None) -> tuple[TrainedModel, dict]:
   """After training: the Wiener FIR of what ``trained`` leaves of the training targets, fitted
   together with a gain on its prediction, for each filter length in ``lengths`` (one or
   several), over the witnesses and, with ``Config.residual_products``, over the witnesses
@@ -731,6 +742,8 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   ``linear_stats``: ``fit_linear_path``'s, where ``trained.linear`` came from it on the same
   records; a filter kept alone that is that path's (inputs, products and length) takes the
   prior's verdict it had there instead of fitting the prior again on the same data.
+  ``validation_summary``: training's (``stats['validation']``), for whether the network's
+  validation error fell after its first check (None: not known, taken as not).
   """
   lengths = _as_lengths(lengths)
   stats = {'n_taps': max(lengths), 'lengths_tried': lengths, 'kept': False}
@@ -762,20 +775,24 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   if beside is None:
     candidates = [(fir, 1.0, n) for fir, _, n in candidates]
   # The network must earn its place: on validation, below what the linear path alone leaves
-  # (nothing, without one), in total and by PARSIMONY_T standard errors over the blocks. A
-  # network that fitted what no witness explains (slow background a short file aligns by
-  # chance) does not, nor one whose help the blocks do not agree on, while its output on new
-  # data adds its own error; then only filters without it (gain 0) are candidates. No share of
-  # the variance is asked, unlike filters against filters: the coupling the network takes up
-  # may be a sliver of a target that is mostly unwitnessed background (docs/quality.md).
+  # (nothing, without one), in total and in the mean over the blocks, and either by
+  # PARSIMONY_T standard errors or with its validation error having fallen after the first
+  # check during training. A network that fitted what no witness explains (slow background a
+  # short file aligns by chance) does not; nor one whose help the blocks do not agree on and
+  # whose training after its first updates only fitted the training part: on new data its
+  # output adds its own error. Then only filters without it (gain 0) are candidates. No share
+  # of the variance is asked, unlike filters against filters: the coupling the network takes
+  # up may be a sliver of a target that is mostly unwitnessed background (docs/quality.md).
   val = split.validation
   without = np.asarray(val.target, np.float64) - (
       0.0 if linear is None else predict_stretch(linear, val, leads[-1]))
   stats['network_t'] = _drop_t(without, left[-1])
   stats['network_db'] = _removed_db([dataclasses.replace(val, target=without)],
                                     [dataclasses.replace(val, target=left[-1])])
-  unproven = beside is not None and not (stats['network_t'] > PARSIMONY_T
-                                          and stats['network_db'] > 0)
+  stats['network_learnt'] = _improved_after_first_check(validation_summary)
+  unproven = beside is not None and not (
+      stats['network_db'] > 0 and stats['network_t'] > 0
+      and (stats['network_t'] > PARSIMONY_T or stats['network_learnt']))
   if unproven:
     candidates = [c for c in candidates if c[1] == 0.0]
   best, stats['tried'] = _pick_filter(candidates, val, leads[-1],
@@ -806,12 +823,14 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   stats['network_dropped'] = bool(stats['kept'] and gain == 0.0)
   if stats['network_dropped']:
     logging.warning('the recurrent model is dropped: on the validation stretch it removes '
-                    '%.4f dB of what %s leaves (%.2f standard errors over %d blocks, must be '
-                    '> %g): it learnt what the witnesses do not explain, or its help does not '
-                    'show in most of the stretch. What is kept: a Wiener FIR of %d taps per '
-                    'witness%s', stats['network_db'],
+                    '%.4f dB of what %s leaves (%.2f standard errors over %d blocks; must be '
+                    '> %g, or > 0 with validation improving after its first check, which it '
+                    '%s): it learnt what the witnesses do not explain, or too little to show. '
+                    'What is kept: a Wiener FIR of %d taps per witness%s', stats['network_db'],
                     'nothing' if linear is None else 'the linear path', stats['network_t'],
-                    VALIDATION_BLOCKS, PARSIMONY_T, stats['n_taps'], _products_text(stats))
+                    VALIDATION_BLOCKS, PARSIMONY_T,
+                    'did' if stats['network_learnt'] else 'did not', stats['n_taps'],
+                    _products_text(stats))
   if not stats['kept']:
     logging.info('residual FIR dropped: at best (%d taps%s, gain %.3f on the prediction) it '
                  'removes %.4f dB of the validation residual, %.2f standard errors over %d '
@@ -1101,7 +1120,7 @@ def train(config: Config, split: Split, checkpoint_dir: Optional[str] = None
   lengths = filter_lengths(config.residual_taps, split.train[0].fs, n_inputs)
   if lengths:
     trained, stats['residual_fir'] = fit_residual_path(trained, given_split, lengths, segment,
-                                                       linear_stats)
+                                                       linear_stats, validation)
   return trained, stats
 
 

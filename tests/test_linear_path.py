@@ -184,10 +184,11 @@ def test_a_network_that_does_not_beat_the_linear_path_on_validation_is_dropped()
     assert np.abs((a - a.mean()) - (b - b.mean())).max() > 1e-4
 
 
-def test_a_network_whose_help_the_blocks_do_not_agree_on_is_dropped():
+def test_a_network_whose_help_the_blocks_do_not_agree_on_is_dropped_unless_it_learnt():
   # The network's output is truly in every target, but so small a part of what the linear
-  # path leaves that validation's blocks do not agree it helps (0 < t < PARSIMONY_T): its
-  # error on new data, where nothing checks it, is not worth it; the linear path alone stays.
+  # path leaves that validation's blocks do not agree it helps (0 < t < PARSIMONY_T). Unless
+  # training improved it on validation after the first check, its error on new data is not
+  # worth it; the linear path alone stays.
   trained = untrained_model()
   rng = np.random.default_rng(5)
   net_share = 1e-4  # of the variance the path leaves
@@ -205,7 +206,15 @@ def test_a_network_whose_help_the_blocks_do_not_agree_on_is_dropped():
   with_path = dataclasses.replace(trained, linear=path)
   cleaned, stats = train_lib.fit_residual_path(with_path, split, 8)
   assert 0 < stats['network_t'] < train_lib.PARSIMONY_T and stats['network_db'] > 0
-  assert stats['network_dropped'] and stats['gain'] == 0.0
+  assert stats['network_dropped'] and stats['gain'] == 0.0 and not stats['network_learnt']
+  # The same network whose validation error fell after its first check learnt something that
+  # carries over: its help, small as validation sees it, keeps it.
+  learnt = {'every': 250, 'best_step': 1000, 'history': [[250, 1.0], [500, 0.999], [1000, 0.99]]}
+  _, stats = train_lib.fit_residual_path(with_path, split, 8, validation_summary=learnt)
+  assert stats['network_learnt'] and not stats['network_dropped']
+  first_best = dict(learnt, best_step=250)
+  _, stats = train_lib.fit_residual_path(with_path, split, 8, validation_summary=first_best)
+  assert not stats['network_learnt'] and stats['network_dropped']
   same = rng.standard_normal(640)
   assert not train_lib._clearly_below(same, same)
   assert train_lib._clearly_below(0.9 * same, same) and not train_lib._clearly_below(same, 0.9 * same)
