@@ -375,8 +375,7 @@ class WienerFIR:
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':
     """One filter whose output is the sum of both outputs (the shorter one's weights padded
     with zero lags); both must standardize the witnesses alike."""
-    if self.input_norm.to_dict() != other.input_norm.to_dict() or (
-        (self.products and self.products.to_dict()) != (other.products and other.products.to_dict())):
+    if not self.same_inputs(other):
       raise ValueError('the two filters standardize the witnesses differently; fit one with '
                        'input_norm=the other\'s input_norm')
     n_taps = max(self.n_taps, other.n_taps)
@@ -387,6 +386,13 @@ class WienerFIR:
 
     return WienerFIR(n_taps, padded(self) + padded(other), self.bias + other.bias,
                      self.input_norm, self.name, self.products)
+
+  def same_inputs(self, other: 'WienerFIR', norm: bool = True) -> bool:
+    """Whether both filters widen the witnesses alike (products, bent witnesses) and, with
+    ``norm``, standardize them alike."""
+    widening = lambda f: None if f.products is None else f.products.to_dict()
+    return widening(self) == widening(other) and (
+        not norm or self.input_norm.to_dict() == other.input_norm.to_dict())
 
   def to_dict(self) -> dict:
     out = {'n_taps': self.n_taps, 'weights': np.asarray(self.weights).tolist(),
@@ -406,6 +412,19 @@ class WienerFIR:
 # taps) it refits (each likelihood evaluation factors a matrix of that size).
 WHITENING_ORDER = 32
 MAX_REGULARIZED_WEIGHTS = 1024
+
+
+def whitening_filter(residual, order: int = WHITENING_ORDER, floor: float = 0.0):
+  """The AR(``order``) prediction-error filter of ``residual`` (Yule-Walker), as a function
+  that whitens a series along its first axis and drops its first ``order`` samples (means
+  are the caller's: ``residual``'s is not removed). ``floor``: white noise at this share of
+  the residual's power added to it first, which bounds the filter's gain where the residual
+  has almost no power (a residual that is one pure line)."""
+  r = np.asarray(residual, np.float64)
+  acf = np.array([r[k:] @ r[:len(r) - k] for k in range(order + 1)])
+  acf[0] *= 1.0 + floor
+  ar = scipy.linalg.solve_toeplitz(acf[:order], acf[1:order + 1])
+  return lambda v: scipy.signal.lfilter(np.r_[1.0, -ar], 1.0, v, axis=0)[order:]
 
 
 def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
@@ -434,9 +453,7 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
   residual = np.concatenate([y - (fir.apply_scaled(x, columns=columns) - y_mean)
                              for y, x in zip(ys, xs)])
   order = WHITENING_ORDER
-  acf = np.array([residual[k:] @ residual[:len(residual) - k] for k in range(order + 1)])
-  ar = scipy.linalg.solve_toeplitz(acf[:order], acf[1:order + 1])  # Yule-Walker
-  whiten = lambda v: scipy.signal.lfilter(np.r_[1.0, -ar], 1.0, v, axis=0)[order:]
+  whiten = whitening_filter(residual, order)
   corr = np.zeros((n_in, n_in, 2 * n_taps - 1))
   cross, yy, n = np.zeros((1, n_in, n_taps)), 0.0, 0
   for x, y in zip(xs, ys):

@@ -549,20 +549,22 @@ def check_residual_fir(residual: Optional[dict]) -> list[dict]:
   """The residual FIR (``train.fit_residual_path``) took up much of what the model left."""
   if not residual or not residual['kept'] or residual['validation_residual_nr_db'] < LINEAR_LEFT_DB:
     return []
-  pairs = residual.get('products') or []
+  pairs, shapes = residual.get('products') or [], residual.get('shapes') or []
   removed = (f"a Wiener FIR of {residual['n_taps']} taps per witness"
-             + (f' and per product of witnesses {volterra.describe(pairs)}' if pairs else '')
+             + (f' and per {volterra.named(pairs, shapes)}' if pairs or shapes else '')
              + f" removed {residual['validation_residual_nr_db']:.1f} dB of the validation "
                'residual')
   bilinear = (' The products point to a bilinear coupling (one witness modulating another, or '
               'a square), seen through linear dynamics; channels are numbered as in the '
-              'recording.' if pairs else '')
+              'recording.' if pairs else '') + (
+      ' A bent witness points to a coupling that saturates or limits it before linear '
+      'dynamics.' if shapes else '')
   if residual['gain'] < LINEAR_WINS_GAIN:
     return [finding(
         'linear_left', 'info',
         f"residual FIR: {removed} and keeps the recurrent model's prediction at gain "
         f"{residual['gain']:.3f}: on this recording a filter predicts the target better "
-        'than the recurrent model did ' + ('' if pairs else '(the coupling looks linear)')
+        'than the recurrent model did ' + ('' if pairs or shapes else '(the coupling looks linear)')
         + ', and the prediction is mostly the filter\'s.' + bilinear)]
   return [finding(
       'linear_left', 'info',

@@ -4,8 +4,10 @@ The exported function is ``(carry, witnesses_BxTxC) -> (carry, prediction_BxT)``
 units (both normalizers are baked in), with a symbolic time length, so one artifact serves
 blocks of any length. The carry is a flat tuple: the leaves of the model's carry layer by layer
 (``(h_0, c_0, h_1, c_1, ...)`` for LSTM layers, ``(h_0, h_1, ...)`` for a GRU), then, where the
-model has a linear path, the FIR's history: the last ``n_taps - 1`` standardized witness
-samples, (B, n_taps - 1, C). Loading needs only ``jax`` (and ``flatbuffers``, which
+model has a linear path, the FIR's history: the last ``n_taps - 1`` standardized samples of
+its inputs, (B, n_taps - 1, C + K) (the witnesses and any products or bent witnesses,
+``volterra.Products``), and where a product has a lagged factor, the factors' last
+``max_lag`` standardized samples, (B, max_lag, F). Loading needs only ``jax`` (and ``flatbuffers``, which
 ``jax.export`` serialization requires).
 """
 from __future__ import annotations
@@ -46,11 +48,27 @@ def export_trained(trained, batch_size: int = 1) -> jax_export.Exported:
   n_leaves = len(carry_leaves)
   linear = trained.linear
   carry_avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in carry_leaves]
+  widening = None if linear is None else linear.products
   if linear is not None:
-    n_in = trained.n_inputs
+    n_in = linear.n_channels  # the witnesses, then any appended columns
     fir_w = jnp.asarray(np.reshape(linear.weights, (n_in, linear.n_taps)), jnp.float32)
     fir_off, fir_scale = f32(linear.input_norm.offset), f32(linear.input_norm.scale)
     carry_avals.append(jax.ShapeDtypeStruct((batch_size, linear.n_taps - 1, n_in), jnp.float32))
+  if widening is not None:
+    factors, lag = widening.factors, widening.max_lag
+    factor_norm = widening.norm.take(factors)
+    factor_off, factor_scale = f32(factor_norm.offset), f32(factor_norm.scale)
+    if lag:
+      carry_avals.append(jax.ShapeDtypeStruct((batch_size, lag, len(factors)), jnp.float32))
+
+  def widened(carry_flat, witnesses_BxTxC):
+    """The FIR's inputs: the witnesses and the columns ``widening`` appends (its own math,
+    ``Products.appended``); the factors' history for the next block (or None)."""
+    x = (witnesses_BxTxC[..., factors] - factor_off[None, None, :]) / factor_scale[None, None, :]
+    full = jnp.concatenate([carry_flat[n_leaves + 1], x], axis=1) if lag else x
+    columns = jnp.stack(widening.appended(full, jnp), -1)
+    return (jnp.concatenate([witnesses_BxTxC, columns], -1),
+            full[:, full.shape[1] - lag:] if lag else None)
 
   def serve(carry_flat, witnesses_BxTxC):
     carry = jax.tree.unflatten(carry_tree, carry_flat[:n_leaves])
@@ -59,10 +77,14 @@ def export_trained(trained, batch_size: int = 1) -> jax_export.Exported:
     prediction = y[..., 0] * out_scale[0] + out_off[0]
     carry_out = jax.tree.leaves(carry)
     if linear is not None:
-      x_fir = (witnesses_BxTxC - fir_off[None, None, :]) / fir_scale[None, None, :]
+      inputs, factor_history = (witnesses_BxTxC, None) if widening is None else widened(
+          carry_flat, witnesses_BxTxC)
+      x_fir = (inputs - fir_off[None, None, :]) / fir_scale[None, None, :]
       y_fir, history = fir_filter(fir_w, linear.bias, carry_flat[n_leaves], x_fir)
       prediction = prediction + y_fir
       carry_out.append(history)
+      if factor_history is not None:
+        carry_out.append(factor_history)
     return tuple(carry_out), prediction
 
   t, = jax_export.symbolic_shape('t')

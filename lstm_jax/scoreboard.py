@@ -153,7 +153,8 @@ def _saved(draw: zoo.Draw, workdir: str) -> tuple[str, str]:
 
 
 # The linear path's pick rules, by name, for ``linear_path_alone``: module settings of
-# ``lstm_jax.train`` (``volterra.NAME``: of ``lstm_jax.volterra``; 'default': as they are).
+# ``lstm_jax.train`` (``volterra.NAME``, ``baselines.NAME``: of those modules; 'default': as
+# they are).
 _AS_SCREENED = {'PRIOR_FIT': False, 'volterra.SEARCH_LAGS': False, 'UNLAGGED_TOO': False}
 PICK_RULES = {
     'default': {},
@@ -164,6 +165,11 @@ PICK_RULES = {
     'least_squares': {'PRIOR_FIT': False},
     'grid_lags': {'PRIOR_FIT': False, 'volterra.SEARCH_LAGS': False},
     'lags_as_screened': _AS_SCREENED,
+    'no_bent_witnesses': {'volterra.SHAPE_GAINS': ()},
+    'raw_pick': {'WHITENED_CHECK': False},
+    'raw_pick_no_bent': {'WHITENED_CHECK': False, 'volterra.SHAPE_GAINS': ()},
+    'floor_1e-2': {'WHITENING_FLOOR': 1e-2},
+    'prior_2048': {'baselines.MAX_REGULARIZED_WEIGHTS': 2048},
 }
 
 
@@ -178,7 +184,8 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
   unknown = [r for r in rules if r not in PICK_RULES]
   if unknown:
     raise data_lib.DataError(f'unknown pick rule(s) {unknown}; choose from {sorted(PICK_RULES)}')
-  where = lambda k: ((volterra, k.split('.')[1]) if k.startswith('volterra.')  # module, name
+  modules = {'volterra': volterra, 'baselines': baselines}
+  where = lambda k: ((modules[k.split('.')[0]], k.split('.')[1]) if '.' in k  # module, name
                      else (train_lib, k))
   rows = []
   for family, seed in recordings(split, families):
@@ -200,7 +207,8 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
       row[rule] = {'nr_db': (score(draw.later, train_lib.predict_stretch(fir, draw.later))['nr_db']
                              if fir is not None else 0.0),
                    'n_taps': stats.get('n_taps'), 'inputs_used': stats.get('inputs_used'),
-                   'products': stats.get('products'), 'regularized': stats.get('regularized'),
+                   'products': stats.get('products'), 'shapes': stats.get('shapes'),
+                   'regularized': stats.get('regularized'),
                    'prior': stats.get('prior')}
     logging.info('linear path alone, %s: %s', draw.name,
                  ', '.join(f"{r} {row[r]['nr_db']:.2f} dB" for r in rules))

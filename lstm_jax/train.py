@@ -454,10 +454,11 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
                                   segment=segment)
   val = split.validation
   best, stats['tried'] = _pick_filter(candidates, val, split.validation_lead, val.target,
-                                      np.zeros(len(val)))
+                                      np.zeros(len(val)), WHITENED_CHECK)
   if best is not None:
     entry, fir, _ = best
-    fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead)
+    fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead,
+                                           WHITENED_CHECK)
   else:  # the nearest miss, for the record
     entry = max(stats['tried'], key=lambda e: e['validation_t'])
     fir = candidates[stats['tried'].index(entry)][0]
@@ -490,8 +491,8 @@ def _as_lengths(lengths) -> list[int]:
 
 
 def _products_text(entry: dict) -> str:
-  pairs = entry.get('products') or []
-  text = ' and per product of witnesses ' + volterra.describe(pairs) if pairs else ''
+  pairs, shapes = entry.get('products') or [], entry.get('shapes') or []
+  text = ' and per ' + volterra.named(pairs, shapes) if pairs or shapes else ''
   used, n_in = entry.get('inputs_used'), entry.get('n_inputs')
   if used is not None and n_in and len(used) < n_in:  # inputs: witnesses, then products
     text += f' (over {len(used)} of its {n_in} inputs, {used}: those the target is coherent with)'
@@ -541,26 +542,35 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
       fir, gain, _ = candidates[len(lengths) // 2]
       left = [r.target - fir.predict(r.witnesses) for r in records]
     pairs, scores = volterra.screen_pairs(records, left, max_products)
+    shapes, shape_scores = volterra.screen_shapes(records, left, max_products)
     stats['products_screened'] = scores[:2 * max_products]
-    if pairs:
+    stats['shapes_screened'] = shape_scores[:2 * max_products]
+    if pairs or shapes:
       norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
                                      'standardize', 'witness channel')
-      widened_sets = [volterra.Products(pairs, norm)]
+      pair_sets = [pairs]
       # A pair's lag may be the whole product's delay, which a filter over the product at
       # lag 0 renders too, with every shorter delay that the lag cuts off (a slow factor
       # times a fast one seen through a resonance). Coherence cannot tell the two apart
       # (it ignores a filter on the product): validation does.
       if UNLAGGED_TOO and any(k for _, _, k in pairs):
-        widened_sets.append(volterra.Products([(i, j, 0) for i, j, _ in pairs], norm))
+        pair_sets.append([(i, j, 0) for i, j, _ in pairs])
+      # Bent witnesses with every set of pairs, and the pairs without them: a bent form the
+      # screen let in by chance costs each filter weights; validation tells.
+      widened_sets = [volterra.Products(p, norm, shapes) for p in pair_sets]
+      if shapes and pairs:
+        widened_sets += [volterra.Products(p, norm) for p in pair_sets]
       input_norm = None
-  if widened_sets:  # fitted over the witnesses and every set's products at once
+  if widened_sets:  # fitted over the witnesses and every set's columns at once
     together = []
     for widened in widened_sets:
       together += [p for p in widened.pairs if p not in together]
-    union = volterra.Products(together, widened_sets[0].norm)
-    most = max(1, MAX_FIR_WEIGHTS // (n_ch + len(widened_sets[0].pairs)))
+    bends = widened_sets[0].shapes  # every set's, where it has any
+    union = volterra.Products(together, widened_sets[0].norm, bends)
+    most = max(1, MAX_FIR_WEIGHTS // (n_ch + widened_sets[0].n_columns))
     wide_lengths = sorted({min(n, most) for n in lengths})
     column_sets = [list(range(n_ch)) + [n_ch + together.index(p) for p in widened.pairs]
+                   + [n_ch + len(together) + k for k in range(len(widened.shapes))]
                    for widened in widened_sets]
     for out, fitted in zip((candidates, alone), fits(
         [union.widened(r) for r in records], wide_lengths, input_norm, column_sets)):
@@ -580,10 +590,9 @@ def _improved_after_first_check(summary: Optional[dict]) -> bool:
 
 
 def _same_shape(a: Optional[baselines.WienerFIR], b: Optional[baselines.WienerFIR]) -> bool:
-  """Whether two filters have the same length, products and inputs in use."""
-  pairs = lambda f: None if f.products is None else [tuple(p) for p in f.products.pairs]
+  """Whether two filters have the same length, inputs and inputs in use."""
   return (a is not None and b is not None and a.n_taps == b.n_taps
-          and pairs(a) == pairs(b) and a.inputs_used() == b.inputs_used())
+          and a.same_inputs(b, norm=False) and a.inputs_used() == b.inputs_used())
 
 
 def _restricted(fir: baselines.WienerFIR, columns, products) -> baselines.WienerFIR:
@@ -594,7 +603,8 @@ def _restricted(fir: baselines.WienerFIR, columns, products) -> baselines.Wiener
                              input_norm=fir.input_norm.take(columns), products=products)
 
 
-def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_prediction):
+def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_prediction,
+                 whitened: bool = False):
   """The candidate ``(fir, gain, n_taps)`` whose residual on the validation stretch,
   ``target - (gain * base_prediction + fir)``, is lowest beside ``before`` (the residual
   without it), among those whose drop clears ``MIN_T`` standard errors over the stretch's
@@ -612,25 +622,35 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
   ``PARSIMONY_T`` standard errors over the blocks and by ``PARSIMONY_DROP`` of its variance:
   among many candidates the lowest is partly the luckiest, and a filter's weights cost
   estimation noise on new data that the validation stretch can hardly resolve.
+
+  ``whitened``: residuals are judged through the whitening filter of the lowest residual
+  (``_judged_as``: nearest to the background alone), every frequency weighed by how little
+  background it has, so what the loudest unwitnessed background (a slow line, microseism)
+  does to a filter's error does not rank the filters.
   """
   before = np.asarray(before, np.float64)
-  before_rec = [dataclasses.replace(validation, target=before)]
+  raw = [np.asarray(validation.target, np.float64) - (
+      gain * base_prediction + predict_stretch(fir, validation, lead))
+         for fir, gain, _ in candidates]
+  judged = _judged_as(min(raw + [before], key=np.var), whitened)
+  as_rec = lambda v: [dataclasses.replace(validation, target=v)]
+  before_judged = judged(before)
   tried, best, residuals = [], None, []
-  for fir, gain, n_taps in candidates:
-    after = np.asarray(validation.target, np.float64) - (
-        gain * base_prediction + predict_stretch(fir, validation, lead))
+  for (fir, gain, n_taps), after in zip(candidates, raw):
     entry = {'n_taps': n_taps, 'gain': gain,
              'products': [] if fir.products is None else [list(p) for p in fir.products.pairs],
+             'shapes': [] if fir.products is None else [list(q) for q in fir.products.shapes],
              'inputs_used': fir.inputs_used(), 'n_inputs': len(fir.weights) // fir.n_taps,
-             'validation_residual_nr_db': _removed_db(
-                 before_rec, [dataclasses.replace(validation, target=after)]),
-             'validation_t': _drop_t(before, after)}
+             'validation_residual_nr_db': _removed_db(as_rec(before), as_rec(after))}
+    after = judged(after)
+    entry.update(judged_nr_db=_removed_db(as_rec(before_judged), as_rec(after)),
+                 validation_t=_drop_t(before_judged, after))
     tried.append(entry)
     residuals.append(after)
     # Both: the blocks' drops must agree, and the stretch's total must fall (a few loud
     # blocks can rise while most fall a little).
-    if entry['validation_t'] > MIN_T and entry['validation_residual_nr_db'] > 0 and (
-        best is None or entry['validation_residual_nr_db'] > best[0]['validation_residual_nr_db']):
+    if entry['validation_t'] > MIN_T and entry['judged_nr_db'] > 0 and (
+        best is None or entry['judged_nr_db'] > best[0]['judged_nr_db']):
       best = (entry, fir, gain)
   if best is not None:
     weights = lambda e: len(e['inputs_used']) * e['n_taps']
@@ -641,8 +661,7 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
         break
       # Filters against filters: whether the network stays is not a matter of weights here.
       if ((e['gain'] == 0.0) == (best[0]['gain'] == 0.0) and e['validation_t'] > MIN_T
-          and e['validation_residual_nr_db'] > 0
-          and not _clearly_below(lowest, residuals[i])):
+          and e['judged_nr_db'] > 0 and not _clearly_below(lowest, residuals[i])):
         best = (dict(e, preferred_over=best[0]['validation_residual_nr_db']), candidates[i][0],
                 candidates[i][1])
         break
@@ -672,6 +691,20 @@ MIN_T = 2.0  # ... and how many standard errors its mean drop must clear
 # witness explains, validation ranks filters by differences that small (0.0001 dB on the seed
 # mock) while their estimation noise on new data decides tens of dB against the coupled noise.
 PARSIMONY_T, PARSIMONY_DROP = 1.0, 1e-3
+
+
+def _judged_as(reference, whitened: bool):
+  """How a check sees residuals: as they are, or (``whitened``) through the AR whitening
+  filter of ``reference`` (``baselines.whitening_filter``, means removed), a residual that is
+  mostly background: a residual's variance then weighs each frequency by how little
+  background it has there, as the likelihood of a filter's weights does, instead of by the
+  background's loudest band."""
+  if not whitened:
+    return lambda v: np.asarray(v, np.float64)
+  reference = np.asarray(reference, np.float64)
+  mean = float(np.mean(reference))
+  white = baselines.whitening_filter(reference - mean, floor=WHITENING_FLOOR)
+  return lambda v: white(np.asarray(v, np.float64) - mean)
 
 
 def _clearly_below(lower, higher) -> bool:
@@ -706,6 +739,10 @@ SELECT_RATIO = 3.0
 # (``_regularized_unless_worse``); False: as before either (``scoreboard.PICK_RULES``).
 UNLAGGED_TOO = True
 PRIOR_FIT = True
+# Filters and the network are judged on the validation stretch whitened (``_judged_as``),
+# the whitening filter's gain bounded by a white floor at this share of the residual's power.
+WHITENED_CHECK = True
+WHITENING_FLOOR = 0.1
 # ``residual_taps``/``linear_taps`` = -1: the lengths tried, in seconds; validation picks one.
 FILTER_SECONDS = (0.008, 0.03, 0.12, 0.5)
 
@@ -774,10 +811,10 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
       alone_too=beside is not None)
   if beside is None:
     candidates = [(fir, 1.0, n) for fir, _, n in candidates]
-  # The network must earn its place: on validation, below what the linear path alone leaves
-  # (nothing, without one), in total and in the mean over the blocks, and either by
-  # PARSIMONY_T standard errors or with its validation error having fallen after the first
-  # check during training. A network that fitted what no witness explains (slow background a
+  # The network must earn its place: on validation (whitened, as filters are judged), below
+  # what the linear path alone leaves (nothing, without one), in total and in the mean over
+  # the blocks, and either by PARSIMONY_T standard errors or with its validation error having
+  # fallen after the first check during training. A network that fitted what no witness explains (slow background a
   # short file aligns by chance) does not; nor one whose help the blocks do not agree on and
   # whose training after its first updates only fitted the training part: on new data its
   # output adds its own error. Then only filters without it (gain 0) are candidates. No share
@@ -786,9 +823,10 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   val = split.validation
   without = np.asarray(val.target, np.float64) - (
       0.0 if linear is None else predict_stretch(linear, val, leads[-1]))
-  stats['network_t'] = _drop_t(without, left[-1])
-  stats['network_db'] = _removed_db([dataclasses.replace(val, target=without)],
-                                    [dataclasses.replace(val, target=left[-1])])
+  judged = _judged_as(min((without, left[-1]), key=np.var), WHITENED_CHECK)
+  stats['network_t'] = _drop_t(judged(without), judged(left[-1]))
+  stats['network_db'] = _removed_db([dataclasses.replace(val, target=judged(without))],
+                                    [dataclasses.replace(val, target=judged(left[-1]))])
   stats['network_learnt'] = _improved_after_first_check(validation_summary)
   unproven = beside is not None and not (
       stats['network_db'] > 0 and stats['network_t'] > 0
@@ -796,10 +834,12 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   if unproven:
     candidates = [c for c in candidates if c[1] == 0.0]
   best, stats['tried'] = _pick_filter(candidates, val, leads[-1],
-                                      without if unproven else left[-1], predictions[-1])
+                                      without if unproven else left[-1], predictions[-1],
+                                      WHITENED_CHECK)
   if unproven and best is None and linear is not None:  # the linear path alone, as it was
     entry = {'n_taps': linear.n_taps, 'gain': 0.0, 'products': [] if linear.products is None
-             else [list(q) for q in linear.products.pairs], 'validation_residual_nr_db': 0.0,
+             else [list(q) for q in linear.products.pairs], 'shapes': [] if linear.products is None
+             else [list(q) for q in linear.products.shapes], 'validation_residual_nr_db': 0.0,
              'validation_t': 0.0}
     best = (entry, linear, 0.0)  # gain 0 on the model (network and path), plus the path
   if best is not None and best[2] == 0.0:  # without the network the model is one filter
@@ -808,7 +848,8 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
       entry = dict(entry, regularized=linear_stats['regularized'], prior=linear_stats['prior'])
       fir = linear if entry['regularized'] else fir  # as the path's own test decided
     else:
-      fir, entry = _regularized_unless_worse(fir, entry, split.train, val, leads[-1])
+      fir, entry = _regularized_unless_worse(fir, entry, split.train, val, leads[-1],
+                                             WHITENED_CHECK)
     best = (dict(entry, refit_with_validation=True),
             refit_with_validation(split, fir, entry['n_taps'], segment,
                                   entry.get('regularized', False)), 0.0)
@@ -868,12 +909,13 @@ def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
 
 
 def _regularized_unless_worse(fir: baselines.WienerFIR, entry: dict, records, validation,
-                              lead) -> tuple[baselines.WienerFIR, dict]:
+                              lead, whitened: bool = False
+                              ) -> tuple[baselines.WienerFIR, dict]:
   """``fir`` refitted on ``records`` under ``baselines.regularized``'s prior, unless the
   validation stretch (``fir``'s target there) shows the least-squares filter better by
   ``PARSIMONY_T`` standard errors over its blocks and ``PARSIMONY_DROP`` of its variance: the
   prior spends fewer effective weights, which validation can hardly resolve and new data
-  rewards (the rule by which fewer weights win in ``_pick_filter``)."""
+  rewards (the rule by which fewer weights win in ``_pick_filter``; ``whitened``: as there)."""
   found = baselines.regularized(fir, records) if PRIOR_FIT else None
   if found is None:
     return fir, entry
@@ -881,7 +923,8 @@ def _regularized_unless_worse(fir: baselines.WienerFIR, entry: dict, records, va
   target = np.asarray(validation.target, np.float64)
   plain = target - predict_stretch(fir, validation, lead)
   prior = target - predict_stretch(prior_fir, validation, lead)
-  worse = _clearly_below(plain, prior)
+  judged = _judged_as(plain, whitened)
+  worse = _clearly_below(judged(plain), judged(prior))
   as_rec = lambda v: [dataclasses.replace(validation, target=v)]
   prior_db = _removed_db(as_rec(target), as_rec(prior))
   entry = dict(entry, regularized=not worse, prior=info,

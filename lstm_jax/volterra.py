@@ -1,4 +1,5 @@
-"""Second-order (Volterra) features: products of witness pairs, found by screening.
+"""Nonlinear features of the witnesses, found by screening: products of witness pairs
+(second-order Volterra terms) and bent witnesses (a static nonlinearity).
 
 A bilinear coupling, the field's commonest nonlinear one (a slow angular motion modulating a
 line, a witness squared), is a product of two witnesses, often seen through a filter
@@ -7,6 +8,13 @@ witnesses *and the right products* it can, exactly and in closed form. ``screen_
 the products that a residual is coherent with far above chance; ``Products``
 appends them to the witnesses, so any filter fitted on the widened witnesses
 (``lstm_jax.baselines.WienerFIR``) renders "product, then linear dynamics".
+
+A witness bent before it couples (a sensor or actuator that saturates, a soft limit) is the
+other common static nonlinearity. ``screen_shapes`` finds the witnesses whose bent forms,
+``tanh(a x)`` at a few gains ``a`` of the standardized witness, the residual follows beyond
+their linear part; a filter over them renders "static nonlinearity, then linear dynamics"
+(a Hammerstein model), and several gains together approximate a clip, a soft knee or a tanh
+of any gain far better than a cube would.
 """
 from __future__ import annotations
 
@@ -26,58 +34,99 @@ GROUP = 16  # candidate products transformed at once (memory: GROUP x SCREEN_SAM
 # through a delay): pairs the screen finds are tried with one factor up to this much earlier.
 MAX_LAG_SECONDS = 0.05
 SEARCH_LAGS = True  # and searched between the grid's lags around the best (``_refined``)
+# The bent forms tried per witness: tanh(a x) at these gains on the standardized witness,
+# each less its linear part (``Products.shapes``).
+SHAPE_GAINS = (0.5, 1.0, 2.0, 4.0)
 
 
 @dataclasses.dataclass
 class Products:
   """Products ``x_i(t - lag) x_j(t)`` of standardized witnesses (``i == j``, lag 0: a square),
-  appended to them."""
+  then bent witnesses ``tanh(a x_i) - b x_i``, appended to them."""
   pairs: list  # of (i, j, lag), lag >= 0 samples
   norm: data_lib.Normalizer  # standardizes the witnesses before the products
+  # of (i, a, b): the bent form less its linear part, b = E[tanh(a x) x] on the training part
+  # (Bussgang's gain: for a Gaussian x the column is then uncorrelated with x at every lag)
+  shapes: list = dataclasses.field(default_factory=list)
 
   @property
   def max_lag(self) -> int:
     return max([p[2] for p in self.pairs], default=0)
 
+  @property
+  def n_columns(self) -> int:
+    """How many columns ``widen`` appends to the witnesses."""
+    return len(self.pairs) + len(self.shapes)
+
+  @property
+  def factors(self) -> list[int]:
+    """The witness columns the appended columns read (standardized), in order."""
+    return sorted({c for i, j, _ in self.pairs for c in (i, j)} | {i for i, _, _ in self.shapes})
+
+  def appended(self, factors, xp=np) -> list:
+    """The appended columns, each ``(..., T)``, from ``factors``: the standardized factors
+    (``self.factors``' order) with ``max_lag`` samples before the ``T`` wanted,
+    ``(..., max_lag + T, F)``; ``xp``: numpy, or ``jax.numpy`` for the exported program."""
+    lag, at = self.max_lag, {c: k for k, c in enumerate(self.factors)}
+    end = factors.shape[-2]
+    now = lambda i: factors[..., lag:, at[i]]
+    return ([factors[..., lag - lag_i:end - lag_i, at[i]] * now(j) for i, j, lag_i in self.pairs]
+            + [xp.tanh(a * now(i)) - b * now(i) for i, a, b in self.shapes])
+
   def widen(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
-    """``[witnesses, products]`` (T, C + K), float64; the witnesses as given. ``before_TxC``:
-    the witnesses just before (at least ``max_lag`` rows, for a lagged factor; None or fewer:
-    the witnesses' means, as a filter's history of zeros)."""
+    """``[witnesses, products, bent witnesses]`` (T, C + K), float64; the witnesses as given.
+    ``before_TxC``: the witnesses just before (at least ``max_lag`` rows, for a lagged factor;
+    None or fewer: the witnesses' means, as a filter's history of zeros)."""
     w = np.asarray(witnesses_TxC)
-    lag, (t, n_ch) = self.max_lag, w.shape
-    factors = sorted({c for i, j, _ in self.pairs for c in (i, j)})  # only these standardized
-    at = {c: k for k, c in enumerate(factors)}
+    lag, (t, n_ch), factors = self.max_lag, w.shape, self.factors  # only these standardized
     norm = self.norm.take(factors)
     x = np.zeros((lag + t, len(factors)))
     x[lag:] = norm.apply(w[:, factors])
     if lag and before_TxC is not None and len(before_TxC):
       b = norm.apply(np.asarray(before_TxC)[-lag:, factors])
       x[lag - len(b):lag] = b
-    out = np.empty((t, n_ch + len(self.pairs)))
+    out = np.empty((t, n_ch + self.n_columns))
     out[:, :n_ch] = w
-    for k, (i, j, lag_i) in enumerate(self.pairs):
-      np.multiply(x[lag - lag_i:lag - lag_i + t, at[i]], x[lag:, at[j]], out=out[:, n_ch + k])
+    for k, column in enumerate(self.appended(x), n_ch):
+      out[:, k] = column
     return out
 
   def widened(self, rec: data_lib.Recording) -> data_lib.Recording:
     return dataclasses.replace(rec, witnesses=self.widen(rec.witnesses))
 
   def to_dict(self) -> dict:
-    return {'pairs': [list(map(int, p)) for p in self.pairs], 'norm': self.norm.to_dict()}
+    out = {'pairs': [list(map(int, p)) for p in self.pairs], 'norm': self.norm.to_dict()}
+    if self.shapes:
+      out['shapes'] = [[int(i), float(a), float(b)] for i, a, b in self.shapes]
+    return out
 
   @classmethod
   def from_dict(cls, d: dict) -> 'Products':
-    return cls([tuple(p) for p in d['pairs']], data_lib.Normalizer.from_dict(d['norm']))
+    return cls([tuple(p) for p in d['pairs']], data_lib.Normalizer.from_dict(d['norm']),
+               [(int(i), float(a), float(b)) for i, a, b in d.get('shapes', [])])
 
 
-def describe(pairs) -> str:
-  """``[(i, j, lag), ...]`` as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``."""
+def bent(x, a: float, b: float) -> np.ndarray:
+  """``tanh(a x) - b x``: a standardized witness bent at gain ``a``, less its linear part."""
+  return np.tanh(a * x) - b * x
+
+
+def named(pairs, shapes=()) -> str:
+  """What a filter's appended inputs are, for a log line: ``product of witnesses w0*w2``,
+  ``bent witness tanh(2*w1)``, or both kinds; '' for none."""
+  kinds = [k for k, there in (('product of witnesses', pairs), ('bent witness', shapes)) if there]
+  return f"{' or '.join(kinds)} {describe(pairs, shapes)}" if kinds else ''
+
+
+def describe(pairs, shapes=()) -> str:
+  """``[(i, j, lag), ...]`` and ``[(i, a, b), ...]`` as text: ``w1(t-5)*w3``, ``w0^2``,
+  ``w0*w2``, ``tanh(2*w4)``."""
   def one(p):
     i, j, lag = (tuple(p) + (0,))[:3]
     if i == j and not lag:
       return f'w{i}^2'
     return f'w{i}(t-{lag})*w{j}' if lag else f'w{i}*w{j}'
-  return ', '.join(one(p) for p in pairs)
+  return ', '.join([one(p) for p in pairs] + [f'tanh({a:g}*w{int(i)})' for i, a, *_ in shapes])
 
 
 def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:
@@ -217,3 +266,36 @@ def screen_pairs(records: Sequence[data_lib.Recording], residuals, max_pairs: in
   ranked = sorted(best.values(), key=lambda c: -c[3])
   chosen = [(i, j, k) for i, j, k, v in ranked[:max_pairs] if v > min_ratio]
   return chosen, ranked
+
+
+def screen_shapes(records: Sequence[data_lib.Recording], residuals, max_shapes: int = 8,
+                  min_ratio: float = 3.0, nperseg: int = 0) -> tuple[list, list]:
+  """The witnesses bent at a gain (``SHAPE_GAINS``) that the residual follows, strongest first.
+
+  Each bent form ``tanh(a x)`` of a standardized witness is scored less its linear part
+  ``b x`` (``b = E[tanh(a x) x]``), as ``screen_pairs`` scores a product: a residual a linear
+  filter left (a resonance longer than its taps) is coherent with ``x``, and so with
+  ``tanh(a x)``, but not with what bending adds. Bent forms above ``min_ratio`` times chance
+  are kept, at most ``max_shapes`` (several gains of one witness may be: together they shape
+  the knee). ``min_ratio`` is lower than the pairs': a few bent forms per witness are
+  screened, not every pair, so chance reaches it far more rarely (unrelated forms score
+  about 1 +- 0.3 on a long stretch). Returns ``(shapes, scores)``: ``(i, a, b)`` each, and every scored form as
+  ``[i, a, b, ratio]``, strongest first.
+  """
+  w, r = _screen_stretch(records, residuals)
+  n, n_ch = w.shape
+  x = data_lib.Normalizer.fit(w, 'standardize', 'witness channel').apply(w).astype(np.float64)
+  coherence = _Coherence(r, n, nperseg or _nperseg(n), 0)
+  if not coherence.usable or max_shapes < 1:
+    return [], []
+  forms = [(i, a, float(np.mean(np.tanh(a * x[:, i]) * x[:, i])))
+           for i in range(n_ch) for a in SHAPE_GAINS if np.std(x[:, i]) > 0]
+  if not forms:
+    return [], []
+  scores = []
+  for lo in range(0, len(forms), GROUP):
+    group = forms[lo:lo + GROUP]
+    ratios = coherence.ratios(np.stack([bent(x[:, i], a, b) for i, a, b in group], 1))
+    scores += [[i, a, b, float(v)] for (i, a, b), v in zip(group, ratios)]
+  ranked = sorted(scores, key=lambda c: -c[3])
+  return [(i, a, b) for i, a, b, v in ranked[:max_shapes] if v > min_ratio], ranked

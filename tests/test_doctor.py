@@ -129,7 +129,10 @@ def test_residual_fir_findings():
   assert 'only approximated' in left['message'] and 'looks linear' not in left['message']
   [bilinear] = doctor.check_residual_fir(dict(residual, products=[[0, 2, 5]]))
   assert 'witnesses w0(t-5)*w2' in bilinear['message'] and 'bilinear coupling' in bilinear['message']
-  assert 'looks linear' not in bilinear['message']
+  assert 'looks linear' not in bilinear['message'] and 'saturates' not in bilinear['message']
+  [bent] = doctor.check_residual_fir(dict(residual, shapes=[[1, 2.0, 0.7]]))
+  assert 'bent witness tanh(2*w1)' in bent['message'] and 'saturates' in bent['message']
+  assert 'looks linear' not in bent['message'] and 'bilinear' not in bent['message']
   assert doctor.check_residual_fir(dict(residual, validation_residual_nr_db=0.09)) == []
   assert doctor.check_residual_fir(dict(residual, kept=False)) == []
   assert doctor.check_residual_fir(None) == []

@@ -317,14 +317,45 @@ def test_a_stretch_is_judged_after_the_witnesses_before_it(tmp_path):
   assert len(split.heldout_lead) == train_lib.lead_in_samples(config, 128.0) == 1024
   np.testing.assert_array_equal(split.heldout_lead, rec.witnesses[cut - 1024:cut])
   trained, stats = train_lib.fit_residual_path(untrained_model(), split, 32)
-  assert stats['kept'] and stats['validation_residual_nr_db'] > 20
+  assert stats['kept'] and stats['validation_residual_nr_db'] > 15
   warm = train_lib.predict_stretch(trained, split.heldout, split.heldout_lead)
   np.testing.assert_allclose(warm, trained.predict(rec.witnesses)[cut:], atol=1e-4)
   cold = trained.predict(split.heldout.witnesses)
   first = lambda y: (np.mean((split.heldout.noise[:32] - y[:32]) ** 2)
                      / np.var(split.heldout.noise))
-  assert first(warm) < 0.01 < 0.1 < first(cold)
+  assert first(warm) < 0.01 < 0.05 < first(cold)
   # The baselines are judged the same way.
   fir = baselines.WienerFIR.fit(split.train, 32)
   np.testing.assert_allclose(train_lib.predict_stretch(fir, split.heldout, split.heldout_lead),
                              fir.predict(rec.witnesses)[cut:], atol=1e-4)
+
+
+def test_whitened_check_ranks_by_the_coupling_not_the_loudest_background(rng):
+  """A loud slow line the witnesses do not explain: a filter that trims a bit of it by chance
+  but leaves ten times more of the broadband coupling looks better on the raw residual's
+  variance, and worse through the whitening filter of the lowest residual (mostly
+  background), which weighs each frequency by how little background it has (the linear
+  path's check)."""
+  n, fs = 16000, 256.0
+  t = np.arange(n) / fs
+  coupled = rng.standard_normal(n)
+  line = 3.0 * np.sin(2 * np.pi * 0.3 * t)
+  target = coupled + line + 0.3 * rng.standard_normal(n)
+  good = target - 0.99 * coupled
+  lucky = target - 0.9 * coupled - 0.05 * line
+  raw, white = train_lib._judged_as(good, False), train_lib._judged_as(good, True)
+  assert train_lib._clearly_below(raw(lucky), raw(good))
+  assert train_lib._clearly_below(white(good), white(lucky))
+  assert not train_lib._clearly_below(white(lucky), white(good))
+  # The whitening filter itself: an AR(2) series comes out white, its first ``order`` dropped.
+  ar2 = scipy.signal.lfilter([1.0], [1.0, -1.5, 0.7], rng.standard_normal(20000))
+  out = baselines.whitening_filter(ar2, 8)(ar2)
+  assert len(out) == len(ar2) - 8
+  acf = [out[k:] @ out[:len(out) - k] / (out @ out) for k in range(1, 6)]
+  assert max(abs(a) for a in acf) < 0.03, acf
+  # Its floor bounds how deep a residual that is one pure line is notched.
+  white_noise = rng.standard_normal(20000)
+  pure = np.sin(2 * np.pi * 0.3 * np.arange(20000) / fs)
+  notched = lambda floor: np.var(baselines.whitening_filter(pure, 32, floor)(pure)) / np.var(pure)
+  assert notched(0.0) < 1e-6 and notched(train_lib.WHITENING_FLOOR) > 1e-3
+  assert 0.8 < np.var(baselines.whitening_filter(pure, 32, 0.1)(white_noise)) < 1.5

@@ -9,6 +9,7 @@ import lstm_jax
 from lstm_jax import baselines
 from lstm_jax import data as data_lib
 from lstm_jax import export as export_lib
+from lstm_jax import volterra
 from lstm_jax.inference import TrainedModel
 
 
@@ -104,6 +105,22 @@ def test_linear_path_saves_loads_and_exports(trained, trained_linear, record, tm
   served = export_lib.ExportedCleaner.load(str(tmp_path / 'linear.jaxexport'))
   ref = trained_linear.predict(record.witnesses)
   parts = [served.push(record.witnesses[a:a + 100]) for a in range(0, len(record), 100)]
+  np.testing.assert_allclose(np.concatenate(parts), ref, atol=1e-4)
+
+
+def test_export_widens_like_the_filter(trained, record, tmp_path):
+  """A linear path over products (one lagged) and bent witnesses: the exported program widens
+  the witnesses as ``Products.widen`` does, the lagged factor's history across blocks."""
+  norm = data_lib.Normalizer.fit(record.witnesses)
+  products = volterra.Products([(0, 1, 5), (1, 1, 0)], norm, [(0, 2.0, 0.6), (1, 0.5, 0.4)])
+  fir = dataclasses.replace(baselines.WienerFIR.fit([products.widened(record)], n_taps=8),
+                            products=products)
+  with_path = dataclasses.replace(trained, linear=fir)
+  ref = with_path.predict(record.witnesses)
+  export_lib.save_exported(with_path, str(tmp_path / 'widened.jaxexport'))
+  served = export_lib.ExportedCleaner.load(str(tmp_path / 'widened.jaxexport'))
+  parts = [served.push(record.witnesses[a:a + 3]) for a in range(0, 300, 3)]
+  parts += [served.push(record.witnesses[300:])]
   np.testing.assert_allclose(np.concatenate(parts), ref, atol=1e-4)
 
 

@@ -136,3 +136,46 @@ def test_a_lagged_pair_is_also_fitted_unlagged_and_validation_picks(rng, monkeyp
       and len(f.inputs_used()) == f.n_channels)
   nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
   assert nr(fir) > nr(lagged) + 6.0, (nr(fir), nr(lagged))
+
+
+def _saturated(rng, n=60000, fs=1000.0, k=2.0):
+  """Witness 1 saturates (tanh at gain ``k``) before a resonance; witness 2 couples linearly
+  through a resonance; witness 0 idle; a background."""
+  w = [zoo.coloured(rng, n, fs, 1.0, 300.0) for _ in range(3)]
+  w = [x / x.std() for x in w]
+  bent = zoo.resonance(np.tanh(k * w[1]), fs, 60.0, 0.02)
+  linear = zoo.resonance(w[2], fs, 30.0, 0.04)
+  noise = bent / bent.std() + 0.5 * linear / linear.std()
+  background = 0.1 * zoo.coloured(rng, n, fs, 1.0, 400.0)
+  witnesses = np.stack([w[0], 3.0 * w[1] + 1.0, w[2]], 1)
+  return data_lib.Recording(witnesses.astype(np.float32), (noise + background).astype(np.float32),
+                            fs, noise.astype(np.float32))
+
+
+def test_screen_finds_the_bent_witness_not_a_linear_one(rng):
+  """Only the saturated witness's bent forms score: less their linear part, those of a
+  witness that couples linearly (the raw target screened: all of its linear part is left) are
+  incoherent with the target."""
+  rec = _saturated(rng)
+  shapes, scores = volterra.screen_shapes([rec], [rec.target])
+  assert shapes and {i for i, _, _ in shapes} == {1}, scores[:6]
+  assert max(v for i, _, _, v in scores if i != 1) < 2.0, scores
+  assert all(v > 10.0 for i, _, _, v in scores if i == 1), scores
+
+
+def test_filter_over_bent_witnesses_renders_saturation_then_resonance(rng):
+  rec = _saturated(rng)
+  train, test = rec.slice(0, 40000), rec.slice(40000, 60000)
+  plain = baselines.WienerFIR.fit([train], 256)
+  shapes, _ = volterra.screen_shapes([train], [train.target])
+  products = volterra.Products([], data_lib.Normalizer.fit(train.witnesses), shapes)
+  wide = dataclasses.replace(baselines.WienerFIR.fit([products.widened(train)], 256),
+                             products=products)
+  nr = lambda fir: lstm_jax.noise_reduction_db(test.noise[300:], fir.predict(test.witnesses)[300:])
+  assert nr(plain) < 12.0  # tanh(2x) is 8 dB from its linear part
+  assert nr(wide) > nr(plain) + 10.0, (nr(plain), nr(wide))
+  again = volterra.Products.from_dict(products.to_dict())
+  assert again.shapes == products.shapes and again.pairs == []
+  assert volterra.Products.from_dict({'pairs': [[0, 1, 2]], 'norm': products.norm.to_dict()}
+                                     ).shapes == []  # a model saved before bent witnesses
+  assert volterra.describe([(0, 0, 0)], [(1, 2.0, 0.7)]) == 'w0^2, tanh(2*w1)'
