@@ -411,7 +411,7 @@ class WienerFIR:
 # ``regularized``: the residual's whitening filter's order, and the largest filter (inputs x
 # taps) it refits (each likelihood evaluation factors a matrix of that size).
 WHITENING_ORDER = 32
-MAX_REGULARIZED_WEIGHTS = 1024
+MAX_REGULARIZED_WEIGHTS = 2048
 
 
 def whitening_filter(residual, order: int = WHITENING_ORDER, floor: float = 0.0):

@@ -169,7 +169,7 @@ PICK_RULES = {
     'raw_pick': {'WHITENED_CHECK': False},
     'raw_pick_no_bent': {'WHITENED_CHECK': False, 'volterra.SHAPE_GAINS': ()},
     'floor_1e-2': {'WHITENING_FLOOR': 1e-2},
-    'prior_2048': {'baselines.MAX_REGULARIZED_WEIGHTS': 2048},
+    'prior_1024': {'baselines.MAX_REGULARIZED_WEIGHTS': 1024},
 }
 
 

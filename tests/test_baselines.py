@@ -126,7 +126,8 @@ def test_regularized_fir_spends_fewer_weights_on_a_short_response(rng):
   assert 0.005 < info['tau_s'][0] < 0.08 and info['tau_s'][1] < 0.003, info
   assert prior.n_taps == 128 and prior.input_norm is plain.input_norm
   # Too many weights for the likelihood's factorizations: not refitted.
-  assert baselines.regularized(baselines.WienerFIR.fit([fit], 600), [fit]) is None
+  too_long = baselines.MAX_REGULARIZED_WEIGHTS // 2 + 1  # per input, two inputs
+  assert baselines.regularized(baselines.WienerFIR.fit([fit], too_long), [fit]) is None
 
 
 def test_normal_equations_are_solved_by_cholesky_or_else_by_lu(rng):
