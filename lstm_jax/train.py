@@ -590,7 +590,7 @@ def _improved_after_first_check(summary: Optional[dict]) -> bool:
 
 
 def _same_shape(a: Optional[baselines.WienerFIR], b: Optional[baselines.WienerFIR]) -> bool:
-  """Whether two filters have the same length, inputs and inputs in use."""
+  """Whether two filters have the same length, widened inputs and inputs in use."""
   return (a is not None and b is not None and a.n_taps == b.n_taps
           and a.same_inputs(b, norm=False) and a.inputs_used() == b.inputs_used())
 
@@ -632,7 +632,7 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
   raw = [np.asarray(validation.target, np.float64) - (
       gain * base_prediction + predict_stretch(fir, validation, lead))
          for fir, gain, _ in candidates]
-  judged = _judged_as(min(raw + [before], key=np.var), whitened)
+  judged = _judged_as(min(raw + [before], key=np.var) if whitened else None, whitened)
   as_rec = lambda v: [dataclasses.replace(validation, target=v)]
   before_judged = judged(before)
   tried, best, residuals = [], None, []
@@ -694,9 +694,9 @@ PARSIMONY_T, PARSIMONY_DROP = 1.0, 1e-3
 
 
 def _judged_as(reference, whitened: bool):
-  """How a check sees residuals: as they are, or (``whitened``) through the AR whitening
-  filter of ``reference`` (``baselines.whitening_filter``, means removed), a residual that is
-  mostly background: a residual's variance then weighs each frequency by how little
+  """How a check sees residuals: as they are (``reference`` unused), or (``whitened``) through
+  the AR whitening filter of ``reference`` (``baselines.whitening_filter``, means removed), a
+  residual that is mostly background: a residual's variance then weighs each frequency by how little
   background it has there, as the likelihood of a filter's weights does, instead of by the
   background's loudest band."""
   if not whitened:
@@ -823,7 +823,8 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   val = split.validation
   without = np.asarray(val.target, np.float64) - (
       0.0 if linear is None else predict_stretch(linear, val, leads[-1]))
-  judged = _judged_as(min((without, left[-1]), key=np.var), WHITENED_CHECK)
+  judged = _judged_as(min((without, left[-1]), key=np.var) if WHITENED_CHECK else None,
+                      WHITENED_CHECK)
   stats['network_t'] = _drop_t(judged(without), judged(left[-1]))
   stats['network_db'] = _removed_db([dataclasses.replace(val, target=judged(without))],
                                     [dataclasses.replace(val, target=judged(left[-1]))])
