@@ -372,6 +372,15 @@ class WienerFIR:
     w = np.asarray(self.weights).reshape(-1, self.n_taps)
     return np.flatnonzero(np.any(w != 0, axis=1)).tolist()
 
+  def summary(self) -> dict:
+    """What the filter is, for logs and stats: taps, the product pairs and bent witnesses it
+    widens the witnesses with, and which of its input columns it uses."""
+    extra = self.products
+    return {'n_taps': self.n_taps,
+            'products': [] if extra is None else [list(p) for p in extra.pairs],
+            'shapes': [] if extra is None else [list(q) for q in extra.shapes],
+            'inputs_used': self.inputs_used(), 'n_inputs': len(self.weights) // self.n_taps}
+
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':
     """One filter whose output is the sum of both outputs (the shorter one's weights padded
     with zero lags); both must standardize the witnesses alike."""

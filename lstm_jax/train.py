@@ -629,24 +629,20 @@ def _pick_filter(candidates, validation: data_lib.Recording, lead, before, base_
   does to a filter's error does not rank the filters.
   """
   before = np.asarray(before, np.float64)
-  raw = [np.asarray(validation.target, np.float64) - (
+  residuals = [np.asarray(validation.target, np.float64) - (
       gain * base_prediction + predict_stretch(fir, validation, lead))
-         for fir, gain, _ in candidates]
-  judged = _judged_as(min(raw + [before], key=np.var) if whitened else None, whitened)
+               for fir, gain, _ in candidates]
+  judged = _judged_as(min(residuals + [before], key=np.var) if whitened else None, whitened)
   as_rec = lambda v: [dataclasses.replace(validation, target=v)]
   before_judged = judged(before)
-  tried, best, residuals = [], None, []
-  for (fir, gain, n_taps), after in zip(candidates, raw):
-    entry = {'n_taps': n_taps, 'gain': gain,
-             'products': [] if fir.products is None else [list(p) for p in fir.products.pairs],
-             'shapes': [] if fir.products is None else [list(q) for q in fir.products.shapes],
-             'inputs_used': fir.inputs_used(), 'n_inputs': len(fir.weights) // fir.n_taps,
-             'validation_residual_nr_db': _removed_db(as_rec(before), as_rec(after))}
-    after = judged(after)
+  tried, best = [], None
+  for i, (fir, gain, n_taps) in enumerate(candidates):
+    entry = dict(fir.summary(), n_taps=n_taps, gain=gain,
+                 validation_residual_nr_db=_removed_db(as_rec(before), as_rec(residuals[i])))
+    residuals[i] = after = judged(residuals[i])  # the raw residual is not needed again
     entry.update(judged_nr_db=_removed_db(as_rec(before_judged), as_rec(after)),
                  validation_t=_drop_t(before_judged, after))
     tried.append(entry)
-    residuals.append(after)
     # Both: the blocks' drops must agree, and the stretch's total must fall (a few loud
     # blocks can rise while most fall a little).
     if entry['validation_t'] > MIN_T and entry['judged_nr_db'] > 0 and (
@@ -838,10 +834,7 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
                                       without if unproven else left[-1], predictions[-1],
                                       WHITENED_CHECK)
   if unproven and best is None and linear is not None:  # the linear path alone, as it was
-    entry = {'n_taps': linear.n_taps, 'gain': 0.0, 'products': [] if linear.products is None
-             else [list(q) for q in linear.products.pairs], 'shapes': [] if linear.products is None
-             else [list(q) for q in linear.products.shapes], 'validation_residual_nr_db': 0.0,
-             'validation_t': 0.0}
+    entry = dict(linear.summary(), gain=0.0, validation_residual_nr_db=0.0, validation_t=0.0)
     best = (entry, linear, 0.0)  # gain 0 on the model (network and path), plus the path
   if best is not None and best[2] == 0.0:  # without the network the model is one filter
     entry, fir, _ = best
