@@ -379,6 +379,7 @@ class WienerFIR:
     return {'n_taps': self.n_taps,
             'products': [] if extra is None else [list(p) for p in extra.pairs],
             'shapes': [] if extra is None else [list(q) for q in extra.shapes],
+            'modulated': [] if extra is None else [[i, j, len(h)] for i, j, h in extra.modulated],
             'inputs_used': self.inputs_used(), 'n_inputs': len(self.weights) // self.n_taps}
 
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':
@@ -534,6 +535,93 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
   weights[columns] = np.cumsum(steps_taken[:, ::-1], axis=1)[:, ::-1]  # U: w_j = sum_{k>=j}
   info = {'tau_s': np.exp(best.x[1::2]).tolist(), 'scale': np.exp(best.x[::2]).tolist()}
   return dataclasses.replace(fir, weights=weights.reshape(-1)), info
+
+
+# ``pole_zero``: Steiglitz-McBride iterations, and the samples they read (the first ones).
+POLE_ZERO_ITERATIONS = 8
+POLE_ZERO_SAMPLES = 1 << 18
+
+
+def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
+              n_zeros: int, max_taps: int, segment: int = 1 << 14
+              ) -> Optional[tuple[WienerFIR, dict]]:
+  """``fir``'s inputs (the columns it uses, products included) refitted as one rational
+  filter, ``B_c(z) / A(z)`` per input: a denominator of ``order`` poles shared by every input
+  and numerators of ``n_zeros`` taps (a delay and the zeros). A resonance that rings for
+  longer than a FIR's taps costs that FIR its tail, or the tail's estimation noise; a pole
+  pair holds it in two numbers. Steiglitz-McBride: both sides filtered by ``1 / A`` of the
+  previous pass, then ``A`` and the ``B_c`` by least squares, ``POLE_ZERO_ITERATIONS`` times,
+  on inputs and targets whitened as ``regularized`` whitens them (by the AR filter of
+  ``fir``'s residual, then of the first pass's: the iterations take the noise as white);
+  poles outside 0.999 of the unit circle are reflected in. Returned as a FIR (``fir``'s normalizer, products and bias) of the
+  impulse responses cut where the slowest pole has decayed by 60 dB, at least ``fir``'s
+  length and at most ``max_taps``; and ``{'order', 'n_zeros', 'poles_hz', 'decay_s'}``. None
+  where there are too few samples."""
+  columns, fs = fir.inputs_used(), float(records[0].fs)
+  n_in = len(columns)
+  if not n_in:
+    return None
+  xs, ys, left = [], [], POLE_ZERO_SAMPLES
+  for r in records:
+    take = min(left, len(r))
+    if take > n_zeros + order:
+      xs.append(fir.scaled_inputs(r.witnesses[:take], columns=columns).astype(np.float64))
+      ys.append(np.asarray(r.target[:take], np.float64) - float(fir.bias))
+      left -= take
+  if sum(len(y) for y in ys) <= 10 * (n_in * n_zeros + order) + WHITENING_ORDER:
+    return None
+  width, lag = n_in * n_zeros + order, max(n_zeros - 1, order)
+
+  def iterated(whiten, denominator):  # Steiglitz-McBride from ``denominator``
+    xws, yws = [whiten(x) for x in xs], [whiten(y) for y in ys]
+    for _ in range(POLE_ZERO_ITERATIONS):
+      gram, cross = np.zeros((width, width)), np.zeros(width)
+      for x, y in zip(xws, yws):
+        xp = np.concatenate([np.zeros((lag, n_in)),
+                             scipy.signal.lfilter([1.0], denominator, x, axis=0)])
+        yp = np.concatenate([np.zeros(lag), scipy.signal.lfilter([1.0], denominator, y)])
+        for lo in range(0, len(y), segment):
+          hi = min(len(y), lo + segment)
+          # x_c(t - k), k < n_zeros, for every input; then -y(t - k), 1 <= k <= order
+          design = np.concatenate(
+              [np.stack([xp[lag + lo - k:lag + hi - k] for k in range(n_zeros)], 2).reshape(
+                  hi - lo, -1)]
+              + [-np.stack([yp[lag + lo - k:lag + hi - k] for k in range(1, order + 1)], 1)], 1)
+          gram += design.T @ design
+          cross += design.T @ yp[lag + lo:lag + hi]
+      gram[np.diag_indices(width)] += 1e-9 * np.trace(gram) / width
+      solution = scipy.linalg.solve(gram, cross, assume_a='pos')
+      poles = np.roots(np.r_[1.0, solution[n_in * n_zeros:]])
+      poles = np.where(np.abs(poles) > 0.999,
+                       0.999 * poles / np.maximum(np.abs(poles), 1e-300), poles)
+      denominator = np.real(np.poly(poles))
+    return denominator, solution[:n_in * n_zeros].reshape(n_in, n_zeros), poles
+
+  def as_fir(denominator, numerators, n_taps):  # the impulse responses, cut at n_taps
+    impulse = np.zeros(n_taps)
+    impulse[0] = 1.0
+    weights = np.zeros((fir.n_channels, n_taps))
+    weights[columns] = [scipy.signal.lfilter(b, denominator, impulse) for b in numerators]
+    return dataclasses.replace(fir, weights=weights.reshape(-1), n_taps=n_taps)
+
+  def whitener(f):  # the AR filter of ``f``'s residual
+    return whitening_filter(np.concatenate(
+        [y - (f.apply_scaled(x, columns=columns) - float(f.bias)) for y, x in zip(ys, xs)]))
+
+  # Twice: the first pass is whitened by ``fir``'s residual, which holds the tail ``fir``
+  # cut off (a spectral peak at the resonance the whitening would flatten); the second by
+  # the first pass's own.
+  denominator, numerators, poles = iterated(whitener(fir), np.ones(1))
+  denominator, numerators, poles = iterated(
+      whitener(as_fir(denominator, numerators, max_taps)), denominator)
+  slowest = float(np.max(np.abs(poles))) if order else 0.0
+  ring = np.log(1e3) / -np.log(slowest) if slowest > 0 else 0.0  # samples to fall 60 dB
+  n_taps = int(min(max_taps, max(fir.n_taps, n_zeros + int(np.ceil(ring)))))
+  info = {'order': order, 'n_zeros': n_zeros,
+          'poles_hz': sorted({round(abs(float(np.angle(z))) * fs / (2 * np.pi), 2)
+                              for z in poles}),
+          'decay_s': float(ring / fs / np.log(1e3))}
+  return as_fir(denominator, numerators, n_taps), info
 
 
 class _MLP(nn.Module):

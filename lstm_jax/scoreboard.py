@@ -170,6 +170,9 @@ PICK_RULES = {
     'raw_pick_no_bent': {'WHITENED_CHECK': False, 'volterra.SHAPE_GAINS': ()},
     'floor_1e-2': {'WHITENING_FLOOR': 1e-2},
     'prior_1024': {'baselines.MAX_REGULARIZED_WEIGHTS': 1024},
+    'no_factors': {'WITH_FACTORS': False},
+    'no_modulated': {'MODULATED_PATHS': False},
+    'no_poles': {'POLE_ORDERS': ()},
 }
 
 
@@ -208,6 +211,7 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
                              if fir is not None else 0.0),
                    'n_taps': stats.get('n_taps'), 'inputs_used': stats.get('inputs_used'),
                    'products': stats.get('products'), 'shapes': stats.get('shapes'),
+                   'modulated': stats.get('modulated'), 'pole_zero': stats.get('pole_zero'),
                    'regularized': stats.get('regularized'),
                    'prior': stats.get('prior')}
     logging.info('linear path alone, %s: %s', draw.name,
@@ -321,7 +325,8 @@ def rejudge(workdir: str) -> dict:
       row.update(how='residual stage', network_dropped=stats.get('network_dropped'))
     elif residual.get('network_dropped'):
       fir = train_lib.refit_with_validation(split, trained.linear, residual['n_taps'],
-                                            regularized=residual.get('regularized', False))
+                                            regularized=residual.get('regularized', False),
+                                            pole_zero=residual.get('pole_zero'))
       trained = dataclasses.replace(trained, linear=fir)
       row.update(how='filter refitted', network_dropped=True)
     else:

@@ -459,6 +459,8 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
     entry, fir, _ = best
     fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead,
                                            WHITENED_CHECK)
+    fir, entry = _with_modulated_paths(fir, entry, split, segment)
+    fir, entry = _with_poles(fir, entry, split, segment)
   else:  # the nearest miss, for the record
     entry = max(stats['tried'], key=lambda e: e['validation_t'])
     fir = candidates[stats['tried'].index(entry)][0]
@@ -486,13 +488,122 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
   return split._replace(train=train, validation=residual(val, split.validation_lead)), fir, stats
 
 
+def _with_modulated_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
+                          segment: int = 1 << 14) -> tuple[baselines.WienerFIR, dict]:
+  """``fir`` (the linear path, with products) or, where validation proves it better, a filter
+  of its length over its inputs widened by modulated paths (``volterra.Products.modulated``):
+  each factor of its products times the path ``fir`` has fitted to the other factor
+  (``x_i (h_j * x_j)``; the strongest pairs' first, as many as ``MAX_FIR_WEIGHTS`` allows),
+  with and without the products themselves; each under the prior as ``fir`` was. A slow witness that modulates a resonant coupling reaches the target as
+  ``x_i (h * x_j)``; a filter over ``x_i x_j`` renders ``h * (x_i x_j)``, as near as ``x_i``
+  holds still over ``h``, and least squares would need ``h``'s every tap again for it. The
+  new filter must lower what ``fir`` leaves on the validation stretch by ``MIN_T`` standard
+  errors (``_pick_filter``)."""
+  products = fir.products
+  if not MODULATED_PATHS or products is None or not products.pairs:
+    return fir, entry
+  weights = np.asarray(fir.weights, np.float64).reshape(-1, fir.n_taps)
+  paths = []
+  for i, j, _ in products.pairs:
+    for m, p in ((i, j), (j, i)):
+      if m != p and np.any(weights[p]) and (m, p) not in [q[:2] for q in paths]:
+        paths.append((m, p, tuple(weights[p] / np.abs(weights[p]).max())))  # its shape
+  used, n_old = fir.inputs_used(), fir.n_channels
+  paths = paths[:max(0, MAX_FIR_WEIGHTS // fir.n_taps - len(used))]  # the strongest pairs'
+  if not paths:
+    return fir, entry
+  widened = dataclasses.replace(products, modulated=paths)
+  records = [widened.widened(r) for r in split.train]
+  new_columns = list(range(n_old, n_old + len(paths)))
+  n_ch = split.train[0].witnesses.shape[1]
+  sets = [used + new_columns, [c for c in used if c < n_ch] + new_columns]
+  candidates, priors = [], []
+  for [(new, _)] in baselines.WienerFIR.fit_beside_sets(records, None, [fir.n_taps], sets,
+                                                        segment=segment):
+    new = dataclasses.replace(new, products=widened)
+    found = baselines.regularized(new, split.train, segment) if PRIOR_FIT else None
+    candidates.append((new if found is None else found[0], 0.0, fir.n_taps))
+    priors.append(None if found is None else found[1])
+  val, lead = split.validation, split.validation_lead
+  target = np.asarray(val.target, np.float64)
+  before = target - predict_stretch(fir, val, lead)
+  best, tried = _pick_filter(candidates, val, lead, before, np.zeros(len(val)), WHITENED_CHECK)
+  entry = dict(entry, modulated_tried=tried)
+  if best is None:
+    logging.info('modulated paths %s: none lowers what the linear path leaves on validation '
+                 '(at best %.2f standard errors)', volterra.describe((), (), paths),
+                 max(e['validation_t'] for e in tried))
+    return fir, entry
+  new_entry, new_fir, _ = best
+  prior = priors[next(k for k, c in enumerate(candidates) if c[0] is new_fir)]
+  as_rec = lambda v: [dataclasses.replace(val, target=v)]
+  after = target - predict_stretch(new_fir, val, lead)
+  logging.info('linear path widened by modulated paths %s: %.2f dB more of the validation '
+               'stretch judged whitened (%.1f standard errors)',
+               volterra.describe((), (), new_fir.products.modulated), new_entry['judged_nr_db'],
+               new_entry['validation_t'])
+  return new_fir, dict(entry, **{k: new_entry[k] for k in ('products', 'shapes', 'modulated',
+                                                          'inputs_used', 'n_inputs')},
+                       validation_residual_nr_db=_removed_db(as_rec(target), as_rec(after)),
+                       regularized=prior is not None, prior=prior,
+                       modulated_t=new_entry['validation_t'])
+
+
+def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
+                segment: int = 1 << 14) -> tuple[baselines.WienerFIR, dict]:
+  """``fir`` (the linear path) or, where validation proves it better, its inputs refitted as
+  one rational filter (``baselines.pole_zero``) with each of ``POLE_ORDERS`` poles and
+  numerators of ``POLE_ZERO_SECONDS`` (at least one tap more than the poles), its length where
+  the slowest pole has decayed, up to ``MAX_FIR_WEIGHTS`` weights: it must lower what ``fir`` leaves on the validation stretch by
+  ``MIN_T`` standard errors (``_pick_filter``)."""
+  if not POLE_ORDERS:
+    return fir, entry
+  fs, n_in = float(split.train[0].fs), len(fir.inputs_used())
+  max_taps = max(fir.n_taps, MAX_FIR_WEIGHTS // max(n_in, 1))  # its weights are not fitted
+  candidates, infos = [], []
+  for order in POLE_ORDERS:
+    n_zeros = max(order + 1, int(round(POLE_ZERO_SECONDS * fs)))
+    found = baselines.pole_zero(fir, split.train, order, n_zeros, max_taps, segment)
+    if found is not None:
+      candidates.append((found[0], 0.0, found[0].n_taps))
+      infos.append(found[1])
+  if not candidates:
+    return fir, entry
+  val, lead = split.validation, split.validation_lead
+  target = np.asarray(val.target, np.float64)
+  before = target - predict_stretch(fir, val, lead)
+  best, tried = _pick_filter(candidates, val, lead, before, np.zeros(len(val)), WHITENED_CHECK)
+  for e, info in zip(tried, infos):
+    e['pole_zero'] = info
+  entry = dict(entry, pole_zero_tried=tried)
+  if best is None:
+    logging.info('poles: no rational refit of the linear path (%s poles) lowers what it leaves '
+                 'on validation (at best %.2f standard errors)', list(POLE_ORDERS),
+                 max(e['validation_t'] for e in tried))
+    return fir, entry
+  new_entry, new_fir, _ = best
+  info = infos[next(k for k, c in enumerate(candidates) if c[0] is new_fir)]
+  after = target - predict_stretch(new_fir, val, lead)
+  as_rec = lambda v: [dataclasses.replace(val, target=v)]
+  logging.info('linear path refitted with %d poles (at %s Hz, slowest decay %.3f s) and '
+               'numerators of %d taps, as a FIR of %d taps: %.2f dB more of the validation '
+               'stretch judged whitened (%.1f standard errors)', info['order'],
+               info['poles_hz'], info['decay_s'], info['n_zeros'], new_fir.n_taps,
+               new_entry['judged_nr_db'], new_entry['validation_t'])
+  return new_fir, dict(entry, n_taps=new_fir.n_taps, pole_zero=info, regularized=False,
+                       prior=None, poles_t=new_entry['validation_t'],
+                       validation_residual_nr_db=_removed_db(as_rec(target), as_rec(after)))
+
+
 def _as_lengths(lengths) -> list[int]:
   return [int(lengths)] if np.isscalar(lengths) else sorted(int(n) for n in lengths)
 
 
 def _products_text(entry: dict) -> str:
   pairs, shapes = entry.get('products') or [], entry.get('shapes') or []
-  text = ' and per ' + volterra.named(pairs, shapes) if pairs or shapes else ''
+  modulated = entry.get('modulated') or []
+  text = (' and per ' + volterra.named(pairs, shapes, modulated)
+          if pairs or shapes or modulated else '')
   used, n_in = entry.get('inputs_used'), entry.get('n_inputs')
   if used is not None and n_in and len(used) < n_in:  # inputs: witnesses, then products
     text += f' (over {len(used)} of its {n_in} inputs, {used}: those the target is coherent with)'
@@ -510,19 +621,26 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
   ``input_norm`` is the witnesses' normalizer to share (a filter ``plus`` must match). Each
   set of inputs is also tried with only its columns that the targets are coherent with
   (``SELECT_RATIO``), the others' weights zero: a filter's estimation noise grows with its
-  weights, and most witnesses of a recording may carry nothing. ``alone_too``: after those,
+  weights, and most witnesses of a recording may carry nothing; and with the factors of the
+  coherent products and bent witnesses added (``WITH_FACTORS``). ``alone_too``: after those,
   each filter fitted without the predictions too (gain 0), from the same lag sums."""
   n_ch = records[0].witnesses.shape[1]
 
-  def fits(recs, lengths_, norm, column_sets):
-    """Per set of columns, ``(fir, gain, n_taps)`` over it and over those of its columns the
-    targets are coherent with; then the same without the predictions (``alone_too``, else
+  def fits(recs, lengths_, norm, column_sets, factors=None):
+    """Per set of columns, ``(fir, gain, n_taps)`` over it, over those of its columns the
+    targets are coherent with, and over those with their ``factors`` (column: the witness
+    columns it is made of); then the same without the predictions (``alone_too``, else
     empty): one pass of lag sums for all (``fit_beside_sets``)."""
     keep, _ = volterra.coherent_columns(recs, [r.target for r in recs], SELECT_RATIO)
     sets, owner = [], []
     for k, columns in enumerate(column_sets):
       coherent = [c for c in columns if c in keep]
-      for chosen in [columns] + ([coherent] if coherent and len(coherent) < len(columns) else []):
+      choices = [columns] + ([coherent] if coherent and len(coherent) < len(columns) else [])
+      if factors and coherent and WITH_FACTORS:
+        more = sorted(set(coherent) | {f for c in coherent for f in factors.get(c, ())})
+        if more not in choices:
+          choices.append(more)
+      for chosen in choices:
         sets.append(chosen)
         owner.append(k)
     beside, without = [[] for _ in column_sets], [[] for _ in column_sets]
@@ -565,15 +683,22 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     together = []
     for widened in widened_sets:
       together += [p for p in widened.pairs if p not in together]
-    bends = widened_sets[0].shapes  # every set's, where it has any
-    union = volterra.Products(together, widened_sets[0].norm, bends)
+    # Every set's bent witnesses and modulated paths, where it has any (the first's).
+    union = dataclasses.replace(widened_sets[0], pairs=together)
+    bends, paths = union.shapes, union.modulated
     most = max(1, MAX_FIR_WEIGHTS // (n_ch + widened_sets[0].n_columns))
     wide_lengths = sorted({min(n, most) for n in lengths})
     column_sets = [list(range(n_ch)) + [n_ch + together.index(p) for p in widened.pairs]
                    + [n_ch + len(together) + k for k in range(len(widened.shapes))]
+                   + [n_ch + len(together) + len(bends) + k
+                      for k in range(len(widened.modulated))]
                    for widened in widened_sets]
+    factors = {n_ch + k: [i, j] for k, (i, j, _) in enumerate(together)}
+    factors.update({n_ch + len(together) + k: [i] for k, (i, _, _) in enumerate(bends)})
+    factors.update({n_ch + len(together) + len(bends) + k: [i, j]
+                    for k, (i, j, _) in enumerate(paths)})
     for out, fitted in zip((candidates, alone), fits(
-        [union.widened(r) for r in records], wide_lengths, input_norm, column_sets)):
+        [union.widened(r) for r in records], wide_lengths, input_norm, column_sets, factors)):
       for widened, columns, per_set in zip(widened_sets, column_sets, fitted):
         out += [(_restricted(fir, columns, widened), gain, n) for fir, gain, n in per_set]
   return candidates + alone
@@ -730,6 +855,16 @@ MAX_FIR_WEIGHTS = 4096  # a filter's C x n_taps: a 4096^2 solve takes seconds
 # Filters are also fitted over only the inputs whose coherent share of the target's power is
 # above this many times chance (``volterra.coherent_columns``); validation picks.
 SELECT_RATIO = 3.0
+# And over those with the factors of each coherent product or bent witness: a line's direct
+# coupling beside its modulation is below the screen (the line's own power is small next to
+# the sidebands and the background), yet a filter over the product alone misses it.
+WITH_FACTORS = True
+# The linear path's products are also tried as modulated paths (``_with_modulated_paths``).
+MODULATED_PATHS = True
+# And the linear path refitted as a rational filter with these many poles shared by its
+# inputs, numerators of this many seconds (``_with_poles``; () for none).
+POLE_ORDERS = (2, 4, 8)
+POLE_ZERO_SECONDS = 0.008
 # A screened pair with a lag is also tried at lag 0 (``_filter_candidates``), and the filter
 # chosen is refitted under a decaying-response prior where validation allows
 # (``_regularized_unless_worse``); False: as before either (``scoreboard.PICK_RULES``).
@@ -839,14 +974,16 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
   if best is not None and best[2] == 0.0:  # without the network the model is one filter
     entry, fir, _ = best
     if _same_shape(fir, linear) and 'regularized' in (linear_stats or {}):
-      entry = dict(entry, regularized=linear_stats['regularized'], prior=linear_stats['prior'])
-      fir = linear if entry['regularized'] else fir  # as the path's own test decided
+      entry = dict(entry, regularized=linear_stats['regularized'], prior=linear_stats['prior'],
+                   pole_zero=linear_stats.get('pole_zero'))
+      fir = linear if entry['regularized'] or entry['pole_zero'] else fir  # as the path's own
+      # test decided
     else:
       fir, entry = _regularized_unless_worse(fir, entry, split.train, val, leads[-1],
                                              WHITENED_CHECK)
     best = (dict(entry, refit_with_validation=True),
             refit_with_validation(split, fir, entry['n_taps'], segment,
-                                  entry.get('regularized', False)), 0.0)
+                                  entry.get('regularized', False), entry.get('pole_zero')), 0.0)
   chosen = best[0] if best else max(stats['tried'], key=lambda e: e['validation_t'])
   fir, gain = (best[1], best[2]) if best else candidates[stats['tried'].index(chosen)][:2]
   stats.update(chosen, kept=best is not None)
@@ -883,15 +1020,21 @@ def fit_residual_path(trained: TrainedModel, split: Split, lengths, segment: int
 
 
 def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
-                          segment: int = 1 << 14, regularized: bool = False
-                          ) -> baselines.WienerFIR:
+                          segment: int = 1 << 14, regularized: bool = False,
+                          pole_zero: Optional[dict] = None) -> baselines.WienerFIR:
   """A filter of ``n_taps`` over ``fir``'s inputs (products included, and only the columns it
   uses) fitted on the training and the validation records, with ``fir``'s normalizer (for
   ``plus``); ``regularized``: under its prior (``baselines.regularized``, hyperparameters
-  fitted again). Once validation has chosen a filter's length and inputs, its samples serve the
-  fit too, as the Wiener baseline is refitted on all of its data: a tenth more samples, a
-  tenth less of the weights' estimation noise."""
+  fitted again); ``pole_zero`` (``baselines.pole_zero``'s info): as a rational filter of that
+  order and numerator. Once validation has chosen a filter's length and inputs, its samples
+  serve the fit too, as the Wiener baseline is refitted on all of its data: a tenth more
+  samples, a tenth less of the weights' estimation noise."""
   records = list(split.train) + [split.validation]
+  if pole_zero:
+    found = baselines.pole_zero(fir, records, pole_zero['order'], pole_zero['n_zeros'], n_taps,
+                                segment)
+    if found is not None:
+      return found[0]
   found = baselines.regularized(fir, records, segment) if regularized else None
   if found is not None:
     return found[0]

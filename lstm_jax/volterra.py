@@ -22,6 +22,7 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+import scipy.signal
 
 from lstm_jax import data as data_lib
 
@@ -42,26 +43,34 @@ SHAPE_GAINS = (0.5, 1.0, 2.0, 4.0)
 @dataclasses.dataclass
 class Products:
   """Products ``x_i(t - lag) x_j(t)`` of standardized witnesses (``i == j``, lag 0: a square),
-  then bent witnesses ``tanh(a x_i) - b x_i``, appended to them."""
+  then bent witnesses ``tanh(a x_i) - b x_i``, then modulated paths ``x_i(t) (h * x_j)(t)``,
+  appended to them."""
   pairs: list  # of (i, j, lag), lag >= 0 samples
   norm: data_lib.Normalizer  # standardizes the witnesses before the products
   # of (i, a, b): the bent form less its linear part, b = E[tanh(a x) x] on the training part
   # (Bussgang's gain: for a Gaussian x the column is then uncorrelated with x at every lag)
   shapes: list = dataclasses.field(default_factory=list)
+  # of (i, j, taps): witness i's gain on witness j's path, the causal FIR ``taps`` (h, on the
+  # standardized x_j): a slow witness modulating a resonant coupling, which a filter over the
+  # product x_i x_j renders only as far as x_i holds still over h's length.
+  modulated: list = dataclasses.field(default_factory=list)
 
   @property
   def max_lag(self) -> int:
-    return max([p[2] for p in self.pairs], default=0)
+    """How many samples before each output the appended columns read."""
+    return max([p[2] for p in self.pairs] + [len(h) - 1 for _, _, h in self.modulated],
+               default=0)
 
   @property
   def n_columns(self) -> int:
     """How many columns ``widen`` appends to the witnesses."""
-    return len(self.pairs) + len(self.shapes)
+    return len(self.pairs) + len(self.shapes) + len(self.modulated)
 
   @property
   def factors(self) -> list[int]:
     """The witness columns the appended columns read (standardized), in order."""
-    return sorted({c for i, j, _ in self.pairs for c in (i, j)} | {i for i, _, _ in self.shapes})
+    return sorted({c for i, j, _ in self.pairs + self.modulated for c in (i, j)}
+                  | {i for i, _, _ in self.shapes})
 
   def appended(self, factors, xp=np) -> list:
     """The appended columns, each ``(..., T)``, from ``factors``: the standardized factors
@@ -70,8 +79,17 @@ class Products:
     lag, at = self.max_lag, {c: k for k, c in enumerate(self.factors)}
     end = factors.shape[-2]
     now = lambda i: factors[..., lag:, at[i]]
-    return ([factors[..., lag - lag_i:end - lag_i, at[i]] * now(j) for i, j, lag_i in self.pairs]
-            + [xp.tanh(a * now(i)) - b * now(i) for i, a, b in self.shapes])
+    earlier = lambda i, k: factors[..., lag - k:end - k, at[i]]
+
+    def path(j, taps):  # (h * x_j)(t): every tap reads within the max_lag samples before
+      if xp is np:
+        return scipy.signal.lfilter(np.asarray(taps, np.float64), 1.0, factors[..., at[j]],
+                                    axis=-1)[..., lag:]
+      return sum(float(h) * earlier(j, k) for k, h in enumerate(taps) if h)
+
+    return ([earlier(i, lag_i) * now(j) for i, j, lag_i in self.pairs]
+            + [xp.tanh(a * now(i)) - b * now(i) for i, a, b in self.shapes]
+            + [now(i) * path(j, taps) for i, j, taps in self.modulated])
 
   def widen(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
     """``[witnesses, products, bent witnesses]`` (T, C + K), float64; the witnesses as given.
@@ -98,12 +116,17 @@ class Products:
     out = {'pairs': [list(map(int, p)) for p in self.pairs], 'norm': self.norm.to_dict()}
     if self.shapes:
       out['shapes'] = [[int(i), float(a), float(b)] for i, a, b in self.shapes]
+    if self.modulated:
+      out['modulated'] = [[int(i), int(j), [float(h) for h in taps]]
+                          for i, j, taps in self.modulated]
     return out
 
   @classmethod
   def from_dict(cls, d: dict) -> 'Products':
     return cls([tuple(p) for p in d['pairs']], data_lib.Normalizer.from_dict(d['norm']),
-               [(int(i), float(a), float(b)) for i, a, b in d.get('shapes', [])])
+               [(int(i), float(a), float(b)) for i, a, b in d.get('shapes', [])],
+               [(int(i), int(j), tuple(float(h) for h in taps))
+                for i, j, taps in d.get('modulated', [])])
 
 
 def bent(x, a: float, b: float) -> np.ndarray:
@@ -111,22 +134,24 @@ def bent(x, a: float, b: float) -> np.ndarray:
   return np.tanh(a * x) - b * x
 
 
-def named(pairs, shapes=()) -> str:
+def named(pairs, shapes=(), modulated=()) -> str:
   """What a filter's appended inputs are, for a log line: ``product of witnesses w0*w2``,
-  ``bent witness tanh(2*w1)``, or both kinds; '' for none."""
-  kinds = [k for k, there in (('product of witnesses', pairs), ('bent witness', shapes)) if there]
-  return f"{' or '.join(kinds)} {describe(pairs, shapes)}" if kinds else ''
+  ``bent witness tanh(2*w1)``, ``modulated path w0*(h*w1)``, or several kinds; '' for none."""
+  kinds = [k for k, there in (('product of witnesses', pairs), ('bent witness', shapes),
+                              ('modulated path', modulated)) if there]
+  return f"{' or '.join(kinds)} {describe(pairs, shapes, modulated)}" if kinds else ''
 
 
-def describe(pairs, shapes=()) -> str:
-  """``[(i, j, lag), ...]`` and ``[(i, a, b), ...]`` as text: ``w1(t-5)*w3``, ``w0^2``,
-  ``w0*w2``, ``tanh(2*w4)``."""
+def describe(pairs, shapes=(), modulated=()) -> str:
+  """``[(i, j, lag), ...]``, ``[(i, a, b), ...]`` and ``[(i, j, ...), ...]`` as text:
+  ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``, ``w0*(h*w1)``."""
   def one(p):
     i, j, lag = (tuple(p) + (0,))[:3]
     if i == j and not lag:
       return f'w{i}^2'
     return f'w{i}(t-{lag})*w{j}' if lag else f'w{i}*w{j}'
-  return ', '.join([one(p) for p in pairs] + [f'tanh({a:g}*w{int(i)})' for i, a, *_ in shapes])
+  return ', '.join([one(p) for p in pairs] + [f'tanh({a:g}*w{int(i)})' for i, a, *_ in shapes]
+                   + [f'w{int(i)}*(h*w{int(j)})' for i, j, *_ in modulated])
 
 
 def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:

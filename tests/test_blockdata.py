@@ -66,7 +66,7 @@ def test_streamed_pieces_equal_their_in_memory_counterparts(h5_path):
   # A linear path with a lagged product: its output block by block, with the history before
   # each block, equals its output over the whole record.
   norm = data_lib.Normalizer.fit(rec.witnesses)
-  products = volterra.Products([(0, 1, 3)], norm)
+  products = volterra.Products([(0, 1, 3)], norm, [], [(0, 1, (1.0, 0.5, -0.25, 0.1, 0.05))])
   fir = baselines.WienerFIR.fit([products.widened(rec)], 12)
   fir = dataclasses.replace(fir, products=products)
   left = np.asarray(rec.target, np.float64) - fir.predict(rec.witnesses)

@@ -36,7 +36,8 @@ def test_training_with_a_linear_path(tmp_path):
       head_sizes=(16,), n_streams=4, chunk_len=64, bptt_len=32, num_steps=150,
       learning_rate=1e-2, warmup_steps=10, log_every_seconds=1e9, val_every=50)
   result = lstm_jax.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert result['train']['linear']['n_taps'] == 32
+  linear = result['train']['linear']  # 32 taps as asked, or as long as the poles ring
+  assert linear['n_taps'] == 32 if not linear.get('pole_zero') else linear['n_taps'] > 32
   assert result['train']['linear']['train_target_nr_db'] > 15  # the FIR found the coupling
   trained = lstm_jax.TrainedModel.load(str(tmp_path / 'run' / 'model'))
   heldout = train_lib.load_split(config).heldout
@@ -359,3 +360,33 @@ def test_whitened_check_ranks_by_the_coupling_not_the_loudest_background(rng):
   notched = lambda floor: np.var(baselines.whitening_filter(pure, 32, floor)(pure)) / np.var(pure)
   assert notched(0.0) < 1e-6 and notched(train_lib.WHITENING_FLOOR) > 1e-3
   assert 0.8 < np.var(baselines.whitening_filter(pure, 32, 0.1)(white_noise)) < 1.5
+
+
+def ringing_witness(w, rng):
+  return ringing_witness.noise(w) + 0.3 * rng.standard_normal(len(w))
+
+
+ringing_witness.noise = lambda w: scipy.signal.lfilter(
+    *data_lib.resonator_coefficients(128.0, 20.0, 0.5), w[:, 0]).astype(np.float32)
+
+
+def test_a_ring_longer_than_the_filter_is_refitted_with_poles(monkeypatch):
+  """A resonance ringing down by e in 0.5 s (64 samples) seen by 16-tap filters: the linear
+  path is refitted as a rational filter, a FIR as long as the ring, and removes far more of
+  the held-out noise; the residual stage, dropping the network, refits it with the validation
+  samples as a rational filter again (not as least squares over its many taps)."""
+  split = split_of(ringing_witness, lengths=(6000, 6000, 6000))
+  _, path, stats = train_lib.fit_linear_path(split, 16)
+  assert stats['pole_zero']['order'] in train_lib.POLE_ORDERS and path.n_taps > 4 * 64, stats
+  assert abs(min(stats['pole_zero']['poles_hz'], key=lambda f: abs(f - 20.0)) - 20.0) < 0.5
+  held = split.heldout
+  nr = lambda f: metrics.noise_reduction_db(held.noise[500:], f.predict(held.witnesses)[500:])
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  _, plain, plain_stats = train_lib.fit_linear_path(split, 16)
+  assert plain.n_taps == 16 and 'pole_zero' not in plain_stats
+  assert nr(path) > nr(plain) + 10.0, (nr(path), nr(plain))
+  with_path = dataclasses.replace(untrained_model(zero=True), linear=path)
+  kept, residual = train_lib.fit_residual_path(with_path, split, 16, linear_stats=stats)
+  assert residual['network_dropped'] and residual['refit_with_validation'], residual
+  assert residual['pole_zero'] == stats['pole_zero'] and kept.linear.n_taps == path.n_taps
+  assert nr(kept) > nr(path) - 1.0, (nr(kept), nr(path))

@@ -109,10 +109,12 @@ def test_linear_path_saves_loads_and_exports(trained, trained_linear, record, tm
 
 
 def test_export_widens_like_the_filter(trained, record, tmp_path):
-  """A linear path over products (one lagged) and bent witnesses: the exported program widens
-  the witnesses as ``Products.widen`` does, the lagged factor's history across blocks."""
+  """A linear path over products (one lagged), bent witnesses and a modulated path: the
+  exported program widens the witnesses as ``Products.widen`` does, the history of the lagged
+  factor and of the path's taps across blocks."""
   norm = data_lib.Normalizer.fit(record.witnesses)
-  products = volterra.Products([(0, 1, 5), (1, 1, 0)], norm, [(0, 2.0, 0.6), (1, 0.5, 0.4)])
+  products = volterra.Products([(0, 1, 5), (1, 1, 0)], norm, [(0, 2.0, 0.6), (1, 0.5, 0.4)],
+                               [(1, 0, (0.0, 1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.1))])
   fir = dataclasses.replace(baselines.WienerFIR.fit([products.widened(record)], n_taps=8),
                             products=products)
   with_path = dataclasses.replace(trained, linear=fir)

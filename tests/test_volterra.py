@@ -48,18 +48,28 @@ def test_filter_over_products_renders_product_then_resonance(rng):
 
 def test_widen_reads_the_witnesses_before_for_a_lagged_factor(rng):
   w = rng.normal(size=(50, 3)).astype(np.float32)
-  products = volterra.Products([(0, 2, 4), (1, 1, 0)], data_lib.Normalizer.fit(w))
+  taps = (0.5, -1.0, 0.0, 0.25, 0.0, 0.0, 0.1)  # a modulated path reads 6 samples before
+  products = volterra.Products([(0, 2, 4), (1, 1, 0)], data_lib.Normalizer.fit(w), [],
+                               [(2, 0, taps)])
+  assert products.max_lag == 6 and products.factors == [0, 1, 2]
   whole = products.widen(w)
   np.testing.assert_allclose(products.widen(w[20:], w[:20]), whole[20:], rtol=1e-12)
   # Without the witnesses before, the lagged factor reads their means (scaled zeros).
   assert np.all(products.widen(w[20:])[:4, 3] == 0.0)
   x = products.norm.apply(w).astype(np.float64)
   np.testing.assert_allclose(whole[10:, 3], x[6:-4, 0] * x[10:, 2], rtol=1e-12)
+  path = sum(h * x[10 - k:len(x) - k, 0] for k, h in enumerate(taps))  # x2(t) (h * x0)(t)
+  np.testing.assert_allclose(whole[10:, 5], x[10:, 2] * path, rtol=1e-12)
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  factors = np.concatenate([np.zeros((6, 3)), x])  # the exported program's form
+  np.testing.assert_allclose(np.asarray(products.appended(jnp.asarray(factors), jnp)[2]),
+                             whole[:, 5], rtol=1e-5, atol=1e-6)
 
 
 def test_streaming_with_lagged_products_equals_the_whole_record(rng):
   rec = _bilinear(rng, n=3000)
-  products = volterra.Products([(1, 3, 7), (0, 0, 0)], data_lib.Normalizer.fit(rec.witnesses))
+  products = volterra.Products([(1, 3, 7), (0, 0, 0)], data_lib.Normalizer.fit(rec.witnesses),
+                               [], [(1, 3, tuple(np.hanning(12)))])
   fir = dataclasses.replace(baselines.WienerFIR.fit([products.widened(rec)], 16),
                             products=products)
   config = lstm_jax.Config(lstm_sizes=(4,), head_sizes=(4,))
@@ -78,6 +88,7 @@ def test_streaming_with_lagged_products_equals_the_whole_record(rng):
   # The filter's dict round trip keeps the products.
   again = baselines.WienerFIR.from_dict(fir.to_dict())
   assert again.products.pairs == [(1, 3, 7), (0, 0, 0)]
+  assert again.same_inputs(fir) and again.products.modulated == products.modulated
   np.testing.assert_array_equal(again.predict(rec.witnesses), fir.predict(rec.witnesses))
 
 
@@ -99,6 +110,64 @@ def test_filters_are_also_fitted_over_the_coherent_inputs_alone(rng):
   sub = baselines.WienerFIR.fit([dataclasses.replace(rec, witnesses=rec.witnesses[:, 3:4])], 16)
   np.testing.assert_allclose(alone.predict(rec.witnesses), sub.predict(rec.witnesses[:, 3:4]),
                              rtol=0, atol=1e-6 * np.abs(rec.target).max())
+
+
+def test_a_coherent_products_factors_join_it(monkeypatch):
+  """A line modulated by a slow witness, and the line's own weak direct coupling: the column
+  screen keeps only the product (the line's power is small beside the sidebands and the
+  background); a filter over the product and its factors is also fitted, and picked, and it
+  removes the direct coupling too."""
+  rng = np.random.default_rng(0)
+  n, fs = 60000, 500.0
+  theta = zoo.wandering_line(rng, n, fs, 50.0, 0.03)
+  slow = zoo.coloured(rng, n, fs, 1.0, 5.0)
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0), np.sin(theta), slow,
+                zoo.coloured(rng, n, fs, 1.0, 200.0)], 1)
+  noise = slow * np.sin(theta) + 0.1 * np.cos(theta)
+  target = noise + zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  keep, _ = volterra.coherent_columns([rec], [rec.target], 3.0)
+  assert 1 not in keep  # the line alone is below the screen
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  train, val, later = rec.slice(0, 40000), rec.slice(40000, 48000), rec.slice(48000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  monkeypatch.setattr(train_lib, 'MODULATED_PATHS', False)  # the candidates' inputs alone
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  _, with_factors, stats = train_lib.fit_linear_path(split, [16, 64], 4)
+  assert stats['inputs_used'] == [1, 2, 4] and stats['products'][0][:2] == [1, 2], stats
+  monkeypatch.setattr(train_lib, 'WITH_FACTORS', False)
+  _, without, stats = train_lib.fit_linear_path(split, [16, 64], 4)
+  assert stats['inputs_used'] != [1, 2, 4], stats  # every input, or the product alone
+  assert nr(with_factors) > nr(without) + 3.0, (nr(with_factors), nr(without))
+
+
+def test_a_slow_witness_modulating_a_resonant_path_is_fitted_as_a_modulated_path(monkeypatch):
+  """A coupling through a resonance whose gain a slow witness sets, (1 + e T(t)) (h * x)(t):
+  the linear path's product T x is then also tried as T (h * x), h the path it fitted to x,
+  and kept; on later data it removes more than the filter over the product."""
+  rng = np.random.default_rng(0)
+  n, fs = 80000, 500.0
+  temp = zoo.coloured(rng, n, fs, 0.01, 0.1, order=1)
+  fast = zoo.coloured(rng, n, fs, 1.0, 200.0)
+  path = zoo.resonance(zoo.delayed(fast, 3), fs, 40.0, 0.03)
+  noise = path / path.std() * (1.0 + 0.4 * temp)
+  target = noise + zoo.coloured(rng, n, fs, 0.5, 200.0)
+  w = np.stack([temp, fast, zoo.coloured(rng, n, fs, 1.0, 200.0)], 1)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  train, val, later = rec.slice(0, 56000), rec.slice(56000, 64000), rec.slice(64000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())  # the modulated paths alone
+  _, modulated, stats = train_lib.fit_linear_path(split, [8, 32, 128], 4)
+  assert stats['modulated'] == [[0, 1, 128]] and stats['products'][0][:2] == [1, 0], stats
+  monkeypatch.setattr(train_lib, 'MODULATED_PATHS', False)
+  _, product, stats = train_lib.fit_linear_path(split, [8, 32, 128], 4)
+  assert not stats['modulated'], stats
+  assert nr(modulated) > nr(product) + 3.0, (nr(modulated), nr(product))
 
 
 def test_screen_searches_between_the_lag_grid_points(rng):
