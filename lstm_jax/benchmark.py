@@ -58,14 +58,15 @@ def workload_flops(w: Workload, mode: str) -> float:
 
 
 def cpu_name() -> str:
+  from lstm_jax.parallel import usable_cores  # the cores this process may use, not the host's
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
         if line.startswith('model name'):
-          return f'{line.split(":", 1)[1].strip()} x{os.cpu_count()}'
+          return f'{line.split(":", 1)[1].strip()} x{usable_cores()}'
   except OSError:
     pass
-  return f'{platform.processor() or "cpu"} x{os.cpu_count()}'
+  return f'{platform.processor() or "cpu"} x{usable_cores()}'
 
 
 # --------------------------------------------------------------------------- data (numpy)
@@ -231,7 +232,7 @@ def worker_devices(system: str, w: Workload, mode: str, options: dict) -> int:
   from lstm_jax import parallel
   # JAX must not start here, so the Pallas rule is read from the option: on CPU only an
   # explicit loop=pallas runs a layer on the kernel loop.
-  return parallel.inference_shards(w.batch, w.lstm_sizes, os.cpu_count() or 1, 'cpu',
+  return parallel.inference_shards(w.batch, w.lstm_sizes, parallel.usable_cores(), 'cpu',
                                    kernel_loop=options.get('loop') in ('pallas', 'pallas_stack'))
 
 

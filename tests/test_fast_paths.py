@@ -140,7 +140,7 @@ def test_measure_pools_several_processes_per_system():
 
 def test_worker_devices_follow_the_inference_rule():
   long, seed = bench.WORKLOADS['long'], bench.WORKLOADS['seed']
-  cores = os.cpu_count() or 1
+  cores = parallel.usable_cores()
   assert bench.worker_devices('ours', long, 'fwd', {}) == parallel.inference_shards(
       8, (128, 128), cores, 'cpu')
   assert bench.worker_devices('ours', seed, 'fwd', {}) == 1   # batch 1: nothing to shard
@@ -151,11 +151,22 @@ def test_worker_devices_follow_the_inference_rule():
   assert bench.worker_devices('ours', long, 'fwd', {'platform': 'cuda'}) == 1
 
 
+def test_cores_are_the_affinity_mask_not_the_host(monkeypatch):
+  # Pinned to 2 of 16 cores (taskset, a cpuset), the long forward must shard over 2, not 8.
+  monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 5}, raising=False)
+  assert parallel.usable_cores() == 2
+  assert bench.worker_devices('ours', bench.WORKLOADS['long'], 'fwd', {}) == 2
+  assert bench.cpu_name().endswith(' x2')
+  monkeypatch.delattr(os, 'sched_getaffinity')
+  assert parallel.usable_cores() == 16
+
+
 def test_measure_shards_our_inference_over_cpu_devices():
   w = bench.Workload(4, 8, 2, (4,), (), 1)
   rec, = bench.measure([bench.System('ours', 'ours', {})], w, 'fwd', 'f32', reps=2,
                        log=lambda _: None)
-  assert rec['info']['devices'] == parallel.inference_shards(4, (4,), os.cpu_count() or 1, 'cpu')
+  assert rec['info']['devices'] == parallel.inference_shards(4, (4,), parallel.usable_cores(), 'cpu')
 
 
 def _n_params(tree):
