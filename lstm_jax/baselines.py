@@ -109,6 +109,27 @@ def _fill_gram(gram, corr, n_taps: int) -> None:
   gram *= 0.5
 
 
+def _end_terms(tail_TxC: np.ndarray, n_taps: int) -> np.ndarray:
+  """What ``_fill_gram``'s block-Toeplitz matrix holds beyond the lagged design's own normal
+  matrix (``lagged``: zeros before the record; rows to its last sample), from the record's
+  last ``n_taps`` samples: for ``k >= m``, ``sum_t x_c[t - k] x_e[t - m]`` over the design's
+  rows stops ``k`` samples before the end where the lag sum at ``k - m`` stops ``k - m``
+  before it, so the Toeplitz entry has ``m`` products more, ``sum_{j <= u < k} a_c[u]
+  a_e[u - j]`` with ``a[u] = x[T - 1 - u]`` and ``j = k - m``. Same layout as the Gram
+  matrix, (C n_taps, C n_taps); the record at least ``n_taps`` long."""
+  a = np.asarray(tail_TxC, np.float64)[-n_taps:][::-1]  # a[u] = x[T - 1 - u]
+  n_ch = a.shape[1]
+  ends = np.zeros((n_ch, n_taps, n_ch, n_taps))
+  for j in range(n_taps - 1):
+    ks = np.arange(j + 1, n_taps)
+    # sums[u - j] = sum_{j <= u' <= u} a[u'] a[u' - j]^T: the entry at k takes u = k - 1
+    sums = np.cumsum(a[j:, :, None] * a[:n_taps - j, None, :], axis=0)
+    ends[:, ks, :, ks - j] = sums[ks - 1 - j]
+  below = np.arange(n_taps)[:, None] >= np.arange(n_taps)[None, :]  # k >= m
+  ends = np.where(below[None, :, None, :], ends, ends.transpose(2, 3, 0, 1))
+  return ends.reshape(n_ch * n_taps, n_ch * n_taps)
+
+
 def _solve_normal(system, rhs) -> np.ndarray:
   """``system^-1 rhs`` for normal equations (symmetric, positive definite with the ridge): by
   Cholesky, half of LU's work; by LU where rounding leaves the system not quite definite (a
@@ -550,7 +571,8 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
   and numerators of ``n_zeros`` taps (a delay and the zeros). A resonance that rings for
   longer than a FIR's taps costs that FIR its tail, or the tail's estimation noise; a pole
   pair holds it in two numbers. Steiglitz-McBride: both sides filtered by ``1 / A`` of the
-  previous pass, then ``A`` and the ``B_c`` by least squares, ``POLE_ZERO_ITERATIONS`` times,
+  previous pass, then ``A`` and the ``B_c`` by least squares (from one pass of lag sums),
+  ``POLE_ZERO_ITERATIONS`` times,
   on inputs and targets whitened as ``regularized`` whitens them (by the AR filter of
   ``fir``'s residual, then of the first pass's: the iterations take the noise as white);
   poles outside 0.999 of the unit circle are reflected in. Returned as a FIR (``fir``'s normalizer, products and bias) of the
@@ -568,34 +590,40 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
       xs.append(fir.scaled_inputs(r.witnesses[:take], columns=columns).astype(np.float64))
       ys.append(np.asarray(r.target[:take], np.float64) - float(fir.bias))
       left -= take
-  if sum(len(y) for y in ys) <= 10 * (n_in * n_zeros + order) + WHITENING_ORDER:
+  width = n_in * n_zeros + order
+  if sum(len(y) for y in ys) <= 10 * width + WHITENING_ORDER:
     return None
-  width, lag = n_in * n_zeros + order, max(n_zeros - 1, order)
+  # The unknowns among the lags of [inputs, target] (``longest`` each): x_c(t - k) for
+  # k < n_zeros, then y(t - k) for 1 <= k <= order; the target y(t) is lag 0 of the last.
+  longest = max(n_zeros, order + 1)
+  unknowns = np.concatenate([c * longest + np.arange(n_zeros) for c in range(n_in)]
+                            + [n_in * longest + np.arange(1, order + 1)])
+  # Transforms a few times the lags long: the cross-spectra's inverse transforms, (C + 1)^2
+  # of the transform's length each pass, cost more than the segments' for long ones.
+  lag_segment = min(segment, max(1024, 8 * longest))
 
   def iterated(whiten, denominator):  # Steiglitz-McBride from ``denominator``
     xws, yws = [whiten(x) for x in xs], [whiten(y) for y in ys]
     for _ in range(POLE_ZERO_ITERATIONS):
-      gram, cross = np.zeros((width, width)), np.zeros(width)
+      corr = np.zeros((n_in + 1, n_in + 1, 2 * longest - 1))
+      cross = np.zeros((1, n_in + 1, longest))
+      ends = np.zeros(((n_in + 1) * longest,) * 2)
       for x, y in zip(xws, yws):
-        xp = np.concatenate([np.zeros((lag, n_in)),
-                             scipy.signal.lfilter([1.0], denominator, x, axis=0)])
-        yp = np.concatenate([np.zeros(lag), scipy.signal.lfilter([1.0], denominator, y)])
-        for lo in range(0, len(y), segment):
-          hi = min(len(y), lo + segment)
-          # x_c(t - k), k < n_zeros, for every input; then -y(t - k), 1 <= k <= order
-          design = np.concatenate(
-              [np.stack([xp[lag + lo - k:lag + hi - k] for k in range(n_zeros)], 2).reshape(
-                  hi - lo, -1)]
-              + [-np.stack([yp[lag + lo - k:lag + hi - k] for k in range(1, order + 1)], 1)], 1)
-          gram += design.T @ design
-          cross += design.T @ yp[lag + lo:lag + hi]
+        both = scipy.signal.lfilter([1.0], denominator, np.c_[x, y], axis=0)
+        _add_lag_sums(corr, cross, both, both[:, -1:], lag_segment)
+        ends += _end_terms(both[-longest:], longest)
+      gram = np.empty(((n_in + 1) * longest,) * 2)
+      _fill_gram(gram, corr, longest)
+      gram -= ends  # the lagged design's own sums, to the rounding: 8 poles need them
+      gram = gram[np.ix_(unknowns, unknowns)]
       gram[np.diag_indices(width)] += 1e-9 * np.trace(gram) / width
-      solution = scipy.linalg.solve(gram, cross, assume_a='pos')
-      poles = np.roots(np.r_[1.0, solution[n_in * n_zeros:]])
+      # y(t) = sum_c (b_c * x_c)(t) - sum_k a_k y(t - k): the target's lags enter as -a_k
+      solution = scipy.linalg.solve(gram, cross[0].reshape(-1)[unknowns], assume_a='pos')
+      poles = np.roots(np.r_[1.0, -solution[width - order:]])
       poles = np.where(np.abs(poles) > 0.999,
                        0.999 * poles / np.maximum(np.abs(poles), 1e-300), poles)
       denominator = np.real(np.poly(poles))
-    return denominator, solution[:n_in * n_zeros].reshape(n_in, n_zeros), poles
+    return denominator, solution[:width - order].reshape(n_in, n_zeros), poles
 
   def as_fir(denominator, numerators, n_taps):  # the impulse responses, cut at n_taps
     impulse = np.zeros(n_taps)

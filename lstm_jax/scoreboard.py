@@ -173,6 +173,12 @@ PICK_RULES = {
     'no_factors': {'WITH_FACTORS': False},
     'no_modulated': {'MODULATED_PATHS': False},
     'no_poles': {'POLE_ORDERS': ()},
+    'short_numerators': {'POLE_ZERO_SECONDS': (0.008,)},
+    'shapes_screened_once': {'SCREEN_AGAIN': False},
+    'shapes_by_power_once': {'SCREEN_AGAIN': False, 'volterra.SHAPES_WHITENED': False},
+    'shapes_by_power_once_short_numerators': {'SCREEN_AGAIN': False,
+                                              'volterra.SHAPES_WHITENED': False,
+                                              'POLE_ZERO_SECONDS': (0.008,)},
 }
 
 

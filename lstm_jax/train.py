@@ -553,7 +553,8 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
                 segment: int = 1 << 14) -> tuple[baselines.WienerFIR, dict]:
   """``fir`` (the linear path) or, where validation proves it better, its inputs refitted as
   one rational filter (``baselines.pole_zero``) with each of ``POLE_ORDERS`` poles and
-  numerators of ``POLE_ZERO_SECONDS`` (at least one tap more than the poles), its length where
+  numerators of each of ``POLE_ZERO_SECONDS`` (a delay is a numerator's leading zeros; at
+  least one tap more than the poles), its length where
   the slowest pole has decayed, up to ``MAX_FIR_WEIGHTS`` weights: it must lower what ``fir`` leaves on the validation stretch by
   ``MIN_T`` standard errors (``_pick_filter``)."""
   if not POLE_ORDERS:
@@ -562,11 +563,12 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
   max_taps = max(fir.n_taps, MAX_FIR_WEIGHTS // max(n_in, 1))  # its weights are not fitted
   candidates, infos = [], []
   for order in POLE_ORDERS:
-    n_zeros = max(order + 1, int(round(POLE_ZERO_SECONDS * fs)))
-    found = baselines.pole_zero(fir, split.train, order, n_zeros, max_taps, segment)
-    if found is not None:
-      candidates.append((found[0], 0.0, found[0].n_taps))
-      infos.append(found[1])
+    for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
+                           for seconds in POLE_ZERO_SECONDS}):
+      found = baselines.pole_zero(fir, split.train, order, n_zeros, max_taps, segment)
+      if found is not None:
+        candidates.append((found[0], 0.0, found[0].n_taps))
+        infos.append(found[1])
   if not candidates:
     return fir, entry
   val, lead = split.validation, split.validation_lead
@@ -608,6 +610,26 @@ def _products_text(entry: dict) -> str:
   if used is not None and n_in and len(used) < n_in:  # inputs: witnesses, then products
     text += f' (over {len(used)} of its {n_in} inputs, {used}: those the target is coherent with)'
   return text
+
+
+def _screened_again(records, pairs: list, shapes: list, norm, n_taps: int, max_shapes: int,
+                    stats: dict) -> list:
+  """``shapes`` (screened on what a filter over the witnesses leaves) with the bent forms
+  screened again on what a filter of ``n_taps`` over the witnesses and ``pairs`` and
+  ``shapes`` leaves, up to ``max_shapes``: a product that dominates the residual holds the
+  share of its power a weaker bent form must be coherent with (a mild saturation beside a
+  square)."""
+  found = volterra.Products(pairs, norm, shapes)
+  widened = [found.widened(r) for r in records]
+  fir = baselines.WienerFIR.fit(widened, n_taps)
+  left = [r.target - fir.predict(w.witnesses) for r, w in zip(records, widened)]
+  more, scores = volterra.screen_shapes(records, left, max_shapes)
+  stats['shapes_screened_again'] = scores[:2 * max_shapes]
+  new = [f for f in more if f[:2] not in {g[:2] for g in shapes}]
+  if new:
+    logging.info('bent witnesses screened again on what %s leave: %s more',
+                 volterra.describe(pairs, shapes), volterra.describe([], new))
+  return (shapes + new)[:max_shapes]
 
 
 def _filter_candidates(records, predictions, lengths, max_products: int, stats: dict,
@@ -663,9 +685,12 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     shapes, shape_scores = volterra.screen_shapes(records, left, max_products)
     stats['products_screened'] = scores[:2 * max_products]
     stats['shapes_screened'] = shape_scores[:2 * max_products]
+    norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
+                                   'standardize', 'witness channel')
+    if SCREEN_AGAIN and pairs:
+      shapes = _screened_again(records, pairs, shapes, norm, lengths[len(lengths) // 2],
+                               max_products, stats)
     if pairs or shapes:
-      norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
-                                     'standardize', 'witness channel')
       pair_sets = [pairs]
       # A pair's lag may be the whole product's delay, which a filter over the product at
       # lag 0 renders too, with every shorter delay that the lag cuts off (a slow factor
@@ -862,9 +887,12 @@ WITH_FACTORS = True
 # The linear path's products are also tried as modulated paths (``_with_modulated_paths``).
 MODULATED_PATHS = True
 # And the linear path refitted as a rational filter with these many poles shared by its
-# inputs, numerators of this many seconds (``_with_poles``; () for none).
+# inputs, numerators of these many seconds (``_with_poles``; () for none).
 POLE_ORDERS = (2, 4, 8)
-POLE_ZERO_SECONDS = 0.008
+POLE_ZERO_SECONDS = (0.008, 0.03)
+# Bent witnesses are screened again on what a filter over the screened products leaves
+# (``_screened_again``).
+SCREEN_AGAIN = True
 # A screened pair with a lag is also tried at lag 0 (``_filter_candidates``), and the filter
 # chosen is refitted under a decaying-response prior where validation allows
 # (``_regularized_unless_worse``); False: as before either (``scoreboard.PICK_RULES``).

@@ -38,6 +38,11 @@ SEARCH_LAGS = True  # and searched between the grid's lags around the best (``_r
 # The bent forms tried per witness: tanh(a x) at these gains on the standardized witness,
 # each less its linear part (``Products.shapes``).
 SHAPE_GAINS = (0.5, 1.0, 2.0, 4.0)
+# Bent forms are also scored against the residual whitened (``_Coherence.ratios``), the
+# larger share counting: a coloured background holds most of a residual's power in a few
+# bands, where a broadband bend is buried (and by that share alone unrelated forms score
+# up to 2.5x chance; whitened, 1-1.2x).
+SHAPES_WHITENED = True
 
 
 @dataclasses.dataclass
@@ -195,12 +200,17 @@ class _Coherence:
     segs = segs - segs.mean(axis=1, keepdims=True)
     return np.fft.rfft(segs * self.window[None, :, None], axis=1)
 
-  def ratios(self, v_TxK) -> np.ndarray:
+  def ratios(self, v_TxK, flat: bool = False) -> np.ndarray:
+    """Per column of ``v_TxK``; ``flat``: also the share of the residual whitened (every
+    frequency weighed alike), and the larger of the two."""
     fp = self.spectra(v_TxK)
     p_pp = np.sum(np.abs(fp) ** 2, axis=0)  # (F, K)
     p_pr = np.einsum('sfk,sf->fk', np.conj(fp), self.fr)
     msc = np.abs(p_pr) ** 2 / np.maximum(p_pp * self.p_rr[:, None], 1e-300)
-    return np.sum(msc[1:] * self.p_rr[1:, None], axis=0) / self.total * len(self.starts)
+    share = np.sum(msc[1:] * self.p_rr[1:, None], axis=0) / self.total
+    if flat:
+      share = np.maximum(share, np.mean(msc[1:], axis=0))
+    return share * len(self.starts)
 
 
 def _refined(scores, i: int, j: int, max_lag: int, scores_of, points: int = 6) -> list:
@@ -304,7 +314,9 @@ def screen_shapes(records: Sequence[data_lib.Recording], residuals, max_shapes: 
   are kept, at most ``max_shapes`` (several gains of one witness may be: together they shape
   the knee). ``min_ratio`` is lower than the pairs': a few bent forms per witness are
   screened, not every pair, so chance reaches it far more rarely (unrelated forms score
-  about 1 +- 0.3 on a long stretch). Returns ``(shapes, scores)``: ``(i, a, b)`` each, and every scored form as
+  about 1 +- 0.3 on a long stretch). With ``SHAPES_WHITENED`` a form's score is the larger
+  of that share and the share of the residual whitened (every frequency weighed alike).
+  Returns ``(shapes, scores)``: ``(i, a, b)`` each, and every scored form as
   ``[i, a, b, ratio]``, strongest first.
   """
   w, r = _screen_stretch(records, residuals)
@@ -320,7 +332,8 @@ def screen_shapes(records: Sequence[data_lib.Recording], residuals, max_shapes: 
   scores = []
   for lo in range(0, len(forms), GROUP):
     group = forms[lo:lo + GROUP]
-    ratios = coherence.ratios(np.stack([bent(x[:, i], a, b) for i, a, b in group], 1))
+    ratios = coherence.ratios(np.stack([bent(x[:, i], a, b) for i, a, b in group], 1),
+                              flat=SHAPES_WHITENED)
     scores += [[i, a, b, float(v)] for (i, a, b), v in zip(group, ratios)]
   ranked = sorted(scores, key=lambda c: -c[3])
   return [(i, a, b) for i, a, b, v in ranked[:max_shapes] if v > min_ratio], ranked

@@ -214,3 +214,19 @@ def test_pole_zero_refit_holds_a_ring_longer_than_the_filter(rng):
   assert poles.input_norm is plain.input_norm and poles.n_channels == 2
   nr = lambda f: metrics.noise_reduction_db(later.noise[2048:], f.predict(later.witnesses)[2048:])
   assert nr(poles) > nr(plain) + 25.0, (nr(poles), nr(plain))
+
+
+def test_lag_sums_less_their_end_terms_are_the_lagged_designs_normal_matrix(rng):
+  """The block-Toeplitz matrix from lag sums, less ``_end_terms``, is ``lagged``'s own
+  ``X^T X`` to the rounding (the rational refit's normal equations are built so)."""
+  for t, c, n_taps in ((50, 3, 7), (300, 2, 16), (9, 1, 9)):
+    x = rng.standard_normal((t, c))
+    design = baselines.lagged(x, n_taps)
+    corr, cross = np.zeros((c, c, 2 * n_taps - 1)), np.zeros((1, c, n_taps))
+    baselines._add_lag_sums(corr, cross, x, x[:, :1], 1024)
+    gram = np.empty((c * n_taps, c * n_taps))
+    baselines._fill_gram(gram, corr, n_taps)
+    assert np.abs(gram - design.T @ design).max() > 0.1  # the ends differ ...
+    np.testing.assert_allclose(gram - baselines._end_terms(x, n_taps), design.T @ design,
+                               rtol=0, atol=1e-12 * np.abs(gram).max())  # ... and no more
+    np.testing.assert_allclose(cross[0].reshape(-1), design.T @ x[:, 0], rtol=1e-12)

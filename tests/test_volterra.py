@@ -248,3 +248,54 @@ def test_filter_over_bent_witnesses_renders_saturation_then_resonance(rng):
   assert volterra.Products.from_dict({'pairs': [[0, 1, 2]], 'norm': products.norm.to_dict()}
                                      ).shapes == []  # a model saved before bent witnesses
   assert volterra.describe([(0, 0, 0)], [(1, 2.0, 0.7)]) == 'w0^2, tanh(2*w1)'
+
+
+def test_a_mild_saturation_under_a_square_is_screened_on_what_the_square_leaves(monkeypatch):
+  """A square six times as strong as a mild saturation (tanh at gain 1.2): on what a filter
+  over the witnesses leaves, the square holds the share of its power a bent form must be
+  coherent with, and the saturation's forms stay under the screen; screened again on what
+  the square's filter leaves, they clear it, and the filter with them removes far more of
+  the later noise."""
+  rng = np.random.default_rng(1)
+  n, fs = 80000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(3)], 1)
+  w /= w.std(axis=0)
+  noise = 6.0 * (w[:, 0] ** 2 - 1.0) / np.sqrt(2.0) + np.tanh(1.2 * w[:, 1]) / 0.65
+  target = noise + 0.05 * zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  train, val, later = rec.slice(0, 56000), rec.slice(56000, 66000), rec.slice(66000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  monkeypatch.setattr(train_lib, 'MODULATED_PATHS', False)
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  _, again, stats = train_lib.fit_linear_path(split, [8, 32], 4)
+  assert max(v for i, _, _, v in stats['shapes_screened'] if i == 1) < 3.0, stats
+  assert min(v for i, _, _, v in stats['shapes_screened_again'] if i == 1) > 30.0, stats
+  assert any(i == 1 for i, *_ in stats['shapes']), stats
+  monkeypatch.setattr(train_lib, 'SCREEN_AGAIN', False)
+  _, once, stats_once = train_lib.fit_linear_path(split, [8, 32], 4)
+  assert not any(i == 1 for i, *_ in (stats_once.get('shapes') or [])), stats_once
+  assert nr(again) > nr(once) + 20.0, (nr(again), nr(once))
+
+
+def test_bent_forms_are_also_scored_against_the_residual_whitened(monkeypatch):
+  """A mild saturation under a loud low-frequency background: the background holds most of
+  the residual's power, where the bend is buried, and by that share the bent forms score
+  under the screen; every frequency weighed alike they score far above it, and an idle
+  witness's forms stay near chance either way."""
+  rng = np.random.default_rng(1)
+  n, fs = 80000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(2)], 1)
+  w /= w.std(axis=0)
+  target = np.tanh(1.2 * w[:, 1]) + 5.0 * zoo.coloured(rng, n, fs, 0.5, 20.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs)
+  monkeypatch.setattr(volterra, 'SHAPES_WHITENED', False)
+  by_power, power_scores = volterra.screen_shapes([rec], [rec.target])
+  monkeypatch.setattr(volterra, 'SHAPES_WHITENED', True)
+  whitened, scores = volterra.screen_shapes([rec], [rec.target])
+  assert not by_power and max(v for *_, v in power_scores) < 3.0, power_scores
+  assert {i for i, _, _ in whitened} == {1} and len(whitened) == len(volterra.SHAPE_GAINS)
+  assert min(v for i, _, _, v in scores if i == 1) > 10.0, scores
+  assert max(v for i, _, _, v in scores if i == 0) < 2.0, scores
