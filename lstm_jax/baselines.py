@@ -109,7 +109,7 @@ def _fill_gram(gram, corr, n_taps: int) -> None:
   gram *= 0.5
 
 
-def _end_terms(tail_TxC: np.ndarray, n_taps: int) -> np.ndarray:
+def _end_terms(x_TxC: np.ndarray, n_taps: int) -> np.ndarray:
   """What ``_fill_gram``'s block-Toeplitz matrix holds beyond the lagged design's own normal
   matrix (``lagged``: zeros before the record; rows to its last sample), from the record's
   last ``n_taps`` samples: for ``k >= m``, ``sum_t x_c[t - k] x_e[t - m]`` over the design's
@@ -117,7 +117,7 @@ def _end_terms(tail_TxC: np.ndarray, n_taps: int) -> np.ndarray:
   before it, so the Toeplitz entry has ``m`` products more, ``sum_{j <= u < k} a_c[u]
   a_e[u - j]`` with ``a[u] = x[T - 1 - u]`` and ``j = k - m``. Same layout as the Gram
   matrix, (C n_taps, C n_taps); the record at least ``n_taps`` long."""
-  a = np.asarray(tail_TxC, np.float64)[-n_taps:][::-1]  # a[u] = x[T - 1 - u]
+  a = np.asarray(x_TxC, np.float64)[-n_taps:][::-1]  # a[u] = x[T - 1 - u]
   n_ch = a.shape[1]
   ends = np.zeros((n_ch, n_taps, n_ch, n_taps))
   for j in range(n_taps - 1):
@@ -611,7 +611,7 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
       for x, y in zip(xws, yws):
         both = scipy.signal.lfilter([1.0], denominator, np.c_[x, y], axis=0)
         _add_lag_sums(corr, cross, both, both[:, -1:], lag_segment)
-        ends += _end_terms(both[-longest:], longest)
+        ends += _end_terms(both, longest)
       gram = np.empty(((n_in + 1) * longest,) * 2)
       _fill_gram(gram, corr, longest)
       gram -= ends  # the lagged design's own sums, to the rounding: 8 poles need them

@@ -156,6 +156,9 @@ def _saved(draw: zoo.Draw, workdir: str) -> tuple[str, str]:
 # ``lstm_jax.train`` (``volterra.NAME``, ``baselines.NAME``: of those modules; 'default': as
 # they are).
 _AS_SCREENED = {'PRIOR_FIT': False, 'volterra.SEARCH_LAGS': False, 'UNLAGGED_TOO': False}
+# The rational refit with numerators of 8 ms only; bent forms scored by power share, once.
+_SHORT_NUMERATORS = {'POLE_ZERO_SECONDS': (0.008,)}
+_SHAPES_BY_POWER_ONCE = {'SCREEN_AGAIN': False, 'volterra.SHAPES_WHITENED': False}
 PICK_RULES = {
     'default': {},
     'all_inputs_lowest': dict(_AS_SCREENED, SELECT_RATIO=float('inf'),
@@ -173,12 +176,10 @@ PICK_RULES = {
     'no_factors': {'WITH_FACTORS': False},
     'no_modulated': {'MODULATED_PATHS': False},
     'no_poles': {'POLE_ORDERS': ()},
-    'short_numerators': {'POLE_ZERO_SECONDS': (0.008,)},
+    'short_numerators': _SHORT_NUMERATORS,
     'shapes_screened_once': {'SCREEN_AGAIN': False},
-    'shapes_by_power_once': {'SCREEN_AGAIN': False, 'volterra.SHAPES_WHITENED': False},
-    'shapes_by_power_once_short_numerators': {'SCREEN_AGAIN': False,
-                                              'volterra.SHAPES_WHITENED': False,
-                                              'POLE_ZERO_SECONDS': (0.008,)},
+    'shapes_by_power_once': _SHAPES_BY_POWER_ONCE,
+    'shapes_by_power_once_short_numerators': dict(_SHAPES_BY_POWER_ONCE, **_SHORT_NUMERATORS),
 }
 
 

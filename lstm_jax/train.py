@@ -685,12 +685,12 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     shapes, shape_scores = volterra.screen_shapes(records, left, max_products)
     stats['products_screened'] = scores[:2 * max_products]
     stats['shapes_screened'] = shape_scores[:2 * max_products]
-    norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
-                                   'standardize', 'witness channel')
-    if SCREEN_AGAIN and pairs:
-      shapes = _screened_again(records, pairs, shapes, norm, lengths[len(lengths) // 2],
-                               max_products, stats)
     if pairs or shapes:
+      norm = data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]),
+                                     'standardize', 'witness channel')
+      if SCREEN_AGAIN and pairs:
+        shapes = _screened_again(records, pairs, shapes, norm, lengths[len(lengths) // 2],
+                                 max_products, stats)
       pair_sets = [pairs]
       # A pair's lag may be the whole product's delay, which a filter over the product at
       # lag 0 renders too, with every shorter delay that the lag cuts off (a slow factor
