@@ -401,6 +401,8 @@ class WienerFIR:
             'products': [] if extra is None else [list(p) for p in extra.pairs],
             'shapes': [] if extra is None else [list(q) for q in extra.shapes],
             'modulated': [] if extra is None else [[i, j, len(h)] for i, j, h in extra.modulated],
+            'bent_paths': [] if extra is None else [[j, len(h)]
+                                                    for j, _, h, _ in extra.bent_paths],
             'inputs_used': self.inputs_used(), 'n_inputs': len(self.weights) // self.n_taps}
 
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':

@@ -176,6 +176,7 @@ PICK_RULES = {
     'no_factors': {'WITH_FACTORS': False},
     'no_modulated': {'MODULATED_PATHS': False},
     'no_poles': {'POLE_ORDERS': ()},
+    'no_bent_paths': {'BENT_PATHS': False},
     'short_numerators': _SHORT_NUMERATORS,
     'shapes_screened_once': {'SCREEN_AGAIN': False},
     'shapes_by_power_once': _SHAPES_BY_POWER_ONCE,
@@ -218,7 +219,8 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
                              if fir is not None else 0.0),
                    'n_taps': stats.get('n_taps'), 'inputs_used': stats.get('inputs_used'),
                    'products': stats.get('products'), 'shapes': stats.get('shapes'),
-                   'modulated': stats.get('modulated'), 'pole_zero': stats.get('pole_zero'),
+                   'modulated': stats.get('modulated'), 'bent_paths': stats.get('bent_paths'),
+                   'pole_zero': stats.get('pole_zero'),
                    'regularized': stats.get('regularized'),
                    'prior': stats.get('prior')}
     logging.info('linear path alone, %s: %s', draw.name,
@@ -463,19 +465,30 @@ def summarize(results: list[dict], pairs) -> dict:
       first = ok[0]
       row.update(fs=first['fs'], train_seconds=first['train_seconds'],
                  n_witnesses=first['n_witnesses'])
-    if 'ours' in row:
-      peers = [row[m] for m in ('wiener', 'mlp') if m in row]
-      if peers:
-        row['best_baseline'] = max(peers)
-        row['ours_minus_best_baseline'] = row['ours'] - max(peers)
-      if 'deepclean' in row:
-        row['ours_minus_deepclean'] = row['ours'] - row['deepclean']
-        if 'ours_dc_band' in row and 'deepclean_dc_band' in row:
-          row['ours_minus_deepclean_dc_band'] = row['ours_dc_band'] - row['deepclean_dc_band']
-      if 'oracle' in row:
-        row['gap_to_oracle'] = row['oracle'] - row['ours']
-        row['gap_capped'] = min(row['oracle'], OUR_BAR_DB) - row['ours']
-    rows.append(row)
+    rows.append(compared(row))
+  return summary_of(rows)
+
+
+def compared(row: dict) -> dict:
+  """``row`` (one recording's figures) with ours' margins over the baselines and DeepClean
+  and its gaps to the oracle, where it has them."""
+  if 'ours' in row:
+    peers = [row[m] for m in ('wiener', 'mlp') if m in row]
+    if peers:
+      row['best_baseline'] = max(peers)
+      row['ours_minus_best_baseline'] = row['ours'] - max(peers)
+    if 'deepclean' in row:
+      row['ours_minus_deepclean'] = row['ours'] - row['deepclean']
+      if 'ours_dc_band' in row and 'deepclean_dc_band' in row:
+        row['ours_minus_deepclean_dc_band'] = row['ours_dc_band'] - row['deepclean_dc_band']
+    if 'oracle' in row:
+      row['gap_to_oracle'] = row['oracle'] - row['ours']
+      row['gap_capped'] = min(row['oracle'], OUR_BAR_DB) - row['ours']
+  return row
+
+
+def summary_of(rows: list[dict]) -> dict:
+  """The rows (``compared``) and the summary lines over those with a gap to the oracle."""
   judged = [r for r in rows if 'gap_capped' in r]
   summary = {'rows': rows}
   if judged:

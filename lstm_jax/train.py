@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.signal
 
 from lstm_jax import bandlimit
 from lstm_jax import baselines
@@ -460,7 +461,7 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
     fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead,
                                            WHITENED_CHECK)
     fir, entry = _with_modulated_paths(fir, entry, split, segment)
-    fir, entry = _with_poles(fir, entry, split, segment)
+    fir, entry = _poles_and_bent_paths(fir, entry, split, segment)
   else:  # the nearest miss, for the record
     entry = max(stats['tried'], key=lambda e: e['validation_t'])
     fir = candidates[stats['tried'].index(entry)][0]
@@ -494,11 +495,10 @@ def _with_modulated_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
   of its length over its inputs widened by modulated paths (``volterra.Products.modulated``):
   each factor of its products times the path ``fir`` has fitted to the other factor
   (``x_i (h_j * x_j)``; the strongest pairs' first, as many as ``MAX_FIR_WEIGHTS`` allows),
-  with and without the products themselves; each under the prior as ``fir`` was. A slow witness that modulates a resonant coupling reaches the target as
-  ``x_i (h * x_j)``; a filter over ``x_i x_j`` renders ``h * (x_i x_j)``, as near as ``x_i``
-  holds still over ``h``, and least squares would need ``h``'s every tap again for it. The
-  new filter must lower what ``fir`` leaves on the validation stretch by ``MIN_T`` standard
-  errors (``_pick_filter``)."""
+  with and without the products themselves (``_widened_unless_worse``). A slow witness that
+  modulates a resonant coupling reaches the target as ``x_i (h * x_j)``; a filter over
+  ``x_i x_j`` renders ``h * (x_i x_j)``, as near as ``x_i`` holds still over ``h``, and least
+  squares would need ``h``'s every tap again for it."""
   products = fir.products
   if not MODULATED_PATHS or products is None or not products.pairs:
     return fir, entry
@@ -508,18 +508,95 @@ def _with_modulated_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
     for m, p in ((i, j), (j, i)):
       if m != p and np.any(weights[p]) and (m, p) not in [q[:2] for q in paths]:
         paths.append((m, p, tuple(weights[p] / np.abs(weights[p]).max())))  # its shape
-  used, n_old = fir.inputs_used(), fir.n_channels
+  used = fir.inputs_used()
   paths = paths[:max(0, MAX_FIR_WEIGHTS // fir.n_taps - len(used))]  # the strongest pairs'
   if not paths:
     return fir, entry
-  widened = dataclasses.replace(products, modulated=paths)
-  records = [widened.widened(r) for r in split.train]
-  new_columns = list(range(n_old, n_old + len(paths)))
   n_ch = split.train[0].witnesses.shape[1]
-  sets = [used + new_columns, [c for c in used if c < n_ch] + new_columns]
+  new_columns = list(range(fir.n_channels, fir.n_channels + len(paths)))
+  return _widened_unless_worse(
+      fir, entry, split, dataclasses.replace(products, modulated=paths),
+      [used + new_columns, [c for c in used if c < n_ch] + new_columns], 'modulated', segment)
+
+
+def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
+                     segment: int = 1 << 14) -> tuple[baselines.WienerFIR, dict]:
+  """``fir`` (the linear path) or, where validation proves it better, a filter of its length
+  over its inputs widened by bent paths (``volterra.Products.bent_paths``): the path ``fir``
+  has fitted to a witness, through the static nonlinearity that best renders what ``fir``
+  leaves (``volterra.fit_bends``), as fitted on it raw and whitened, one set each
+  (``_widened_unless_worse``). A witness that saturates after a filter (a Wiener model)
+  reaches the target as ``f(h * x)``; its best linear estimate is ``h`` itself up to a gain
+  (Bussgang, for a Gaussian ``h * x``), so the path the filter found is the one to bend."""
+  if not BENT_PATHS:
+    return fir, entry
+  n_ch = split.train[0].witnesses.shape[1]
+  weights = np.asarray(fir.weights, np.float64).reshape(-1, fir.n_taps)
+  used = fir.inputs_used()
+  witnesses = [j for j in used if j < n_ch]
+  if not witnesses:
+    return fir, entry
+  products = fir.products or volterra.Products([], data_lib.Normalizer.fit(
+      np.concatenate([r.witnesses for r in split.train]), 'standardize', 'witness channel'))
+  taps = {j: weights[j] / np.abs(weights[j]).max() for j in witnesses}
+  norm = products.norm.take(witnesses)
+  path_of = lambda rec: np.stack([scipy.signal.lfilter(taps[j], 1.0, x) for j, x in zip(
+      witnesses, norm.apply(rec.witnesses[:, witnesses]).astype(np.float64).T)], 1)
+  paths = [path_of(r) for r in split.train]
+  scale = np.std(np.concatenate(paths), axis=0)
+  paths = [dataclasses.replace(r, witnesses=p / scale) for r, p in zip(split.train, paths)]
+  left = [r.target - fir.predict(r.witnesses) for r in split.train]
+  bends, scores = volterra.fit_bends(paths, left, MAX_BENT_PATHS)
+  entry = dict(entry, bent_paths_screened=[[witnesses[k], *v] for k, *v in scores])
+  bends = bends[:max(0, MAX_FIR_WEIGHTS // fir.n_taps - len(used))]  # each set's columns
+  if not bends:
+    return fir, entry
+  bent = [(witnesses[k], float(scale[k]), tuple(taps[witnesses[k]]), fit[w])
+          for w in (0, 1) for k, *fit in bends]  # fitted raw, then whitened
+  new_columns = list(range(fir.n_channels, fir.n_channels + len(bent)))
+  half = len(bends)
+  sets = [used + new_columns[:half], used + new_columns[half:]]
+  return _widened_unless_worse(fir, entry, split,
+                               dataclasses.replace(products, bent_paths=bent), sets,
+                               'bent_paths', segment)
+
+
+def _poles_and_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
+                          segment: int = 1 << 14) -> tuple[baselines.WienerFIR, dict]:
+  """``fir`` refitted with poles (``_with_poles``) or, where validation proves it better,
+  widened by bent paths (``_with_bent_paths``) and then refitted with poles: a bent path
+  that barely clears its check can cost the rational refit that follows it far more than it
+  gains (the refit's inputs are then the bent column's too), so the two finished filters are
+  compared, the bent one needing ``MIN_T`` standard errors over the other (``_pick_filter``)."""
+  bent, bent_entry = _with_bent_paths(fir, entry, split, segment)
+  plain, entry = _with_poles(fir, dict(entry, **{k: v for k, v in bent_entry.items()
+                                                 if k.startswith('bent_paths_')}), split,
+                             segment)
+  if bent is fir:
+    return plain, entry
+  bent, bent_entry = _with_poles(bent, bent_entry, split, segment)
+  val, lead = split.validation, split.validation_lead
+  before = np.asarray(val.target, np.float64) - predict_stretch(plain, val, lead)
+  best, [tried] = _pick_filter([(bent, 0.0, bent.n_taps)], val, lead, before,
+                               np.zeros(len(val)), WHITENED_CHECK)
+  if best is None:
+    logging.info('bent paths dropped: after the poles they lower what the filter without '
+                 'them leaves by %.2f standard errors on validation', tried['validation_t'])
+    return plain, dict(entry, bent_paths_after_poles_t=tried['validation_t'])
+  return bent, dict(bent_entry, bent_paths_after_poles_t=tried['validation_t'])
+
+
+def _widened_unless_worse(fir: baselines.WienerFIR, entry: dict, split: Split,
+                          widened: volterra.Products, column_sets: list, kind: str,
+                          segment: int) -> tuple[baselines.WienerFIR, dict]:
+  """``fir`` or, where validation proves one better, a filter of its length over each of
+  ``column_sets`` of the witnesses ``widened`` (``fir``'s columns first, then the new
+  ``kind`` of column), each under the prior as ``fir`` was: it must lower what ``fir`` leaves
+  on the validation stretch by ``MIN_T`` standard errors (``_pick_filter``)."""
+  records = [widened.widened(r) for r in split.train]
   candidates, priors = [], []
-  for [(new, _)] in baselines.WienerFIR.fit_beside_sets(records, None, [fir.n_taps], sets,
-                                                        segment=segment):
+  for [(new, _)] in baselines.WienerFIR.fit_beside_sets(records, None, [fir.n_taps],
+                                                        column_sets, segment=segment):
     new = dataclasses.replace(new, products=widened)
     found = baselines.regularized(new, split.train, segment) if PRIOR_FIT else None
     candidates.append((new if found is None else found[0], 0.0, fir.n_taps))
@@ -528,25 +605,27 @@ def _with_modulated_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
   target = np.asarray(val.target, np.float64)
   before = target - predict_stretch(fir, val, lead)
   best, tried = _pick_filter(candidates, val, lead, before, np.zeros(len(val)), WHITENED_CHECK)
-  entry = dict(entry, modulated_tried=tried)
+  entry = dict(entry, **{f'{kind}_tried': tried})
+  text = lambda p: volterra.describe((), (), p.modulated if kind == 'modulated' else (),
+                                     p.bent_paths if kind == 'bent_paths' else ())
   if best is None:
-    logging.info('modulated paths %s: none lowers what the linear path leaves on validation '
-                 '(at best %.2f standard errors)', volterra.describe((), (), paths),
+    logging.info('%s %s: none lowers what the linear path leaves on validation (at best %.2f '
+                 'standard errors)', kind.replace('_', ' '), text(widened),
                  max(e['validation_t'] for e in tried))
     return fir, entry
   new_entry, new_fir, _ = best
   prior = priors[next(k for k, c in enumerate(candidates) if c[0] is new_fir)]
   as_rec = lambda v: [dataclasses.replace(val, target=v)]
   after = target - predict_stretch(new_fir, val, lead)
-  logging.info('linear path widened by modulated paths %s: %.2f dB more of the validation '
-               'stretch judged whitened (%.1f standard errors)',
-               volterra.describe((), (), new_fir.products.modulated), new_entry['judged_nr_db'],
-               new_entry['validation_t'])
+  logging.info('linear path widened by %s %s: %.2f dB more of the validation stretch judged '
+               'whitened (%.1f standard errors)', kind.replace('_', ' '),
+               text(new_fir.products), new_entry['judged_nr_db'], new_entry['validation_t'])
   return new_fir, dict(entry, **{k: new_entry[k] for k in ('products', 'shapes', 'modulated',
-                                                          'inputs_used', 'n_inputs')},
+                                                          'bent_paths', 'inputs_used',
+                                                          'n_inputs')},
                        validation_residual_nr_db=_removed_db(as_rec(target), as_rec(after)),
                        regularized=prior is not None, prior=prior,
-                       modulated_t=new_entry['validation_t'])
+                       **{f'{kind}_t': new_entry['validation_t']})
 
 
 def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
@@ -603,9 +682,9 @@ def _as_lengths(lengths) -> list[int]:
 
 def _products_text(entry: dict) -> str:
   pairs, shapes = entry.get('products') or [], entry.get('shapes') or []
-  modulated = entry.get('modulated') or []
-  text = (' and per ' + volterra.named(pairs, shapes, modulated)
-          if pairs or shapes or modulated else '')
+  modulated, bent_paths = entry.get('modulated') or [], entry.get('bent_paths') or []
+  text = (' and per ' + volterra.named(pairs, shapes, modulated, bent_paths)
+          if pairs or shapes or modulated or bent_paths else '')
   used, n_in = entry.get('inputs_used'), entry.get('n_inputs')
   if used is not None and n_in and len(used) < n_in:  # inputs: witnesses, then products
     text += f' (over {len(used)} of its {n_in} inputs, {used}: those the target is coherent with)'
@@ -886,6 +965,10 @@ SELECT_RATIO = 3.0
 WITH_FACTORS = True
 # The linear path's products are also tried as modulated paths (``_with_modulated_paths``).
 MODULATED_PATHS = True
+# And bent: a witness's path through the static nonlinearity that best renders what the
+# filter leaves (``_with_bent_paths``), at most this many witnesses'.
+BENT_PATHS = True
+MAX_BENT_PATHS = 4
 # And the linear path refitted as a rational filter with these many poles shared by its
 # inputs, numerators of these many seconds (``_with_poles``; () for none).
 POLE_ORDERS = (2, 4, 8)

@@ -38,6 +38,12 @@ SEARCH_LAGS = True  # and searched between the grid's lags around the best (``_r
 # The bent forms tried per witness: tanh(a x) at these gains on the standardized witness,
 # each less its linear part (``Products.shapes``).
 SHAPE_GAINS = (0.5, 1.0, 2.0, 4.0)
+# A bent path's nonlinearity is fitted as a sum of these sigmoids, tanh(a (u - c)) at each gain
+# a and offset c of the standardized path u (``fit_bends``): offsets give the even and
+# asymmetric shapes (a one-sided knee, a rectifier) an odd tanh cannot; on a Gaussian u they
+# render a clip, a soft knee or a cubic to 43-66 dB below it, four gains of tanh to 12-34.
+BEND_GAINS = (0.5, 1.0, 2.0, 4.0)
+BEND_OFFSETS = (-1.5, -0.75, 0.0, 0.75, 1.5)
 # Bent forms are also scored against the residual whitened (``_Coherence.ratios``), the
 # larger share counting: a coloured background holds most of a residual's power in a few
 # bands, where a broadband bend is buried (and by that share alone unrelated forms score
@@ -59,23 +65,29 @@ class Products:
   # standardized x_j): a slow witness modulating a resonant coupling, which a filter over the
   # product x_i x_j renders only as far as x_i holds still over h's length.
   modulated: list = dataclasses.field(default_factory=list)
+  # of (j, s, taps, units): witness j's path bent, ``sum_k w_k tanh(a_k (u - c_k))`` over the
+  # ``units`` (a, c, w), u = (h * x_j) / s, h the causal FIR ``taps`` (on the standardized
+  # x_j), s the path's std on the training part (``fit_bends``): a sensor or actuator that
+  # saturates after a filter (a Wiener model), which bent witnesses render only where the
+  # filter is short.
+  bent_paths: list = dataclasses.field(default_factory=list)
 
   @property
   def max_lag(self) -> int:
     """How many samples before each output the appended columns read."""
-    return max([p[2] for p in self.pairs] + [len(h) - 1 for _, _, h in self.modulated],
-               default=0)
+    return max([p[2] for p in self.pairs] + [len(h) - 1 for _, _, h in self.modulated]
+               + [len(p[2]) - 1 for p in self.bent_paths], default=0)
 
   @property
   def n_columns(self) -> int:
     """How many columns ``widen`` appends to the witnesses."""
-    return len(self.pairs) + len(self.shapes) + len(self.modulated)
+    return len(self.pairs) + len(self.shapes) + len(self.modulated) + len(self.bent_paths)
 
   @property
   def factors(self) -> list[int]:
     """The witness columns the appended columns read (standardized), in order."""
     return sorted({c for i, j, _ in self.pairs + self.modulated for c in (i, j)}
-                  | {i for i, _, _ in self.shapes})
+                  | {i for i, _, _ in self.shapes} | {p[0] for p in self.bent_paths})
 
   def appended(self, factors, xp=np) -> list:
     """The appended columns, each ``(..., T)``, from ``factors``: the standardized factors
@@ -94,7 +106,9 @@ class Products:
 
     return ([earlier(i, lag_i) * now(j) for i, j, lag_i in self.pairs]
             + [xp.tanh(a * now(i)) - b * now(i) for i, a, b in self.shapes]
-            + [now(i) * path(j, taps) for i, j, taps in self.modulated])
+            + [now(i) * path(j, taps) for i, j, taps in self.modulated]
+            + [sum(w * xp.tanh(a * (path(j, taps) / s - c)) for a, c, w in units)
+               for j, s, taps, units in self.bent_paths])
 
   def widen(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
     """``[witnesses, products, bent witnesses]`` (T, C + K), float64; the witnesses as given.
@@ -124,6 +138,10 @@ class Products:
     if self.modulated:
       out['modulated'] = [[int(i), int(j), [float(h) for h in taps]]
                           for i, j, taps in self.modulated]
+    if self.bent_paths:
+      out['bent_paths'] = [[int(j), float(s), [float(h) for h in taps],
+                            [[float(v) for v in unit] for unit in units]]
+                           for j, s, taps, units in self.bent_paths]
     return out
 
   @classmethod
@@ -131,7 +149,10 @@ class Products:
     return cls([tuple(p) for p in d['pairs']], data_lib.Normalizer.from_dict(d['norm']),
                [(int(i), float(a), float(b)) for i, a, b in d.get('shapes', [])],
                [(int(i), int(j), tuple(float(h) for h in taps))
-                for i, j, taps in d.get('modulated', [])])
+                for i, j, taps in d.get('modulated', [])],
+               [(int(j), float(s), tuple(float(h) for h in taps),
+                 tuple(tuple(float(v) for v in unit) for unit in units))
+                for j, s, taps, units in d.get('bent_paths', [])])
 
 
 def bent(x, a: float, b: float) -> np.ndarray:
@@ -139,24 +160,29 @@ def bent(x, a: float, b: float) -> np.ndarray:
   return np.tanh(a * x) - b * x
 
 
-def named(pairs, shapes=(), modulated=()) -> str:
+def named(pairs, shapes=(), modulated=(), bent_paths=()) -> str:
   """What a filter's appended inputs are, for a log line: ``product of witnesses w0*w2``,
-  ``bent witness tanh(2*w1)``, ``modulated path w0*(h*w1)``, or several kinds; '' for none."""
+  ``bent witness tanh(2*w1)``, ``modulated path w0*(h*w1)``, ``bent path f(h*w1)``, or
+  several kinds; '' for none."""
   kinds = [k for k, there in (('product of witnesses', pairs), ('bent witness', shapes),
-                              ('modulated path', modulated)) if there]
-  return f"{' or '.join(kinds)} {describe(pairs, shapes, modulated)}" if kinds else ''
+                              ('modulated path', modulated), ('bent path', bent_paths))
+           if there]
+  return (f"{' or '.join(kinds)} {describe(pairs, shapes, modulated, bent_paths)}"
+          if kinds else '')
 
 
-def describe(pairs, shapes=(), modulated=()) -> str:
-  """``[(i, j, lag), ...]``, ``[(i, a, b), ...]`` and ``[(i, j, ...), ...]`` as text:
-  ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``, ``w0*(h*w1)``."""
+def describe(pairs, shapes=(), modulated=(), bent_paths=()) -> str:
+  """``[(i, j, lag), ...]``, ``[(i, a, b), ...]``, ``[(i, j, ...), ...]`` and
+  ``[(j, ...), ...]`` as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``,
+  ``w0*(h*w1)``, ``f(h*w1)``."""
   def one(p):
     i, j, lag = (tuple(p) + (0,))[:3]
     if i == j and not lag:
       return f'w{i}^2'
     return f'w{i}(t-{lag})*w{j}' if lag else f'w{i}*w{j}'
   return ', '.join([one(p) for p in pairs] + [f'tanh({a:g}*w{int(i)})' for i, a, *_ in shapes]
-                   + [f'w{int(i)}*(h*w{int(j)})' for i, j, *_ in modulated])
+                   + [f'w{int(i)}*(h*w{int(j)})' for i, j, *_ in modulated]
+                   + list(dict.fromkeys(f'f(h*w{int(j)})' for j, *_ in bent_paths)))
 
 
 def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:
@@ -337,3 +363,64 @@ def screen_shapes(records: Sequence[data_lib.Recording], residuals, max_shapes: 
     scores += [[i, a, b, float(v)] for (i, a, b), v in zip(group, ratios)]
   ranked = sorted(scores, key=lambda c: -c[3])
   return [(i, a, b) for i, a, b, v in ranked[:max_shapes] if v > min_ratio], ranked
+
+
+def fit_bends(records: Sequence[data_lib.Recording], residuals, max_bends: int = 4,
+              min_share: float = 0.0) -> tuple[list, list]:
+  """The witness columns of ``records`` (each a path, standardized) whose bent form the
+  residuals follow, strongest first, each bent twice: per column, the least-squares sum of
+  sigmoids ``tanh(a (u - c))`` (``BEND_GAINS`` x ``BEND_OFFSETS``) beside ``u`` itself and a
+  constant, fitted over at most ``SCREEN_SAMPLES`` samples, on the residual as it is and on
+  it whitened (``whitening``; the design through the same filter). Least squares on a
+  coloured residual weighs its loud bands alone, where a background may bury the bend; yet
+  where the bend itself is most of the residual, whitening flattens the bend's own band
+  (fresh ``filtered_bend`` draws: either fit ahead by 0.5-5.5 dB), so both go on to
+  validation. A column is kept where either fit on its first two thirds explains more than
+  ``min_share`` of the last third's residual power (as weighed), as many as ``max_bends``;
+  both are then fitted on the whole stretch, their linear and constant parts dropped (a
+  filter over the witness holds them). Returns ``(bends, scores)``: ``(k, units, units)``,
+  the ``(a, c, w)`` of each sigmoid as fitted raw and whitened, and every column's
+  ``[k, share raw, share whitened]``."""
+  x, r = _screen_stretch(records, residuals)
+  x, r = np.asarray(x, np.float64), r - r.mean()
+  cut = 2 * len(r) // 3
+  white = whitening(r[:cut])
+  grid = [(a, c) for a in BEND_GAINS for c in BEND_OFFSETS]
+
+  def fitted(design, target, rows=slice(None)):
+    w, *_ = np.linalg.lstsq(design[rows], target[rows], rcond=None)
+    return w
+
+  def held_out_share(design, target):
+    left = target[cut:] - design[cut:] @ fitted(design, target, slice(cut))
+    return 1.0 - float(np.var(left) / max(np.var(target[cut:]), 1e-300))
+
+  scores, designs = [], {}
+  r_white = scipy.signal.lfilter(white, 1.0, r)
+  for k in range(x.shape[1]):
+    u = x[:, k]
+    if not np.std(u) > 0:
+      continue
+    raw = np.stack([np.ones_like(u), u] + [np.tanh(a * (u - c)) for a, c in grid], 1)
+    designs[k] = (raw, scipy.signal.lfilter(white, 1.0, raw, axis=0))
+    scores.append([k, held_out_share(designs[k][0], r),
+                   held_out_share(designs[k][1], r_white)])
+  ranked = sorted(scores, key=lambda c: -max(c[1:]))
+  as_units = lambda w: tuple((a, c, float(v)) for (a, c), v in zip(grid, w[2:]))
+  return [(k, as_units(fitted(designs[k][0], r)), as_units(fitted(designs[k][1], r_white)))
+          for k, *shares in ranked[:max_bends] if max(shares) > min_share], ranked
+
+
+def whitening(r, order: int = 32) -> np.ndarray:
+  """The prediction-error filter ``[1, -phi]`` of ``r``'s autoregressive fit of ``order``
+  (Yule-Walker): ``lfilter`` with it leaves ``r`` about white."""
+  import scipy.linalg  # pylint: disable=g-import-not-at-top
+  r = np.asarray(r, np.float64) - np.mean(r)
+  n = len(r)
+  spectrum = np.fft.rfft(r, 2 * n)
+  acf = np.fft.irfft(np.abs(spectrum) ** 2)[:order + 1] / n
+  if not acf[0] > 0:
+    return np.ones(1)
+  acf[1:] *= 1.0 - 1e-9  # a whisker of white noise keeps the Toeplitz system definite
+  phi = scipy.linalg.solve_toeplitz(acf[:order], acf[1:order + 1])
+  return np.concatenate([[1.0], -phi])

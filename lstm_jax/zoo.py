@@ -294,6 +294,68 @@ def _static_nonlinear(rng, with_background: bool) -> _Signals:
                   {'fs': fs, 'saturation': k, 'n_witnesses': len(wit)})
 
 
+def _filtered_bend(rng, with_background: bool) -> _Signals:
+  """Wiener models: 1-2 witnesses each through a linear path (a resonance, a band-pass or a
+  low-pass, after a delay) and then bent (a hard clip, an asymmetric soft knee, or a cubic
+  expansion), plus an optional linear path and 0-6 idle channels; 512-4096 Hz, 1-8 min."""
+  fs = _choose_fs(rng, (512.0, 1024.0, 4096.0))
+  n_train, n_later = _seconds(rng, 60.0, min(480.0, 1.2e6 / fs), fs)
+  n = n_train + n_later + _margin(fs)
+  relevant, features, paths = [], [], []
+  for _ in range(int(rng.integers(1, 3))):
+    lo = float(np.exp(rng.uniform(np.log(0.3), np.log(0.01 * fs))))
+    w = coloured(rng, n, fs, lo, min(0.45 * fs, lo * rng.uniform(20, 400)))
+    k = int(rng.uniform(0, 0.015) * fs)
+    kind = str(rng.choice(['resonance', 'bandpass', 'lowpass']))
+    if kind == 'resonance':
+      f0 = float(rng.uniform(0.01, 0.2) * fs)
+      ring = float(rng.uniform(0.005, 0.05))
+      u = resonance(delayed(w, k), fs, f0, ring)
+      path = {'f0_hz': f0, 'ringdown_s': ring}
+    elif kind == 'bandpass':
+      lo_b = float(rng.uniform(0.005, 0.05) * fs)
+      hi_b = lo_b * float(rng.uniform(1.5, 6.0))
+      u = _sos_filter(_butter_band(lo_b, hi_b, fs), delayed(w, k))
+      path = {'band_hz': [lo_b, min(hi_b, 0.45 * fs)]}
+    else:
+      cut = float(rng.uniform(0.01, 0.15) * fs)
+      u = lowpass(delayed(w, k), fs, cut, order=int(rng.integers(2, 5)))
+      path = {'cutoff_hz': cut}
+    u = _unit(u)
+    bend = str(rng.choice(['clip', 'knee', 'cubic']))
+    if bend == 'clip':
+      level = float(rng.uniform(0.5, 1.5))
+      feature = np.clip(u, -level, level)
+      path['clip_at'] = level
+    elif bend == 'knee':
+      up, down = rng.uniform(0.3, 2.5, 2)
+      feature = np.where(u > 0, np.tanh(up * u) / up, np.tanh(down * u) / down)
+      path['knee_gains'] = [float(up), float(down)]
+    else:
+      g = float(rng.uniform(0.1, 0.3))
+      feature = u + g * u ** 3
+      path['cubic'] = g
+    paths.append(dict(path, kind=kind, bend=bend, delay_s=k / fs))
+    relevant.append(w)
+    features.append(_unit(feature))
+  if rng.uniform() < 0.5:  # a plain linear path beside them
+    w = coloured(rng, n, fs, rng.uniform(0.5, 5.0), rng.uniform(0.1, 0.45) * fs)
+    relevant.append(w)
+    features.append(_unit(lowpass(w, fs, float(rng.uniform(0.02, 0.2) * fs))))
+  m = _margin(fs)
+  features = np.stack(features, 1)[m:]
+  coef = rng.uniform(0.4, 1.0, len(relevant)) * rng.choice([-1, 1], len(relevant))
+  wit = [w[m:] for w in _with_idle(rng, relevant, n, fs, int(rng.integers(0, 7)))]
+  bg = _background_for(rng, n - m, fs, with_background, coef, features)
+  return _Signals(fs, np.stack(wit, 1), features, coef, bg, n_train,
+                  {'fs': fs, 'paths': paths, 'n_witnesses': len(wit)})
+
+
+def _butter_band(lo: float, hi: float, fs: float):
+  import scipy.signal
+  return scipy.signal.butter(2, [lo, min(hi, 0.45 * fs)], btype='bandpass', fs=fs, output='sos')
+
+
 def _nonlinear_memory(rng, with_background: bool) -> _Signals:
   """Nonlinear couplings with memory: a squared witness through a delayed resonance, a
   saturation after a low-pass, a delayed linear path; 12 channels (nine idle), 256-2048 Hz."""
@@ -437,6 +499,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family('ligo_like', _ligo_like.__doc__, _ligo_like, True),
     Family('drifting_gain', _drifting_gain.__doc__, _drifting_gain, True),
     Family('many_witnesses', _many_witnesses.__doc__, _many_witnesses, True),
+    Family('filtered_bend', _filtered_bend.__doc__, _filtered_bend, True),
     # Never used to tune the recipe: the scoreboard's test split alone sees them.
     Family('nonlinear_memory', _nonlinear_memory.__doc__, _nonlinear_memory, False),
     Family('high_rate', _high_rate.__doc__, _high_rate, False),

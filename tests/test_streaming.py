@@ -109,12 +109,13 @@ def test_linear_path_saves_loads_and_exports(trained, trained_linear, record, tm
 
 
 def test_export_widens_like_the_filter(trained, record, tmp_path):
-  """A linear path over products (one lagged), bent witnesses and a modulated path: the
+  """A linear path over products (one lagged), bent witnesses, a modulated and a bent path: the
   exported program widens the witnesses as ``Products.widen`` does, the history of the lagged
   factor and of the path's taps across blocks."""
   norm = data_lib.Normalizer.fit(record.witnesses)
   products = volterra.Products([(0, 1, 5), (1, 1, 0)], norm, [(0, 2.0, 0.6), (1, 0.5, 0.4)],
-                               [(1, 0, (0.0, 1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.1))])
+                               [(1, 0, (0.0, 1.0, -0.5, 0.25, 0.0, 0.0, 0.0, 0.1))],
+                               [(1, 1.3, (0.5, 0.3, 0.2, 0.1, 0.05), ((2.0, 0.5, 0.7),))])
   fir = dataclasses.replace(baselines.WienerFIR.fit([products.widened(record)], n_taps=8),
                             products=products)
   with_path = dataclasses.replace(trained, linear=fir)

@@ -50,7 +50,8 @@ def test_widen_reads_the_witnesses_before_for_a_lagged_factor(rng):
   w = rng.normal(size=(50, 3)).astype(np.float32)
   taps = (0.5, -1.0, 0.0, 0.25, 0.0, 0.0, 0.1)  # a modulated path reads 6 samples before
   products = volterra.Products([(0, 2, 4), (1, 1, 0)], data_lib.Normalizer.fit(w), [],
-                               [(2, 0, taps)])
+                               [(2, 0, taps)], [(1, 1.5, taps[:4], ((2.0, 0.0, 1.0),
+                                                                    (1.0, 0.5, -0.3)))])
   assert products.max_lag == 6 and products.factors == [0, 1, 2]
   whole = products.widen(w)
   np.testing.assert_allclose(products.widen(w[20:], w[:20]), whole[20:], rtol=1e-12)
@@ -60,16 +61,21 @@ def test_widen_reads_the_witnesses_before_for_a_lagged_factor(rng):
   np.testing.assert_allclose(whole[10:, 3], x[6:-4, 0] * x[10:, 2], rtol=1e-12)
   path = sum(h * x[10 - k:len(x) - k, 0] for k, h in enumerate(taps))  # x2(t) (h * x0)(t)
   np.testing.assert_allclose(whole[10:, 5], x[10:, 2] * path, rtol=1e-12)
+  u = sum(h * x[10 - k:len(x) - k, 1] for k, h in enumerate(taps[:4])) / 1.5  # (h * x1) / s
+  np.testing.assert_allclose(whole[10:, 6], np.tanh(2.0 * u) - 0.3 * np.tanh(u - 0.5),
+                             rtol=1e-12)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   factors = np.concatenate([np.zeros((6, 3)), x])  # the exported program's form
-  np.testing.assert_allclose(np.asarray(products.appended(jnp.asarray(factors), jnp)[2]),
-                             whole[:, 5], rtol=1e-5, atol=1e-6)
+  exported = products.appended(jnp.asarray(factors), jnp)
+  for k in (2, 3):
+    np.testing.assert_allclose(np.asarray(exported[k]), whole[:, 3 + k], rtol=1e-5, atol=1e-6)
 
 
 def test_streaming_with_lagged_products_equals_the_whole_record(rng):
   rec = _bilinear(rng, n=3000)
   products = volterra.Products([(1, 3, 7), (0, 0, 0)], data_lib.Normalizer.fit(rec.witnesses),
-                               [], [(1, 3, tuple(np.hanning(12)))])
+                               [], [(1, 3, tuple(np.hanning(12)))],
+                               [(3, 2.0, tuple(np.hanning(20)), ((1.0, 0.5, 0.5),))])
   fir = dataclasses.replace(baselines.WienerFIR.fit([products.widened(rec)], 16),
                             products=products)
   config = lstm_jax.Config(lstm_sizes=(4,), head_sizes=(4,))
@@ -89,6 +95,7 @@ def test_streaming_with_lagged_products_equals_the_whole_record(rng):
   again = baselines.WienerFIR.from_dict(fir.to_dict())
   assert again.products.pairs == [(1, 3, 7), (0, 0, 0)]
   assert again.same_inputs(fir) and again.products.modulated == products.modulated
+  assert again.products.bent_paths == products.bent_paths
   np.testing.assert_array_equal(again.predict(rec.witnesses), fir.predict(rec.witnesses))
 
 
@@ -270,6 +277,7 @@ def test_a_mild_saturation_under_a_square_is_screened_on_what_the_square_leaves(
   nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
   monkeypatch.setattr(train_lib, 'MODULATED_PATHS', False)
   monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  monkeypatch.setattr(train_lib, 'BENT_PATHS', False)  # they render it too (68 dB), later
   _, again, stats = train_lib.fit_linear_path(split, [8, 32], 4)
   assert max(v for i, _, _, v in stats['shapes_screened'] if i == 1) < 3.0, stats
   assert min(v for i, _, _, v in stats['shapes_screened_again'] if i == 1) > 30.0, stats
@@ -299,3 +307,27 @@ def test_bent_forms_are_also_scored_against_the_residual_whitened(monkeypatch):
   assert {i for i, _, _ in whitened} == {1} and len(whitened) == len(volterra.SHAPE_GAINS)
   assert min(v for i, _, _, v in scores if i == 1) > 10.0, scores
   assert max(v for i, _, _, v in scores if i == 0) < 2.0, scores
+
+
+def test_a_saturation_after_a_low_pass_is_fitted_as_a_bent_path(monkeypatch):
+  """A witness low-passed, then saturated (a Wiener model): the linear path's filter for it is
+  the low-pass up to a gain, its output through the fitted nonlinearity is kept, and on later
+  data it removes far more than the filter over the witnesses and their bent forms."""
+  rng = np.random.default_rng(1)
+  n, fs = 60000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 0.5, 200.0) for _ in range(3)], 1)
+  noise = np.tanh(2.0 * zoo._unit(zoo.lowpass(zoo.delayed(w[:, 1], 4), fs, 15.0, order=3)))
+  target = noise + 0.05 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  train, val, later = rec.slice(0, 40000), rec.slice(40000, 48000), rec.slice(48000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())  # the bent paths alone
+  _, bent, stats = train_lib.fit_linear_path(split, [16, 64], 4)
+  assert stats['bent_paths'] and {p[0] for p in stats['bent_paths']} == {1}, stats
+  monkeypatch.setattr(train_lib, 'BENT_PATHS', False)
+  _, plain, stats = train_lib.fit_linear_path(split, [16, 64], 4)
+  assert not stats['bent_paths'], stats
+  assert nr(bent) > nr(plain) + 10.0, (nr(bent), nr(plain))
