@@ -941,6 +941,11 @@ def _clearly_below(lower, higher) -> bool:
               / max(float(np.var(higher)), eval_lib.TINY) > PARSIMONY_DROP)
 
 
+# A fractional drop in variance below this in every block is no drop (a network of zero
+# weights moved a validation residual by 2e-16 per block, at 2.9 standard errors).
+ROUNDING_DROP = 1e-12
+
+
 def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
   """The mean over ``n_blocks`` contiguous blocks of the residual's fractional drop in variance
   (``before`` -> ``after``), in standard errors of that mean: a one-sample t statistic."""
@@ -949,6 +954,8 @@ def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
     return float('-inf')  # too short to tell
   var = lambda x: np.var(np.asarray(x[:n], np.float64).reshape(n_blocks, -1), axis=1)
   drops = 1.0 - var(after) / np.maximum(var(before), eval_lib.TINY)
+  if np.max(np.abs(drops)) < ROUNDING_DROP:  # rounding, whose sign may agree by chance
+    return 0.0
   spread = np.std(drops, ddof=1) / np.sqrt(n_blocks)
   if spread == 0.0:  # every block alike: no drop at all, or the same drop everywhere
     return 0.0 if np.mean(drops) == 0.0 else float(np.sign(np.mean(drops)) * np.inf)
