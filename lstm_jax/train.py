@@ -606,8 +606,7 @@ def _widened_unless_worse(fir: baselines.WienerFIR, entry: dict, split: Split,
   before = target - predict_stretch(fir, val, lead)
   best, tried = _pick_filter(candidates, val, lead, before, np.zeros(len(val)), WHITENED_CHECK)
   entry = dict(entry, **{f'{kind}_tried': tried})
-  text = lambda p: volterra.describe((), (), p.modulated if kind == 'modulated' else (),
-                                     p.bent_paths if kind == 'bent_paths' else ())
+  text = lambda p: volterra.describe((), **{kind: getattr(p, kind)})
   if best is None:
     logging.info('%s %s: none lowers what the linear path leaves on validation (at best %.2f '
                  'standard errors)', kind.replace('_', ' '), text(widened),

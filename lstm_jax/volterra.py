@@ -395,20 +395,25 @@ def fit_bends(records: Sequence[data_lib.Recording], residuals, max_bends: int =
     left = target[cut:] - design[cut:] @ fitted(design, target, slice(cut))
     return 1.0 - float(np.var(left) / max(np.var(target[cut:]), 1e-300))
 
-  scores, designs = [], {}
-  r_white = scipy.signal.lfilter(white, 1.0, r)
-  for k in range(x.shape[1]):
-    u = x[:, k]
-    if not np.std(u) > 0:
-      continue
+  def designs(u):  # [1, u, sigmoids], as it is and whitened
     raw = np.stack([np.ones_like(u), u] + [np.tanh(a * (u - c)) for a, c in grid], 1)
-    designs[k] = (raw, scipy.signal.lfilter(white, 1.0, raw, axis=0))
-    scores.append([k, held_out_share(designs[k][0], r),
-                   held_out_share(designs[k][1], r_white)])
+    return raw, scipy.signal.lfilter(white, 1.0, raw, axis=0)
+
+  # Scored one column at a time and rebuilt for those kept: every column's designs at once
+  # would hold 2 x 22 x SCREEN_SAMPLES floats per witness.
+  scores, r_white = [], scipy.signal.lfilter(white, 1.0, r)
+  for k in range(x.shape[1]):
+    if np.std(x[:, k]) > 0:
+      raw, whitened = designs(x[:, k])
+      scores.append([k, held_out_share(raw, r), held_out_share(whitened, r_white)])
   ranked = sorted(scores, key=lambda c: -max(c[1:]))
   as_units = lambda w: tuple((a, c, float(v)) for (a, c), v in zip(grid, w[2:]))
-  return [(k, as_units(fitted(designs[k][0], r)), as_units(fitted(designs[k][1], r_white)))
-          for k, *shares in ranked[:max_bends] if max(shares) > min_share], ranked
+  kept = []
+  for k, *shares in ranked[:max_bends]:
+    if max(shares) > min_share:
+      raw, whitened = designs(x[:, k])
+      kept.append((k, as_units(fitted(raw, r)), as_units(fitted(whitened, r_white))))
+  return kept, ranked
 
 
 def whitening(r, order: int = 32) -> np.ndarray:
