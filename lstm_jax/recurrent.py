@@ -127,8 +127,9 @@ class ScanConfig:
       ``k + 1`` right after step ``t`` of layer ``k`` (``recurrent.fused_stack``; the same
       limits per layer); ``auto`` does not pick it until it is timed on a GPU.
       ``cudnn``: the stock LSTM through cuDNN (``lstm_jax.cudnn_loop``; a CUDA GPU only,
-      refused for any other cell or an edited ``lstm_jax.cell``); ``auto`` picks it for the
-      stock LSTM where cuDNN measured faster (``picks_cudnn``), never for another cell.
+      refused for any other cell or an edited ``lstm_jax.cell``); explicit only: through
+      ``jax.experimental.rnn`` it ran 2-17x slower than our best loop on an H200
+      (``picks_cudnn``).
       ``describe_loops`` says which loop each layer runs on (training logs it).
   """
   recurrent_activation: str = 'sigmoid'
@@ -192,16 +193,13 @@ class ScanConfig:
             and hidden_size <= largest and not hidden_size & (hidden_size - 1))
 
   def picks_cudnn(self, batch_size: int, hidden_size: int) -> bool:
-    """Whether a stock LSTM layer of this size runs on cuDNN (see ``loop``; the cell is
-    checked by ``cudnn_loop.unsupported``). ``auto``: on one CUDA GPU, f32, batch <= 8 and
-    up to 128 units, where cuDNN (timed through PyTorch) ran 1.25-2.6x faster than our best
-    loop on an H200 (seed, long); at batch 64 x 256 units (wide) ours ran 1.6-2.1x faster
-    (docs/performance.md, "loop")."""
-    if self.loop != 'auto':
-      return self.loop == 'cudnn'
-    return (jax.default_backend() in ('gpu', 'cuda') and jax.device_count() == 1
-            and self.backward == 'custom' and not self.remat and self.matmul_dtype == 'float32'
-            and batch_size <= 8 and hidden_size <= 128)
+    """Whether a stock LSTM layer runs on cuDNN (see ``loop``): only when asked for. PyTorch's
+    cuDNN LSTM ran seed and long 1.25-2.6x faster than our loops, but our call of the same
+    library through ``jax.experimental.rnn`` ran seed 16-17x slower than the Pallas kernel
+    and long 2.0-2.4x slower than our best loop on an H200, its CPU time equal to its wall time
+    (host-bound; docs/performance.md, "loop"), so ``auto`` never picks it."""
+    del batch_size, hidden_size  # the measured sizes all lost; kept for the call sites
+    return self.loop == 'cudnn'
 
   def feature_major(self, batch_size: int, hidden_size: int) -> bool:
     """Whether the forward that saves no residuals runs feature-major (see ``layout``)."""
