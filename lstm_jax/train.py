@@ -564,17 +564,25 @@ def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
 def _poles_and_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
                           segment: int = 1 << 14) -> tuple[baselines.WienerFIR, dict]:
   """``fir`` refitted with poles (``_with_poles``) or, where validation proves it better,
-  widened by bent paths (``_with_bent_paths``) and then refitted with poles: a bent path
-  that barely clears its check can cost the rational refit that follows it far more than it
-  gains (the refit's inputs are then the bent column's too), so the two finished filters are
-  compared, the bent one needing ``MIN_T`` standard errors over the other (``_pick_filter``)."""
+  widened by bent paths (``_with_bent_paths``) and then refitted with the poles the filter
+  without them kept: a bent path that barely clears its check can cost the rational refit
+  that follows it far more than it gains (the refit's inputs are then the bent column's too),
+  so the two finished filters are compared, the bent one needing ``MIN_T`` standard errors
+  over the other (``_pick_filter``). The bent filter tries only the plain one's order and
+  numerator (a bent column brings no resonance of its own; on all 13 recordings where bent
+  paths were kept, none kept poles of any order), and none where the plain one kept none:
+  then the plain filter is ``fir`` and the bent one has already beaten it."""
   bent, bent_entry = _with_bent_paths(fir, entry, split, segment)
   plain, entry = _with_poles(fir, dict(entry, **{k: v for k, v in bent_entry.items()
                                                  if k.startswith('bent_paths_')}), split,
                              segment)
   if bent is fir:
     return plain, entry
-  bent, bent_entry = _with_poles(bent, bent_entry, split, segment)
+  if plain is fir:
+    return bent, dict(bent_entry, bent_paths_after_poles_t=bent_entry['bent_paths_t'])
+  kept = entry['pole_zero']
+  bent, bent_entry = _with_poles(bent, bent_entry, split, segment,
+                                 only=[(kept['order'], kept['n_zeros'])])
   val, lead = split.validation, split.validation_lead
   before = np.asarray(val.target, np.float64) - predict_stretch(plain, val, lead)
   best, [tried] = _pick_filter([(bent, 0.0, bent.n_taps)], val, lead, before,
@@ -628,25 +636,29 @@ def _widened_unless_worse(fir: baselines.WienerFIR, entry: dict, split: Split,
 
 
 def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
-                segment: int = 1 << 14) -> tuple[baselines.WienerFIR, dict]:
+                segment: int = 1 << 14, only: Optional[list] = None
+                ) -> tuple[baselines.WienerFIR, dict]:
   """``fir`` (the linear path) or, where validation proves it better, its inputs refitted as
   one rational filter (``baselines.pole_zero``) with each of ``POLE_ORDERS`` poles and
   numerators of each of ``POLE_ZERO_SECONDS`` (a delay is a numerator's leading zeros; at
   least one tap more than the poles), its length where
   the slowest pole has decayed, up to ``MAX_FIR_WEIGHTS`` weights: it must lower what ``fir`` leaves on the validation stretch by
-  ``MIN_T`` standard errors (``_pick_filter``)."""
+  ``MIN_T`` standard errors (``_pick_filter``). ``only``: the ``(order, n_zeros)`` pairs to
+  try instead."""
   if not POLE_ORDERS:
     return fir, entry
   fs, n_in = float(split.train[0].fs), len(fir.inputs_used())
   max_taps = max(fir.n_taps, MAX_FIR_WEIGHTS // max(n_in, 1))  # its weights are not fitted
+  pairs = [(o, min(max_taps, z)) for o, z in only] if only is not None else [
+      (order, n_zeros) for order in POLE_ORDERS
+      for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
+                             for seconds in POLE_ZERO_SECONDS})]
   candidates, infos = [], []
-  for order in POLE_ORDERS:
-    for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
-                           for seconds in POLE_ZERO_SECONDS}):
-      found = baselines.pole_zero(fir, split.train, order, n_zeros, max_taps, segment)
-      if found is not None:
-        candidates.append((found[0], 0.0, found[0].n_taps))
-        infos.append(found[1])
+  for order, n_zeros in pairs:
+    found = baselines.pole_zero(fir, split.train, order, n_zeros, max_taps, segment)
+    if found is not None:
+      candidates.append((found[0], 0.0, found[0].n_taps))
+      infos.append(found[1])
   if not candidates:
     return fir, entry
   val, lead = split.validation, split.validation_lead
