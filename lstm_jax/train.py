@@ -548,14 +548,25 @@ def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
   left = [r.target - fir.predict(r.witnesses) for r in split.train]
   bends, scores = volterra.fit_bends(paths, left, MAX_BENT_PATHS)
   entry = dict(entry, bent_paths_screened=[[witnesses[k], *v] for k, *v in scores])
-  bends = bends[:max(0, MAX_FIR_WEIGHTS // fir.n_taps - len(used))]  # each set's columns
+  room, base = MAX_FIR_WEIGHTS // fir.n_taps, used
+  if bends and len(used) + 1 > room:
+    # No room for a column: a bent path stands in for its witness's static bent forms (a
+    # filter over them renders a bend before a filter; the bent path, one after it).
+    bent_witnesses = {witnesses[k] for k, *_ in bends}
+    first = n_ch + len(products.pairs)
+    base = [c for c in used if not (first <= c < first + len(products.shapes)
+                                    and products.shapes[c - first][0] in bent_witnesses)]
+    logging.info('bent paths: no room beside the filter\'s %d inputs of %d taps; the bent '
+                 'witnesses\' static forms make way (%d inputs)', len(used), fir.n_taps,
+                 len(base))
+  bends = bends[:max(0, room - len(base))]  # each set's columns
   if not bends:
     return fir, entry
   bent = [(witnesses[k], float(scale[k]), tuple(taps[witnesses[k]]), fit[w])
           for w in (0, 1) for k, *fit in bends]  # fitted raw, then whitened
   new_columns = list(range(fir.n_channels, fir.n_channels + len(bent)))
   half = len(bends)
-  sets = [used + new_columns[:half], used + new_columns[half:]]
+  sets = [base + new_columns[:half], base + new_columns[half:]]
   return _widened_unless_worse(fir, entry, split,
                                dataclasses.replace(products, bent_paths=bent), sets,
                                'bent_paths', segment)

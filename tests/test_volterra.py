@@ -331,3 +331,36 @@ def test_a_saturation_after_a_low_pass_is_fitted_as_a_bent_path(monkeypatch):
   _, plain, stats = train_lib.fit_linear_path(split, [16, 64], 4)
   assert not stats['bent_paths'], stats
   assert nr(bent) > nr(plain) + 10.0, (nr(bent), nr(plain))
+
+
+def test_a_bent_path_stands_in_for_its_witness_bent_forms_where_the_filter_is_full(monkeypatch):
+  """A milder low-pass before a harder saturation, where the witness's static bent forms join
+  the filter, and the filter's weight budget filled by its inputs: the bent path still joins
+  it, in place of the bent witness's static forms, and removes far more."""
+  rng = np.random.default_rng(1)
+  n, fs = 60000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 0.5, 200.0) for _ in range(3)], 1)
+  noise = np.tanh(2.6 * zoo._unit(zoo.lowpass(zoo.delayed(w[:, 1], 4), fs, 40.0)))
+  target = noise + 0.05 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  train, val, later = rec.slice(0, 40000), rec.slice(40000, 48000), rec.slice(48000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  monkeypatch.setattr(train_lib, 'BENT_PATHS', False)
+  _, plain, plain_stats = train_lib.fit_linear_path(split, [16, 64], 4)
+  shapes_of_1 = [k for k, (i, *_) in enumerate(plain_stats['shapes']) if i == 1]
+  assert shapes_of_1, plain_stats  # the witness's static forms are in the plain filter
+  full = len(plain_stats['inputs_used']) * plain_stats['n_taps']
+  monkeypatch.setattr(train_lib, 'MAX_FIR_WEIGHTS', full)
+  monkeypatch.setattr(train_lib, 'BENT_PATHS', True)
+  _, bent, stats = train_lib.fit_linear_path(split, [16, 64], 4)
+  assert 1 in {p[0] for p in stats['bent_paths']}, stats
+  first_shape = 3 + len(stats['products'] or [])
+  used_shapes = [c - first_shape for c in stats['inputs_used']
+                 if first_shape <= c < first_shape + len(stats['shapes'])]
+  assert not set(used_shapes) & set(shapes_of_1), stats
+  assert len(stats['inputs_used']) * stats['n_taps'] <= full
+  assert nr(bent) > nr(plain) + 10.0, (nr(bent), nr(plain))
