@@ -309,21 +309,30 @@ def test_bent_forms_are_also_scored_against_the_residual_whitened(monkeypatch):
   assert max(v for i, _, _, v in scores if i == 0) < 2.0, scores
 
 
+def _wiener_model(gain: float, cutoff_hz: float, order: int):
+  """Three witnesses, the second delayed, low-passed and saturated into the target (a Wiener
+  model) under a faint background: ``(split, nr)``, ``nr`` a filter's NR on the later noise."""
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  n, fs = 60000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 0.5, 200.0) for _ in range(3)], 1)
+  low = zoo.lowpass(zoo.delayed(w[:, 1], 4), fs, cutoff_hz, order=order)
+  noise = np.tanh(gain * zoo._unit(low))
+  target = noise + 0.05 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  train, val, later = rec.slice(0, 40000), rec.slice(40000, 48000), rec.slice(48000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  return split, lambda f: lstm_jax.noise_reduction_db(later.noise[100:],
+                                                       f.predict(later.witnesses)[100:])
+
+
 def test_a_saturation_after_a_low_pass_is_fitted_as_a_bent_path(monkeypatch):
   """A witness low-passed, then saturated (a Wiener model): the linear path's filter for it is
   the low-pass up to a gain, its output through the fitted nonlinearity is kept, and on later
   data it removes far more than the filter over the witnesses and their bent forms."""
-  rng = np.random.default_rng(1)
-  n, fs = 60000, 500.0
-  w = np.stack([zoo.coloured(rng, n, fs, 0.5, 200.0) for _ in range(3)], 1)
-  noise = np.tanh(2.0 * zoo._unit(zoo.lowpass(zoo.delayed(w[:, 1], 4), fs, 15.0, order=3)))
-  target = noise + 0.05 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 200.0)
-  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
-                           noise.astype(np.float32))
   from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  train, val, later = rec.slice(0, 40000), rec.slice(40000, 48000), rec.slice(48000, n)
-  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
-  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  split, nr = _wiener_model(2.0, 15.0, 3)
   monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())  # the bent paths alone
   _, bent, stats = train_lib.fit_linear_path(split, [16, 64], 4)
   assert stats['bent_paths'] and {p[0] for p in stats['bent_paths']} == {1}, stats
@@ -337,17 +346,8 @@ def test_a_bent_path_stands_in_for_its_witness_bent_forms_where_the_filter_is_fu
   """A milder low-pass before a harder saturation, where the witness's static bent forms join
   the filter, and the filter's weight budget filled by its inputs: the bent path still joins
   it, in place of the bent witness's static forms, and removes far more."""
-  rng = np.random.default_rng(1)
-  n, fs = 60000, 500.0
-  w = np.stack([zoo.coloured(rng, n, fs, 0.5, 200.0) for _ in range(3)], 1)
-  noise = np.tanh(2.6 * zoo._unit(zoo.lowpass(zoo.delayed(w[:, 1], 4), fs, 40.0)))
-  target = noise + 0.05 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 200.0)
-  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
-                           noise.astype(np.float32))
   from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  train, val, later = rec.slice(0, 40000), rec.slice(40000, 48000), rec.slice(48000, n)
-  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
-  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  split, nr = _wiener_model(2.6, 40.0, 2)
   monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
   monkeypatch.setattr(train_lib, 'BENT_PATHS', False)
   _, plain, plain_stats = train_lib.fit_linear_path(split, [16, 64], 4)
