@@ -1,7 +1,8 @@
 r"""The GPU check in one call: every loop's parity with the scan, then every workload and mode
 for ours on each loop (auto, scan, pallas, pallas_stack, cudnn), Flax and PyTorch (cuDNN).
 
-On a lent device (one call of the device tool, about 3 minutes on an H200)::
+On a lent device (one call of the device tool; on an H200 every loop and peer for seed and long
+took about 6.5 minutes, most of it compiling, so give wide its own call)::
 
   python -m experiments.gpu_benchmarks --out=$OUT
 
