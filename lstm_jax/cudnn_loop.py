@@ -3,7 +3,7 @@
 cuDNN runs its own LSTM, so this loop applies only to the stock math (``lstm_jax.cell`` as
 shipped: sigmoid gates, tanh, c' = f c + i g) and is refused for any other cell, activation or
 an edited ``activate_gates`` / ``lstm_update`` (``unsupported``); ``loop='auto'`` never picks it:
-on an H200 it ran 2-17x slower than our best loop, host-bound (``ScanConfig.picks_cudnn``). Each layer is one
+on an H200 it ran 2-17x slower than our best loop, host-bound (``recurrent.layer_loop``). Each layer is one
 cuDNN call per chunk with the carry passed in and out (so chunks continue), its gradients
 cuDNN's own backward (``jax.experimental.rnn.lstm``'s VJP).
 

@@ -128,8 +128,8 @@ class ScanConfig:
       limits per layer); ``auto`` does not pick it until it is timed on a GPU.
       ``cudnn``: the stock LSTM through cuDNN (``lstm_jax.cudnn_loop``; a CUDA GPU only,
       refused for any other cell or an edited ``lstm_jax.cell``); explicit only: through
-      ``jax.experimental.rnn`` it ran 2-17x slower than our best loop on an H200
-      (``picks_cudnn``).
+      ``jax.experimental.rnn`` it ran seed 16-17x slower than the Pallas kernel and long
+      2.0-2.4x slower than our best loop on an H200, host-bound (docs/performance.md, "loop").
       ``describe_loops`` says which loop each layer runs on (training logs it).
   """
   recurrent_activation: str = 'sigmoid'
@@ -191,15 +191,6 @@ class ScanConfig:
     return (pallas_loop.on_gpu() and self.backward == 'custom' and not self.remat
             and self.matmul_dtype == 'float32' and batch_size <= 128
             and hidden_size <= largest and not hidden_size & (hidden_size - 1))
-
-  def picks_cudnn(self, batch_size: int, hidden_size: int) -> bool:
-    """Whether a stock LSTM layer runs on cuDNN (see ``loop``): only when asked for. PyTorch's
-    cuDNN LSTM ran seed and long 1.25-2.6x faster than our loops, but our call of the same
-    library through ``jax.experimental.rnn`` ran seed 16-17x slower than the Pallas kernel
-    and long 2.0-2.4x slower than our best loop on an H200, its CPU time equal to its wall time
-    (host-bound; docs/performance.md, "loop"), so ``auto`` never picks it."""
-    del batch_size, hidden_size  # the measured sizes all lost; kept for the call sites
-    return self.loop == 'cudnn'
 
   def feature_major(self, batch_size: int, hidden_size: int) -> bool:
     """Whether the forward that saves no residuals runs feature-major (see ``layout``)."""
@@ -325,12 +316,11 @@ def layer_loop(cell, fp: Optional[Fused], cfg: ScanConfig, batch: int, hidden: i
   residuals and its backward (else inference). Explicit choices the layer cannot take raise."""
   if fp is None:
     return 'scan'
-  if cfg.picks_cudnn(batch, hidden):
+  if cfg.loop == 'cudnn':  # only when asked for: ``auto`` never picks it (see ``loop``)
     why = cudnn_loop.unsupported(cell, cfg, cell.math_key())
-    if why is None:
-      return 'cudnn'
-    if cfg.loop == 'cudnn':
+    if why is not None:
       raise ValueError(f"loop='cudnn': {why}; use loop='scan'")
+    return 'cudnn'
   if cfg.loop == 'pallas_stack':
     return 'pallas_stack'
   return 'pallas' if uses_pallas(cell, fp, cfg, batch, hidden, training) else 'scan'

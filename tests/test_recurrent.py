@@ -230,9 +230,11 @@ def test_loop_auto_never_picks_cudnn(monkeypatch):
   assert recurrent.describe_loops(lstm, (64, 16, 8), 2, 1, auto, True) == (
       '64 units: scan, 16 units: scan, 8 units: scan (train step, batch 1, cpu)')
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  for size in ((1, 64), (8, 128), (64, 256), (16, 64)):
-    assert not auto.picks_cudnn(*size)
-  assert ScanConfig(loop='cudnn').picks_cudnn(1, 64)
+  for batch, units in ((1, 64), (8, 128), (64, 256), (16, 64)):
+    for training in (True, False):
+      assert 'cudnn' not in recurrent.describe_loops(lstm, (units,), 2, batch, auto, training)
+  assert recurrent.describe_loops(lstm, (64,), 2, 1, ScanConfig(loop='cudnn'), True).startswith(
+      '64 units: cudnn')
   assert recurrent.describe_loops(lstm, (64, 16, 8), 2, 1, auto, True) == (
       '64 units: pallas, 16 units: pallas, 8 units: pallas (train step, batch 1, gpu)')
   assert recurrent.describe_loops(lstm, (128, 128), 2, 8, auto, True).startswith('128 units: scan')
