@@ -560,9 +560,33 @@ def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
   return dataclasses.replace(fir, weights=weights.reshape(-1)), info
 
 
-# ``pole_zero``: Steiglitz-McBride iterations, and the samples they read (the first ones).
+def _shared_poles(fir: WienerFIR, columns, order: int, skip: int) -> Optional[np.ndarray]:
+  """A denominator of ``order`` poles that ``fir``'s impulse responses (the ``columns``) all
+  follow past their first ``skip`` taps (fewer where the responses are short): least squares
+  on ``h_c(t) = -sum_k a_k h_c(t - k)`` over every column, poles reflected inside 0.999 of the
+  unit circle. None where the responses are too short for it."""
+  if not order:
+    return None
+  h = np.asarray(fir.weights, np.float64).reshape(fir.n_channels, fir.n_taps)[columns]
+  first = max(order, min(skip, fir.n_taps - 4 * order))
+  if fir.n_taps - first < 2 * order:
+    return None
+  lagged = np.stack([h[:, first - k:fir.n_taps - k] for k in range(1, order + 1)], -1)
+  a, *_ = np.linalg.lstsq(lagged.reshape(-1, order), -h[:, first:].reshape(-1), rcond=None)
+  return np.real(np.poly(_reflected(np.roots(np.r_[1.0, a]))))
+
+
+def _reflected(poles: np.ndarray) -> np.ndarray:
+  """``poles`` outside 0.999 of the unit circle moved onto it (a stable filter)."""
+  return np.where(np.abs(poles) > 0.999, 0.999 * poles / np.maximum(np.abs(poles), 1e-300),
+                  poles)
+
+
+# ``pole_zero``: Steiglitz-McBride iterations, the samples they read (the first ones), and
+# whether they start from the filter's own responses' poles too (beside no poles).
 POLE_ZERO_ITERATIONS = 8
 POLE_ZERO_SAMPLES = 1 << 18
+POLE_ZERO_FROM_RESPONSES = True
 
 
 def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
@@ -577,9 +601,14 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
   ``POLE_ZERO_ITERATIONS`` times,
   on inputs and targets whitened as ``regularized`` whitens them (by the AR filter of
   ``fir``'s residual, then of the first pass's: the iterations take the noise as white);
-  poles outside 0.999 of the unit circle are reflected in. Returned as a FIR (``fir``'s normalizer, products and bias) of the
-  impulse responses cut where the slowest pole has decayed by 60 dB, at least ``fir``'s
-  length and at most ``max_taps``; and ``{'order', 'n_zeros', 'poles_hz', 'decay_s'}``. None
+  poles outside 0.999 of the unit circle are reflected in. The iterations start from no poles
+  (their first pass is the equation-error fit, biased where the noise is coloured and loud)
+  and, with ``POLE_ZERO_FROM_RESPONSES``, again from the poles ``fir``'s own responses follow
+  (``_shared_poles``); the first pass whose filter leaves less of the whitened training
+  target goes on to the second (from no poles alone, a resonance under a loud background can
+  end on poles that decay in a ms). Returned as a FIR (``fir``'s normalizer, products and bias) of the impulse
+  responses cut where the slowest pole has decayed by 60 dB, at least ``fir``'s length and at
+  most ``max_taps``; and ``{'order', 'n_zeros', 'poles_hz', 'decay_s'}``. None
   where there are too few samples."""
   columns, fs = fir.inputs_used(), float(records[0].fs)
   n_in = len(columns)
@@ -621,9 +650,7 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
       gram[np.diag_indices(width)] += 1e-9 * np.trace(gram) / width
       # y(t) = sum_c (b_c * x_c)(t) - sum_k a_k y(t - k): the target's lags enter as -a_k
       solution = scipy.linalg.solve(gram, cross[0].reshape(-1)[unknowns], assume_a='pos')
-      poles = np.roots(np.r_[1.0, -solution[width - order:]])
-      poles = np.where(np.abs(poles) > 0.999,
-                       0.999 * poles / np.maximum(np.abs(poles), 1e-300), poles)
+      poles = _reflected(np.roots(np.r_[1.0, -solution[width - order:]]))
       denominator = np.real(np.poly(poles))
     return denominator, solution[:width - order].reshape(n_in, n_zeros), poles
 
@@ -640,8 +667,18 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
 
   # Twice: the first pass is whitened by ``fir``'s residual, which holds the tail ``fir``
   # cut off (a spectral peak at the resonance the whitening would flatten); the second by
-  # the first pass's own.
-  denominator, numerators, poles = iterated(whitener(fir), np.ones(1))
+  # the first pass's own, from the first pass's start that leaves less.
+  whiten = whitener(fir)
+
+  def left_over(found):  # the whitened training target's power that ``found`` leaves
+    f = as_fir(found[0], found[1], max_taps)
+    return sum(float(np.sum(np.square(whiten(y - (f.apply_scaled(x, columns=columns)
+                                                   - float(f.bias))))))
+               for y, x in zip(ys, xs))
+
+  starts = [np.ones(1)] + [a for a in [_shared_poles(fir, columns, order, n_zeros)]
+                           if a is not None and POLE_ZERO_FROM_RESPONSES]
+  denominator, numerators, _ = min((iterated(whiten, a) for a in starts), key=left_over)
   denominator, numerators, poles = iterated(
       whitener(as_fir(denominator, numerators, max_taps)), denominator)
   slowest = float(np.max(np.abs(poles))) if order else 0.0

@@ -176,6 +176,7 @@ PICK_RULES = {
     'no_factors': {'WITH_FACTORS': False},
     'no_modulated': {'MODULATED_PATHS': False},
     'no_poles': {'POLE_ORDERS': ()},
+    'poles_from_none': {'baselines.POLE_ZERO_FROM_RESPONSES': False},
     'no_bent_paths': {'BENT_PATHS': False},
     'short_numerators': _SHORT_NUMERATORS,
     'shapes_screened_once': {'SCREEN_AGAIN': False},

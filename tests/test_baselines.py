@@ -216,6 +216,30 @@ def test_pole_zero_refit_holds_a_ring_longer_than_the_filter(rng):
   assert nr(poles) > nr(plain) + 25.0, (nr(poles), nr(plain))
 
 
+def test_pole_zero_starts_from_the_filters_own_poles_under_a_loud_background(monkeypatch):
+  """A 60 Hz resonance (ringing down by e in 50 ms, 10 ms late) under a background of twice
+  its std, most of it below the witness's band: the iterations started from no poles alone
+  settle on real poles that decay in a ms (the equation-error start fits the background's own
+  colour) and remove next to nothing; started from the poles the regularized FIR's response
+  follows, they find the resonance and remove far more than that FIR."""
+  rng = np.random.default_rng(0)
+  n, fs, n_fit = 122880, 1024.0, 92160
+  w = zoo.coloured(rng, n, fs, 10.0, 0.4 * fs)[:, None]
+  noise = zoo.resonance(zoo.delayed(w[:, 0], 10), fs, 60.0, 0.05)
+  background = 2.0 * noise.std() * zoo.background(rng, n, fs, 1.0, slow=False)
+  rec = data.Recording(w.astype(np.float32), (noise + background).astype(np.float32), fs,
+                       noise.astype(np.float32))
+  fit, later = rec.slice(0, n_fit), rec.slice(n_fit, n)
+  prior, _ = baselines.regularized(baselines.WienerFIR.fit([fit], 64), [fit])
+  nr = lambda f: metrics.noise_reduction_db(later.noise[2048:], f.predict(later.witnesses)[2048:])
+  found, info = baselines.pole_zero(prior, [fit], order=2, n_zeros=16, max_taps=2048)
+  assert abs(info['poles_hz'][0] - 60.0) < 0.5 and 0.04 < info['decay_s'] < 0.06, info
+  assert nr(found) > nr(prior) + 10.0, (nr(found), nr(prior))
+  monkeypatch.setattr(baselines, 'POLE_ZERO_FROM_RESPONSES', False)
+  alone, alone_info = baselines.pole_zero(prior, [fit], order=2, n_zeros=16, max_taps=2048)
+  assert alone_info['decay_s'] < 0.005 and nr(alone) < nr(prior), (alone_info, nr(alone))
+
+
 def test_lag_sums_less_their_end_terms_are_the_lagged_designs_normal_matrix(rng):
   """The block-Toeplitz matrix from lag sums, less ``_end_terms``, is ``lagged``'s own
   ``X^T X`` to the rounding (the rational refit's normal equations are built so)."""
