@@ -606,10 +606,10 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
   and, with ``POLE_ZERO_FROM_RESPONSES``, again from the poles ``fir``'s own responses follow
   (``_shared_poles``); the first pass whose filter leaves less of the whitened training
   target goes on to the second (from no poles alone, a resonance under a loud background can
-  end on poles that decay in a ms). Returned as a FIR (``fir``'s normalizer, products and bias) of the impulse
-  responses cut where the slowest pole has decayed by 60 dB, at least ``fir``'s length and at
-  most ``max_taps``; and ``{'order', 'n_zeros', 'poles_hz', 'decay_s'}``. None
-  where there are too few samples."""
+  end on poles that decay in a ms). Returned as a FIR (``fir``'s normalizer, products and
+  bias) of the impulse responses cut where the slowest pole has decayed by 60 dB, at least
+  ``fir``'s length and at most ``max_taps``; and ``{'order', 'n_zeros', 'poles_hz',
+  'decay_s'}``. None where there are too few samples."""
   columns, fs = fir.inputs_used(), float(records[0].fs)
   n_in = len(columns)
   if not n_in:
@@ -676,8 +676,8 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
                                                    - float(f.bias))))))
                for y, x in zip(ys, xs))
 
-  starts = [np.ones(1)] + [a for a in [_shared_poles(fir, columns, order, n_zeros)]
-                           if a is not None and POLE_ZERO_FROM_RESPONSES]
+  from_responses = _shared_poles(fir, columns, order, n_zeros) if POLE_ZERO_FROM_RESPONSES else None
+  starts = [np.ones(1)] + ([from_responses] if from_responses is not None else [])
   denominator, numerators, _ = min((iterated(whiten, a) for a in starts), key=left_over)
   denominator, numerators, poles = iterated(
       whitener(as_fir(denominator, numerators, max_taps)), denominator)
