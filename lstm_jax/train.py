@@ -1,6 +1,7 @@
 """Training: optax Adam over chunks of parallel streams, truncated BPTT, held-out evaluation."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -665,8 +666,12 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
       for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
                              for seconds in POLE_ZERO_SECONDS})]
   candidates, infos = [], []
-  for order, n_zeros in pairs:
-    found = baselines.pole_zero(fir, split.train, order, n_zeros, max_taps, segment)
+  # The fits are independent and mostly filtering and transforms that let go of the GIL:
+  # threads run them on every core (the results are the same as one after another).
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(len(pairs), os.cpu_count() or 1))) as pool:
+    fits = list(pool.map(lambda p: baselines.pole_zero(fir, split.train, *p, max_taps, segment),
+                         pairs))
+  for found in fits:
     if found is not None:
       candidates.append((found[0], 0.0, found[0].n_taps))
       infos.append(found[1])
