@@ -217,10 +217,10 @@ def test_pole_zero_refit_holds_a_ring_longer_than_the_filter(rng):
 
 
 def test_pole_zero_starts_from_the_filters_own_poles_under_a_loud_background(monkeypatch):
-  """A 60 Hz resonance (ringing down by e in 50 ms, 10 ms late) under a background of twice
-  its std, most of it below the witness's band: the iterations started from no poles alone
-  settle on real poles that decay in a ms (the equation-error start fits the background's own
-  colour) and remove next to nothing; started from the poles the regularized FIR's response
+  """A 60 Hz resonance (ringing down by e in 50 ms, 10 ms late) under a coloured background
+  with lines, twice its std: the iterations started from no poles alone settle on real poles
+  that decay in a ms (the equation-error start fits the background's own colour) and remove
+  less than the filter they refit; started from the poles the regularized FIR's response
   follows, they find the resonance and remove far more than that FIR."""
   rng = np.random.default_rng(0)
   n, fs, n_fit = 122880, 1024.0, 92160
