@@ -554,9 +554,9 @@ def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
     # No room for a column: a bent path stands in for its witness's static bent forms (a
     # filter over them renders a bend before a filter; the bent path, one after it).
     bent_witnesses = {witnesses[k] for k, *_ in bends}
-    first = n_ch + len(products.pairs)
-    base = [c for c in used if not (first <= c < first + len(products.shapes)
-                                    and products.shapes[c - first][0] in bent_witnesses)]
+    shape_columns = products.columns_of('shapes', n_ch)
+    base = [c for c in used if not (c in shape_columns and products.shapes[
+        c - shape_columns.start][0] in bent_witnesses)]
     logging.info('bent paths: no room beside the filter\'s %d inputs of %d taps; the bent '
                  'witnesses\' static forms make way (%d inputs)', len(used), fir.n_taps,
                  len(base))
@@ -819,15 +819,15 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     bends, paths = union.shapes, union.modulated
     most = max(1, MAX_FIR_WEIGHTS // (n_ch + widened_sets[0].n_columns))
     wide_lengths = sorted({min(n, most) for n in lengths})
-    column_sets = [list(range(n_ch)) + [n_ch + together.index(p) for p in widened.pairs]
-                   + [n_ch + len(together) + k for k in range(len(widened.shapes))]
-                   + [n_ch + len(together) + len(bends) + k
-                      for k in range(len(widened.modulated))]
+    pair_columns, bend_columns, path_columns = (union.columns_of(kind, n_ch)
+                                                for kind in ('pairs', 'shapes', 'modulated'))
+    column_sets = [list(range(n_ch)) + [pair_columns[together.index(p)] for p in widened.pairs]
+                   + list(bend_columns[:len(widened.shapes)])
+                   + list(path_columns[:len(widened.modulated)])
                    for widened in widened_sets]
-    factors = {n_ch + k: [i, j] for k, (i, j, _) in enumerate(together)}
-    factors.update({n_ch + len(together) + k: [i] for k, (i, _, _) in enumerate(bends)})
-    factors.update({n_ch + len(together) + len(bends) + k: [i, j]
-                    for k, (i, j, _) in enumerate(paths)})
+    factors = {c: [i, j] for c, (i, j, _) in zip(pair_columns, together)}
+    factors.update({c: [i] for c, (i, _, _) in zip(bend_columns, bends)})
+    factors.update({c: [i, j] for c, (i, j, _) in zip(path_columns, paths)})
     for out, fitted in zip((candidates, alone), fits(
         [union.widened(r) for r in records], wide_lengths, input_norm, column_sets, factors)):
       for widened, columns, per_set in zip(widened_sets, column_sets, fitted):

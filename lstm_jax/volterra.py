@@ -50,6 +50,9 @@ BEND_OFFSETS = (-1.5, -0.75, 0.0, 0.75, 1.5)
 # up to 2.5x chance; whitened, 1-1.2x).
 SHAPES_WHITENED = True
 
+# The kinds of appended column, in the order ``Products.widen`` appends them.
+COLUMN_KINDS = ('pairs', 'shapes', 'modulated', 'bent_paths')
+
 
 @dataclasses.dataclass
 class Products:
@@ -81,7 +84,14 @@ class Products:
   @property
   def n_columns(self) -> int:
     """How many columns ``widen`` appends to the witnesses."""
-    return len(self.pairs) + len(self.shapes) + len(self.modulated) + len(self.bent_paths)
+    return sum(len(getattr(self, kind)) for kind in COLUMN_KINDS)
+
+  def columns_of(self, kind: str, n_witnesses: int) -> range:
+    """Where ``widen`` puts ``kind``'s columns (one of ``COLUMN_KINDS``) after ``n_witnesses``
+    witness columns."""
+    first = n_witnesses + sum(len(getattr(self, k))
+                              for k in COLUMN_KINDS[:COLUMN_KINDS.index(kind)])
+    return range(first, first + len(getattr(self, kind)))
 
   @property
   def factors(self) -> list[int]:
