@@ -633,8 +633,7 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
   # of the transform's length each pass, cost more than the segments' for long ones.
   lag_segment = min(segment, max(1024, 8 * longest))
 
-  def iterated(whiten, denominator):  # Steiglitz-McBride from ``denominator``
-    xws, yws = [whiten(x) for x in xs], [whiten(y) for y in ys]
+  def iterated(xws, yws, denominator):  # Steiglitz-McBride on whitened data from ``denominator``
     for _ in range(POLE_ZERO_ITERATIONS):
       corr = np.zeros((n_in + 1, n_in + 1, 2 * longest - 1))
       cross = np.zeros((1, n_in + 1, longest))
@@ -661,26 +660,27 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
     weights[columns] = [scipy.signal.lfilter(b, denominator, impulse) for b in numerators]
     return dataclasses.replace(fir, weights=weights.reshape(-1), n_taps=n_taps)
 
-  def whitener(f):  # the AR filter of ``f``'s residual
-    return whitening_filter(np.concatenate(
-        [y - (f.apply_scaled(x, columns=columns) - float(f.bias)) for y, x in zip(ys, xs)]))
+  def residuals(f):  # what ``f`` leaves of each target
+    return [y - (f.apply_scaled(x, columns=columns) - float(f.bias)) for y, x in zip(ys, xs)]
+
+  def whitened(whiten):  # inputs and targets through ``whiten``
+    return [whiten(x) for x in xs], [whiten(y) for y in ys]
 
   # Twice: the first pass is whitened by ``fir``'s residual, which holds the tail ``fir``
   # cut off (a spectral peak at the resonance the whitening would flatten); the second by
   # the first pass's own, from the first pass's start that leaves less.
-  whiten = whitener(fir)
+  whiten = whitening_filter(np.concatenate(residuals(fir)))
 
   def left_over(found):  # the whitened training target's power that ``found`` leaves
-    f = as_fir(found[0], found[1], max_taps)
-    return sum(float(np.sum(np.square(whiten(y - (f.apply_scaled(x, columns=columns)
-                                                   - float(f.bias))))))
-               for y, x in zip(ys, xs))
+    return sum(float(np.sum(np.square(whiten(r))))
+               for r in residuals(as_fir(found[0], found[1], max_taps)))
 
   from_responses = _shared_poles(fir, columns, order, n_zeros) if POLE_ZERO_FROM_RESPONSES else None
   starts = [np.ones(1)] + ([from_responses] if from_responses is not None else [])
-  denominator, numerators, _ = min((iterated(whiten, a) for a in starts), key=left_over)
-  denominator, numerators, poles = iterated(
-      whitener(as_fir(denominator, numerators, max_taps)), denominator)
+  first_data = whitened(whiten)
+  denominator, numerators, _ = min((iterated(*first_data, a) for a in starts), key=left_over)
+  second = whitening_filter(np.concatenate(residuals(as_fir(denominator, numerators, max_taps))))
+  denominator, numerators, poles = iterated(*whitened(second), denominator)
   slowest = float(np.max(np.abs(poles))) if order else 0.0
   ring = np.log(1e3) / -np.log(slowest) if slowest > 0 else 0.0  # samples to fall 60 dB
   n_taps = int(min(max_taps, max(fir.n_taps, n_zeros + int(np.ceil(ring)))))
