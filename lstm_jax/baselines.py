@@ -590,7 +590,7 @@ POLE_ZERO_FROM_RESPONSES = True
 
 
 def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
-              n_zeros: int, max_taps: int, segment: int = 1 << 14
+              n_zeros: int, max_taps: int, segment: int = 1 << 14, fir_columns=()
               ) -> Optional[tuple[WienerFIR, dict]]:
   """``fir``'s inputs (the columns it uses, products included) refitted as one rational
   filter, ``B_c(z) / A(z)`` per input: a denominator of ``order`` poles shared by every input
@@ -608,9 +608,15 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
   target goes on to the second (from no poles alone, a resonance under a loud background can
   end on poles that decay in a ms). Returned as a FIR (``fir``'s normalizer, products and
   bias) of the impulse responses cut where the slowest pole has decayed by 60 dB, at least
-  ``fir``'s length and at most ``max_taps``; and ``{'order', 'n_zeros', 'poles_hz',
-  'decay_s'}``. None where there are too few samples."""
-  columns, fs = fir.inputs_used(), float(records[0].fs)
+  ``fir``'s length and at most ``max_taps``; and ``{'order', 'n_zeros', 'fir_columns',
+  'poles_hz', 'decay_s'}``. None where there are too few samples.
+
+  ``fir_columns``: inputs that keep ``fir``'s responses as they are, the others refitted on
+  what those leave (a resonance on one input beside inputs that need none, which one shared
+  denominator would bend; least squares on their taps again would add the estimation noise
+  ``fir``'s prior kept out)."""
+  kept = [c for c in fir.inputs_used() if c in set(fir_columns)]
+  columns, fs = [c for c in fir.inputs_used() if c not in kept], float(records[0].fs)
   n_in = len(columns)
   if not n_in:
     return None
@@ -620,6 +626,9 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
     if take > n_zeros + order:
       xs.append(fir.scaled_inputs(r.witnesses[:take], columns=columns).astype(np.float64))
       ys.append(np.asarray(r.target[:take], np.float64) - float(fir.bias))
+      if kept:
+        ys[-1] -= fir.apply_scaled(fir.scaled_inputs(r.witnesses[:take], columns=kept),
+                                   columns=kept) - float(fir.bias)
       left -= take
   width = n_in * n_zeros + order
   if sum(len(y) for y in ys) <= 10 * width + WHITENING_ORDER:
@@ -658,6 +667,7 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
     impulse[0] = 1.0
     weights = np.zeros((fir.n_channels, n_taps))
     weights[columns] = [scipy.signal.lfilter(b, denominator, impulse) for b in numerators]
+    weights[kept, :fir.n_taps] = np.asarray(fir.weights).reshape(-1, fir.n_taps)[kept]
     return dataclasses.replace(fir, weights=weights.reshape(-1), n_taps=n_taps)
 
   def residuals(f):  # what ``f`` leaves of each target
@@ -684,7 +694,7 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
   slowest = float(np.max(np.abs(poles))) if order else 0.0
   ring = np.log(1e3) / -np.log(slowest) if slowest > 0 else 0.0  # samples to fall 60 dB
   n_taps = int(min(max_taps, max(fir.n_taps, n_zeros + int(np.ceil(ring)))))
-  info = {'order': order, 'n_zeros': n_zeros,
+  info = {'order': order, 'n_zeros': n_zeros, 'fir_columns': kept,
           'poles_hz': sorted({round(abs(float(np.angle(z))) * fs / (2 * np.pi), 2)
                               for z in poles}),
           'decay_s': float(ring / fs / np.log(1e3))}

@@ -177,6 +177,7 @@ PICK_RULES = {
     'no_modulated': {'MODULATED_PATHS': False},
     'no_poles': {'POLE_ORDERS': ()},
     'poles_from_none': {'baselines.POLE_ZERO_FROM_RESPONSES': False},
+    'poles_on_ringing_inputs': {'POLE_TAIL_SHARE': 1e-3},
     'no_bent_paths': {'BENT_PATHS': False},
     'short_numerators': _SHORT_NUMERATORS,
     'shapes_screened_once': {'SCREEN_AGAIN': False},

@@ -654,9 +654,10 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
   one rational filter (``baselines.pole_zero``) with each of ``POLE_ORDERS`` poles and
   numerators of each of ``POLE_ZERO_SECONDS`` (a delay is a numerator's leading zeros; at
   least one tap more than the poles), its length where
-  the slowest pole has decayed, up to ``MAX_FIR_WEIGHTS`` weights: it must lower what ``fir`` leaves on the validation stretch by
-  ``MIN_T`` standard errors (``_pick_filter``). ``only``: the ``(order, n_zeros)`` pairs to
-  try instead."""
+  the slowest pole has decayed, up to ``MAX_FIR_WEIGHTS`` weights (with ``POLE_TAIL_SHARE``,
+  only the inputs that ring past the numerator, ``_ringing``, the others' responses kept): it
+  must lower what ``fir`` leaves on the validation stretch by ``MIN_T`` standard errors
+  (``_pick_filter``). ``only``: the ``(order, n_zeros)`` pairs to try instead."""
   if not POLE_ORDERS:
     return fir, entry
   fs, n_in = float(split.train[0].fs), len(fir.inputs_used())
@@ -665,12 +666,18 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
       (order, n_zeros) for order in POLE_ORDERS
       for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
                              for seconds in POLE_ZERO_SECONDS})]
+  # Each pair over the inputs that ring past the numerator, the others' responses kept
+  # (``_ringing``: every input while ``POLE_TAIL_SHARE`` is 0).
+  used = fir.inputs_used()
+  tasks = [(pair, kept) for pair in pairs
+           for kept in [[c for c in used if c not in _ringing(fir, pair[1])]]
+           if len(kept) < len(used)]
   candidates, infos = [], []
   # The fits are independent and mostly filtering and transforms that let go of the GIL:
   # threads run them on every core (the results are the same as one after another).
-  with concurrent.futures.ThreadPoolExecutor(max(1, min(len(pairs), os.cpu_count() or 1))) as pool:
-    fits = list(pool.map(lambda p: baselines.pole_zero(fir, split.train, *p, max_taps, segment),
-                         pairs))
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
+    fits = list(pool.map(lambda t: baselines.pole_zero(fir, split.train, *t[0], max_taps,
+                                                       segment, fir_columns=t[1]), tasks))
   for found in fits:
     if found is not None:
       candidates.append((found[0], 0.0, found[0].n_taps))
@@ -693,14 +700,30 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
   info = infos[next(k for k, c in enumerate(candidates) if c[0] is new_fir)]
   after = target - predict_stretch(new_fir, val, lead)
   as_rec = lambda v: [dataclasses.replace(val, target=v)]
+  kept = (f' (inputs {info["fir_columns"]} keep their responses)' if info['fir_columns']
+          else '')
   logging.info('linear path refitted with %d poles (at %s Hz, slowest decay %.3f s) and '
-               'numerators of %d taps, as a FIR of %d taps: %.2f dB more of the validation '
+               'numerators of %d taps%s, as a FIR of %d taps: %.2f dB more of the validation '
                'stretch judged whitened (%.1f standard errors)', info['order'],
-               info['poles_hz'], info['decay_s'], info['n_zeros'], new_fir.n_taps,
+               info['poles_hz'], info['decay_s'], info['n_zeros'], kept, new_fir.n_taps,
                new_entry['judged_nr_db'], new_entry['validation_t'])
   return new_fir, dict(entry, n_taps=new_fir.n_taps, pole_zero=info, regularized=False,
                        prior=None, poles_t=new_entry['validation_t'],
                        validation_residual_nr_db=_removed_db(as_rec(target), as_rec(after)))
+
+
+def _ringing(fir: baselines.WienerFIR, n_zeros: int) -> list[int]:
+  """The inputs of ``fir`` whose responses hold ``POLE_TAIL_SHARE`` of their energy or more
+  past their first ``n_zeros`` taps: those a rational refit with numerators of ``n_zeros``
+  needs poles for. A resonance on one input beside inputs whose responses the prior has cut
+  short (dev ``ligo_like/1``: poles on the resonant input alone 31.3 dB, on all three 29.9):
+  one shared denominator bends the short ones, and their numerators refitted by least
+  squares bring back estimation noise the prior had kept out. A response the prior has cut
+  short holds 1e-8 of its energy or less there; a slow real pole's, 0.5% (fresh
+  ``linear_paths/5``)."""
+  weights = np.square(np.asarray(fir.weights, np.float64).reshape(-1, fir.n_taps))
+  return [c for c in fir.inputs_used()
+          if np.sum(weights[c, n_zeros:]) >= POLE_TAIL_SHARE * np.sum(weights[c])]
 
 
 def _as_lengths(lengths) -> list[int]:
@@ -1007,6 +1030,11 @@ MAX_BENT_PATHS = 4
 # inputs, numerators of these many seconds (``_with_poles``; () for none).
 POLE_ORDERS = (2, 4, 8)
 POLE_ZERO_SECONDS = (0.008, 0.03)
+# Above 0, only the inputs whose responses hold at least this share of their energy past the
+# numerator's taps are refitted with the poles, the others keeping the filter's responses
+# (``_ringing``; ``scoreboard`` rule ``poles_on_ringing_inputs``: 1e-3). Off: it gained on
+# dev and fresh draws and lost on test (quality.md, "Poles for the inputs that ring").
+POLE_TAIL_SHARE = 0.0
 # Bent witnesses are screened again on what a filter over the screened products leaves
 # (``_screened_again``).
 SCREEN_AGAIN = True
@@ -1171,13 +1199,14 @@ def refit_with_validation(split: Split, fir: baselines.WienerFIR, n_taps: int,
   uses) fitted on the training and the validation records, with ``fir``'s normalizer (for
   ``plus``); ``regularized``: under its prior (``baselines.regularized``, hyperparameters
   fitted again); ``pole_zero`` (``baselines.pole_zero``'s info): as a rational filter of that
-  order and numerator. Once validation has chosen a filter's length and inputs, its samples
-  serve the fit too, as the Wiener baseline is refitted on all of its data: a tenth more
-  samples, a tenth less of the weights' estimation noise."""
+  order and numerator over the same inputs (the others' responses kept). Once validation has
+  chosen a filter's length and inputs, its samples serve the fit too, as the Wiener baseline
+  is refitted on all of its data: a tenth more samples, a tenth less of the weights'
+  estimation noise."""
   records = list(split.train) + [split.validation]
   if pole_zero:
     found = baselines.pole_zero(fir, records, pole_zero['order'], pole_zero['n_zeros'], n_taps,
-                                segment)
+                                segment, fir_columns=pole_zero.get('fir_columns', ()))
     if found is not None:
       return found[0]
   found = baselines.regularized(fir, records, segment) if regularized else None

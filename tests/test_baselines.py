@@ -15,6 +15,7 @@ from lstm_jax import compare
 from lstm_jax import config as config_lib
 from lstm_jax import data
 from lstm_jax import metrics
+from lstm_jax import train
 from lstm_jax import zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,6 +196,17 @@ def test_the_priors_likelihood_gradient_matches_differences(rng, monkeypatch):
   np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-4)
 
 
+def _fit_and_later(w, noise, background, fs, n_fit):
+  """A recording of witnesses ``w`` and target ``noise + background`` cut at ``n_fit`` into
+  the part a filter is fitted on and a later part, and the later part's NR of a filter
+  (after 2048 samples, where every filter here has settled)."""
+  rec = data.Recording(np.asarray(w, np.float32), (noise + background).astype(np.float32), fs,
+                       noise.astype(np.float32))
+  fit, later = rec.slice(0, n_fit), rec.slice(n_fit, len(noise))
+  return fit, later, lambda f: metrics.noise_reduction_db(later.noise[2048:],
+                                                          f.predict(later.witnesses)[2048:])
+
+
 def test_pole_zero_refit_holds_a_ring_longer_than_the_filter(rng):
   """A resonance at 60 Hz ringing down by e in 0.2 s (500 Hz, 40 s of it under a coloured
   background) seen by a 64-tap FIR: the filter cuts the ring off after 0.13 s. Refitted as a
@@ -204,15 +216,12 @@ def test_pole_zero_refit_holds_a_ring_longer_than_the_filter(rng):
   w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(2)], 1)
   noise = zoo.resonance(w[:, 0], fs, 60.0, 0.2) + 0.5 * w[:, 1] / w[:, 1].std()
   background = 0.3 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 100.0)
-  rec = data.Recording(w.astype(np.float32), (noise + background).astype(np.float32), fs,
-                       noise.astype(np.float32))
-  fit, later = rec.slice(0, n_fit), rec.slice(n_fit, n)
+  fit, _, nr = _fit_and_later(w, noise, background, fs, n_fit)
   plain = baselines.WienerFIR.fit([fit], 64)
   poles, info = baselines.pole_zero(plain, [fit], order=2, n_zeros=4, max_taps=2048)
   assert info['order'] == 2 and abs(info['poles_hz'][0] - 60.0) < 0.2, info
   assert 0.17 < info['decay_s'] < 0.23 and poles.n_taps > 5 * 64, (info, poles.n_taps)
   assert poles.input_norm is plain.input_norm and poles.n_channels == 2
-  nr = lambda f: metrics.noise_reduction_db(later.noise[2048:], f.predict(later.witnesses)[2048:])
   assert nr(poles) > nr(plain) + 25.0, (nr(poles), nr(plain))
 
 
@@ -227,17 +236,48 @@ def test_pole_zero_starts_from_the_filters_own_poles_under_a_loud_background(mon
   w = zoo.coloured(rng, n, fs, 10.0, 0.4 * fs)[:, None]
   noise = zoo.resonance(zoo.delayed(w[:, 0], 10), fs, 60.0, 0.05)
   background = 2.0 * noise.std() * zoo.background(rng, n, fs, 1.0, slow=False)
-  rec = data.Recording(w.astype(np.float32), (noise + background).astype(np.float32), fs,
-                       noise.astype(np.float32))
-  fit, later = rec.slice(0, n_fit), rec.slice(n_fit, n)
+  fit, _, nr = _fit_and_later(w, noise, background, fs, n_fit)
   prior, _ = baselines.regularized(baselines.WienerFIR.fit([fit], 64), [fit])
-  nr = lambda f: metrics.noise_reduction_db(later.noise[2048:], f.predict(later.witnesses)[2048:])
   found, info = baselines.pole_zero(prior, [fit], order=2, n_zeros=16, max_taps=2048)
   assert abs(info['poles_hz'][0] - 60.0) < 0.5 and 0.04 < info['decay_s'] < 0.06, info
   assert nr(found) > nr(prior) + 10.0, (nr(found), nr(prior))
   monkeypatch.setattr(baselines, 'POLE_ZERO_FROM_RESPONSES', False)
   alone, alone_info = baselines.pole_zero(prior, [fit], order=2, n_zeros=16, max_taps=2048)
   assert alone_info['decay_s'] < 0.005 and nr(alone) < nr(prior), (alone_info, nr(alone))
+
+
+def test_pole_zero_keeps_the_short_responses_of_inputs_without_a_ring(rng, monkeypatch):
+  """A 60 Hz resonance on one input beside a loud 3-tap path on another (500 Hz, under a
+  coloured background), seen by a 64-tap FIR under the prior (its second response cut short):
+  refitting both over one shared denominator with numerators of 4 taps cannot render the
+  short path (it would need the poles cancelled, 5 taps); with the short input's responses
+  kept as the filter has them (``train._ringing``, rule on, picks the resonant input), the poles
+  go to the resonance, the kept responses are the filter's to the bit and the refit removes
+  far more on later data than either."""
+  n, fs, n_fit = 40000, 500.0, 20000
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(2)], 1)
+  w /= w.std(axis=0)
+  short = np.convolve(w[:, 1], [1.0, -0.8, 0.5])[:n]
+  noise = zoo.resonance(w[:, 0], fs, 60.0, 0.2) + 2.0 * short
+  background = 0.1 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 100.0)
+  fit, later, nr = _fit_and_later(w, noise, background, fs, n_fit)
+  prior, _ = baselines.regularized(baselines.WienerFIR.fit([fit], 64), [fit])
+  every, _ = baselines.pole_zero(prior, [fit], order=2, n_zeros=4, max_taps=2048)
+  mixed, info = baselines.pole_zero(prior, [fit], order=2, n_zeros=4, max_taps=2048,
+                                    fir_columns=[1])
+  assert info['fir_columns'] == [1] and abs(info['poles_hz'][0] - 60.0) < 0.2, info
+  taps = lambda f: np.asarray(f.weights).reshape(f.n_channels, f.n_taps)
+  np.testing.assert_array_equal(taps(mixed)[1, :64], taps(prior)[1])
+  assert not np.any(taps(mixed)[1, 64:])
+  assert nr(mixed) > max(nr(every), nr(prior)) + 6.0, (nr(mixed), nr(every), nr(prior))
+  assert train._ringing(prior, 4) == [0, 1]  # while the rule is off: every input
+  monkeypatch.setattr(train, 'POLE_TAIL_SHARE', 1e-3)  # rule ``poles_on_ringing_inputs``
+  assert train._ringing(prior, 4) == [0]
+  # Refitted with the validation samples as it was chosen: the same inputs keep their taps.
+  split = train.Split([fit.slice(0, 15000)], later, 'test', validation=fit.slice(15000, n_fit))
+  again = train.refit_with_validation(split, mixed, mixed.n_taps, pole_zero=info)
+  np.testing.assert_array_equal(taps(again)[1], taps(mixed)[1])
+  assert nr(again) > nr(every) + 6.0, (nr(again), nr(every))
 
 
 def test_lag_sums_less_their_end_terms_are_the_lagged_designs_normal_matrix(rng):
