@@ -666,11 +666,12 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
       (order, n_zeros) for order in POLE_ORDERS
       for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
                              for seconds in POLE_ZERO_SECONDS})]
-  # Each pair over the inputs that ring past the numerator, the others' responses kept
-  # (``_ringing``: every input while ``POLE_TAIL_SHARE`` is 0).
+  # Each pair over every input and over the inputs that ring past the numerator, the others'
+  # responses kept (``_ringing``: every input while ``POLE_TAIL_SHARE`` is 0), or over those
+  # alone (``POLE_EVERY_INPUT_TOO`` False).
   used = fir.inputs_used()
-  tasks = [(pair, kept) for pair in pairs
-           for kept in [[c for c in used if c not in _ringing(fir, pair[1])]]
+  tasks = [(pair, kept) for pair in pairs for kept in dict.fromkeys(
+      ((),) * POLE_EVERY_INPUT_TOO + (tuple(c for c in used if c not in _ringing(fir, pair[1])),))
            if len(kept) < len(used)]
   candidates, infos = [], []
   # The fits are independent and mostly filtering and transforms that let go of the GIL:
@@ -1030,11 +1031,14 @@ MAX_BENT_PATHS = 4
 # inputs, numerators of these many seconds (``_with_poles``; () for none).
 POLE_ORDERS = (2, 4, 8)
 POLE_ZERO_SECONDS = (0.008, 0.03)
-# Above 0, only the inputs whose responses hold at least this share of their energy past the
-# numerator's taps are refitted with the poles, the others keeping the filter's responses
-# (``_ringing``; ``scoreboard`` rule ``poles_on_ringing_inputs``: 1e-3). Off: it gained on
-# dev and fresh draws and lost on test (quality.md, "Poles for the inputs that ring").
+# Above 0, the rational refit is also tried over only the inputs whose responses hold at
+# least this share of their energy past the numerator's taps, the others keeping the
+# filter's responses (``_ringing``), and with ``POLE_EVERY_INPUT_TOO`` False over those alone
+# (``scoreboard`` rules ``poles_on_ringing_inputs_too`` and ``poles_on_ringing_inputs``: 1e-3).
+# Off: both gained on dev and fresh draws and lost on test (quality.md, "Poles for the
+# inputs that ring").
 POLE_TAIL_SHARE = 0.0
+POLE_EVERY_INPUT_TOO = True
 # Bent witnesses are screened again on what a filter over the screened products leaves
 # (``_screened_again``).
 SCREEN_AGAIN = True
