@@ -666,13 +666,7 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
       (order, n_zeros) for order in POLE_ORDERS
       for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
                              for seconds in POLE_ZERO_SECONDS})]
-  # Each pair over every input and over the inputs that ring past the numerator, the others'
-  # responses kept (``_ringing``: every input while ``POLE_TAIL_SHARE`` is 0), or over those
-  # alone (``POLE_EVERY_INPUT_TOO`` False).
-  used = fir.inputs_used()
-  tasks = [(pair, kept) for pair in pairs for kept in dict.fromkeys(
-      ((),) * POLE_EVERY_INPUT_TOO + (tuple(c for c in used if c not in _ringing(fir, pair[1])),))
-           if len(kept) < len(used)]
+  tasks = [(pair, kept) for pair in pairs for kept in _kept_responses(fir, pair[1])]
   candidates, infos = [], []
   # The fits are independent and mostly filtering and transforms that let go of the GIL:
   # threads run them on every core (the results are the same as one after another).
@@ -711,6 +705,17 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
   return new_fir, dict(entry, n_taps=new_fir.n_taps, pole_zero=info, regularized=False,
                        prior=None, poles_t=new_entry['validation_t'],
                        validation_residual_nr_db=_removed_db(as_rec(target), as_rec(after)))
+
+
+def _kept_responses(fir: baselines.WienerFIR, n_zeros: int) -> list[tuple]:
+  """The sets of ``fir``'s inputs whose responses a rational refit with numerators of
+  ``n_zeros`` keeps, one refit each: none (every input refitted), and the inputs that do not
+  ring past the numerator (``_ringing``) where some do; only those with
+  ``POLE_EVERY_INPUT_TOO`` False. A set holding every input is no refit and left out."""
+  used = fir.inputs_used()
+  ringing = _ringing(fir, n_zeros)
+  sets = ((),) * POLE_EVERY_INPUT_TOO + (tuple(c for c in used if c not in ringing),)
+  return [kept for kept in dict.fromkeys(sets) if len(kept) < len(used)]
 
 
 def _ringing(fir: baselines.WienerFIR, n_zeros: int) -> list[int]:

@@ -270,9 +270,14 @@ def test_pole_zero_keeps_the_short_responses_of_inputs_without_a_ring(rng, monke
   np.testing.assert_array_equal(taps(mixed)[1, :64], taps(prior)[1])
   assert not np.any(taps(mixed)[1, 64:])
   assert nr(mixed) > max(nr(every), nr(prior)) + 6.0, (nr(mixed), nr(every), nr(prior))
-  assert train._ringing(prior, 4) == [0, 1]  # while the rule is off: every input
-  monkeypatch.setattr(train, 'POLE_TAIL_SHARE', 1e-3)  # rule ``poles_on_ringing_inputs``
-  assert train._ringing(prior, 4) == [0]
+  # The refits ``train._with_poles`` tries: over every input while the rule is off; with
+  # it, over the resonant input too, or alone.
+  assert train._ringing(prior, 4) == [0, 1] and train._kept_responses(prior, 4) == [()]
+  monkeypatch.setattr(train, 'POLE_TAIL_SHARE', 1e-3)  # rule ``poles_on_ringing_inputs_too``
+  assert train._ringing(prior, 4) == [0] and train._kept_responses(prior, 4) == [(), (1,)]
+  assert train._kept_responses(prior, 64) == [()]  # nothing rings past 64 taps
+  monkeypatch.setattr(train, 'POLE_EVERY_INPUT_TOO', False)  # ``poles_on_ringing_inputs``
+  assert train._kept_responses(prior, 4) == [(1,)] and train._kept_responses(prior, 64) == []
   # Refitted with the validation samples as it was chosen: the same inputs keep their taps.
   split = train.Split([fit.slice(0, 15000)], later, 'test', validation=fit.slice(15000, n_fit))
   again = train.refit_with_validation(split, mixed, mixed.n_taps, pole_zero=info)
