@@ -624,11 +624,12 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
   for r in records:
     take = min(left, len(r))
     if take > n_zeros + order:
-      xs.append(fir.scaled_inputs(r.witnesses[:take], columns=columns).astype(np.float64))
+      # The inputs widened and scaled once; the kept ones' part is taken off the target.
+      x = fir.scaled_inputs(r.witnesses[:take], columns=columns + kept).astype(np.float64)
+      xs.append(x[:, :n_in])
       ys.append(np.asarray(r.target[:take], np.float64) - float(fir.bias))
       if kept:
-        ys[-1] -= fir.apply_scaled(fir.scaled_inputs(r.witnesses[:take], columns=kept),
-                                   columns=kept) - float(fir.bias)
+        ys[-1] -= fir.apply_scaled(x[:, n_in:], columns=kept) - float(fir.bias)
       left -= take
   width = n_in * n_zeros + order
   if sum(len(y) for y in ys) <= 10 * width + WHITENING_ORDER:
