@@ -656,9 +656,16 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
       _fill_gram(gram, corr, longest)
       gram -= ends  # the lagged design's own sums, to the rounding: 8 poles need them
       gram = gram[np.ix_(unknowns, unknowns)]
-      gram[np.diag_indices(width)] += 1e-9 * np.trace(gram) / width
+      # Solved with each unknown scaled to unit power and a ridge relative to that: the
+      # target's lags are in its units (a strain of 1e-21, a zoo target of 1e-4) and, whitened
+      # by a residual that is the ring a FIR cut off, may hold ~1e-9 of the inputs' power; a
+      # ridge scaled to the mean diagonal zeroed their weights (poles at 0 and fs/2).
+      unit = np.sqrt(np.maximum(np.diag(gram), 1e-300))
+      gram = gram / np.outer(unit, unit)
+      gram[np.diag_indices(width)] += 1e-9
       # y(t) = sum_c (b_c * x_c)(t) - sum_k a_k y(t - k): the target's lags enter as -a_k
-      solution = scipy.linalg.solve(gram, cross[0].reshape(-1)[unknowns], assume_a='pos')
+      solution = scipy.linalg.solve(gram, cross[0].reshape(-1)[unknowns] / unit,
+                                    assume_a='pos') / unit
       poles = _reflected(np.roots(np.r_[1.0, -solution[width - order:]]))
       denominator = np.real(np.poly(poles))
     return denominator, solution[:width - order].reshape(n_in, n_zeros), poles

@@ -376,7 +376,7 @@ def screen_shapes(records: Sequence[data_lib.Recording], residuals, max_shapes: 
 
 
 def fit_bends(records: Sequence[data_lib.Recording], residuals, max_bends: int = 4,
-              min_share: float = 0.0) -> tuple[list, list]:
+              min_share: float = 0.0, beside=None) -> tuple[list, list]:
   """The witness columns of ``records`` (each a path, standardized) whose bent form the
   residuals follow, strongest first, each bent twice: per column, the least-squares sum of
   sigmoids ``tanh(a (u - c))`` (``BEND_GAINS`` x ``BEND_OFFSETS``) beside ``u`` itself and a
@@ -388,14 +388,27 @@ def fit_bends(records: Sequence[data_lib.Recording], residuals, max_bends: int =
   validation. A column is kept where either fit on its first two thirds explains more than
   ``min_share`` of the last third's residual power (as weighed), as many as ``max_bends``;
   both are then fitted on the whole stretch, their linear and constant parts dropped (a
-  filter over the witness holds them). Returns ``(bends, scores)``: ``(k, units, units)``,
-  the ``(a, c, w)`` of each sigmoid as fitted raw and whitened, and every column's
-  ``[k, share raw, share whitened]``."""
+  filter over the witness holds them). ``beside``: per record, ``(T, K)``, what each column's
+  own other forms took of the target, added back to the residual that column's bend is
+  fitted on (a bend fitted on what a filter over static bent forms of the same witness left
+  renders only that filter's misfit, not the bend). Returns ``(bends, scores)``:
+  ``(k, units, units)``, the ``(a, c, w)`` of each sigmoid as fitted raw and whitened, and
+  every column's ``[k, share raw, share whitened]``."""
   x, r = _screen_stretch(records, residuals)
   x, r = np.asarray(x, np.float64), r - r.mean()
+  if beside is not None:
+    added, _ = _screen_stretch([dataclasses.replace(rec, witnesses=b)
+                                for rec, b in zip(records, beside)], residuals)
   cut = 2 * len(r) // 3
-  white = whitening(r[:cut])
   grid = [(a, c) for a in BEND_GAINS for c in BEND_OFFSETS]
+
+  common = r, whitening(r[:cut])
+
+  def residual_of(k):  # what column k's bend is fitted on, and its whitening
+    if beside is None or not np.any(added[:, k]):
+      return common
+    rk = r + added[:, k] - added[:, k].mean()
+    return rk, whitening(rk[:cut])
 
   def fitted(design, target, rows=slice(None)):
     w, *_ = np.linalg.lstsq(design[rows], target[rows], rcond=None)
@@ -405,24 +418,25 @@ def fit_bends(records: Sequence[data_lib.Recording], residuals, max_bends: int =
     left = target[cut:] - design[cut:] @ fitted(design, target, slice(cut))
     return 1.0 - float(np.var(left) / max(np.var(target[cut:]), 1e-300))
 
-  def designs(u):  # [1, u, sigmoids], as it is and whitened
+  def designs(k):  # [1, u, sigmoids] of column k, and its residual: as they are and whitened
+    u, (rk, white) = x[:, k], residual_of(k)
     raw = np.stack([np.ones_like(u), u] + [np.tanh(a * (u - c)) for a, c in grid], 1)
-    return raw, scipy.signal.lfilter(white, 1.0, raw, axis=0)
+    return (raw, rk), tuple(scipy.signal.lfilter(white, 1.0, v, axis=0) for v in (raw, rk))
 
   # Scored one column at a time and rebuilt for those kept: every column's designs at once
   # would hold 2 x 22 x SCREEN_SAMPLES floats per witness.
-  scores, r_white = [], scipy.signal.lfilter(white, 1.0, r)
+  scores = []
   for k in range(x.shape[1]):
     if np.std(x[:, k]) > 0:
-      raw, whitened = designs(x[:, k])
-      scores.append([k, held_out_share(raw, r), held_out_share(whitened, r_white)])
+      raw, whitened = designs(k)
+      scores.append([k, held_out_share(*raw), held_out_share(*whitened)])
   ranked = sorted(scores, key=lambda c: -max(c[1:]))
   as_units = lambda w: tuple((a, c, float(v)) for (a, c), v in zip(grid, w[2:]))
   kept = []
   for k, *shares in ranked[:max_bends]:
     if max(shares) > min_share:
-      raw, whitened = designs(x[:, k])
-      kept.append((k, as_units(fitted(raw, r)), as_units(fitted(whitened, r_white))))
+      raw, whitened = designs(k)
+      kept.append((k, as_units(fitted(*raw)), as_units(fitted(*whitened))))
   return kept, ranked
 
 

@@ -16,6 +16,7 @@ from lstm_jax import config as config_lib
 from lstm_jax import data
 from lstm_jax import metrics
 from lstm_jax import train
+from lstm_jax import volterra
 from lstm_jax import zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -244,6 +245,31 @@ def test_pole_zero_starts_from_the_filters_own_poles_under_a_loud_background(mon
   monkeypatch.setattr(baselines, 'POLE_ZERO_FROM_RESPONSES', False)
   alone, alone_info = baselines.pole_zero(prior, [fit], order=2, n_zeros=16, max_taps=2048)
   assert alone_info['decay_s'] < 0.005 and nr(alone) < nr(prior), (alone_info, nr(alone))
+
+
+def test_pole_zero_is_the_same_in_any_units_of_the_target(rng):
+  """A squared witness through a delay and a resonance (85 Hz ringing down by e in 75 ms at
+  1024 Hz, the shape of ``zoo``'s ``nonlinear_memory``) under a faint background, its target
+  in units of 1 and of a strain (1e-21): the refit finds the same resonance either way. The
+  target's lags are unknowns beside the standardized inputs, and a ridge scaled to the
+  design's mean diagonal once zeroed them below about 1e-4 (poles at 0 and fs/2, 0 dB)."""
+  n, fs, n_fit = 98304, 1024.0, 65536
+  w = zoo.coloured(rng, n, fs, 0.5, 0.3 * fs)
+  x = (w - w.mean()) / w.std()
+  noise = zoo.resonance(zoo.delayed(x ** 2, 17), fs, 85.0, 0.075)
+  background = 1e-3 * noise.std() * zoo.coloured(rng, n, fs, 1.0, 0.4 * fs)
+  found = []
+  for unit in (1.0, 1e-21):
+    fit, _, nr = _fit_and_later(w[:, None], unit * noise, unit * background, fs, n_fit)
+    products = volterra.Products([(0, 0, 0)], data.Normalizer.fit(
+        fit.witnesses, 'standardize', 'witness channel'))
+    widened = dataclasses.replace(fit, witnesses=products.widen(fit.witnesses))
+    plain = dataclasses.replace(baselines.WienerFIR.fit([widened], 256), products=products)
+    refit, info = baselines.pole_zero(plain, [fit], order=2, n_zeros=31, max_taps=4096)
+    assert abs(info['poles_hz'][0] - 85.0) < 0.1 and 0.07 < info['decay_s'] < 0.08, info
+    assert nr(refit) > 50.0 and nr(refit) > nr(plain) + 20.0, (unit, nr(refit), nr(plain))
+    found.append(info['poles_hz'][0])
+  assert abs(found[0] - found[1]) < 1e-3, found
 
 
 def test_pole_zero_keeps_the_short_responses_of_inputs_without_a_ring(rng, monkeypatch):

@@ -364,3 +364,29 @@ def test_a_bent_path_stands_in_for_its_witness_bent_forms_where_the_filter_is_fu
   assert not set(used_shapes) & set(shapes_of_1), stats
   assert len(stats['inputs_used']) * stats['n_taps'] <= full
   assert nr(bent) > nr(plain) + 10.0, (nr(bent), nr(plain))
+
+
+def test_a_bend_is_fitted_on_what_its_witness_static_forms_took_too(monkeypatch):
+  """``nonlinear_memory``'s saturation after a low-pass alone, noiseless (60 s at 1024 Hz, 12
+  witnesses): the witness's static bent forms join the filter and take part of the bend. Its
+  bent path's nonlinearity is fitted on what the filter leaves with their part added back;
+  fitted on what they left (their misfit), the same bent path removed 17 dB less."""
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  draw = zoo.make('nonlinear_memory', 0, with_background=False, max_seconds=60.0)
+  saturation = draw.features_train[:, 1].astype(np.float32)  # f2: tanh(k low-passed w)
+  rec = dataclasses.replace(draw.train, target=saturation, noise=saturation)
+  n = len(rec)
+  train, val, later = rec.slice(0, 7 * n // 10), rec.slice(7 * n // 10, 17 * n // 20), rec.slice(
+      17 * n // 20, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[200:], f.predict(later.witnesses)[200:])
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  _, bent, stats = train_lib.fit_linear_path(split, [8, 31], 4)
+  witness = stats['bent_paths'][0][0]
+  assert {s[0] for s in stats['shapes']} == {witness}, stats  # its static forms beside it
+  fit_bends = volterra.fit_bends
+  monkeypatch.setattr(volterra, 'fit_bends',
+                      lambda *a, beside=None, **k: fit_bends(*a, **k))  # on what they left
+  _, left_only, left_stats = train_lib.fit_linear_path(split, [8, 31], 4)
+  assert left_stats['bent_paths'], left_stats
+  assert nr(bent) > 40.0 and nr(bent) > nr(left_only) + 10.0, (nr(bent), nr(left_only))
