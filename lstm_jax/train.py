@@ -554,11 +554,13 @@ def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
   forms_of = [[c for c in used if c in shape_columns
                and products.shapes[c - shape_columns.start][0] == j] for j in witnesses]
 
+  forms = sorted({c for columns in forms_of for c in columns})
+
   def forms_part(rec):  # (T, K): each bent witness's static forms' part of ``fir``'s output
-    out = np.zeros((len(rec), len(witnesses)))
-    for k, columns in enumerate(forms_of):
+    x, out = fir.scaled_inputs(rec.witnesses, columns=forms), np.zeros((len(rec), len(witnesses)))
+    for k, columns in enumerate(forms_of):  # the witnesses widened once, each part from them
       if columns:
-        out[:, k] = fir.apply_scaled(fir.scaled_inputs(rec.witnesses, columns=columns),
+        out[:, k] = fir.apply_scaled(x[:, [forms.index(c) for c in columns]],
                                      columns=columns) - float(fir.bias)
     return out
 

@@ -402,13 +402,18 @@ def fit_bends(records: Sequence[data_lib.Recording], residuals, max_bends: int =
   cut = 2 * len(r) // 3
   grid = [(a, c) for a in BEND_GAINS for c in BEND_OFFSETS]
 
-  common = r, whitening(r[:cut])
+  def weighed(rk):  # a residual, its whitening filter and it whitened
+    white = whitening(rk[:cut])
+    return rk, white, scipy.signal.lfilter(white, 1.0, rk)
 
-  def residual_of(k):  # what column k's bend is fitted on, and its whitening
+  common, own = weighed(r), {}
+
+  def residual_of(k):  # what column k's bend is fitted on (each weighed once)
     if beside is None or not np.any(added[:, k]):
       return common
-    rk = r + added[:, k] - added[:, k].mean()
-    return rk, whitening(rk[:cut])
+    if k not in own:
+      own[k] = weighed(r + added[:, k] - added[:, k].mean())
+    return own[k]
 
   def fitted(design, target, rows=slice(None)):
     w, *_ = np.linalg.lstsq(design[rows], target[rows], rcond=None)
@@ -419,9 +424,9 @@ def fit_bends(records: Sequence[data_lib.Recording], residuals, max_bends: int =
     return 1.0 - float(np.var(left) / max(np.var(target[cut:]), 1e-300))
 
   def designs(k):  # [1, u, sigmoids] of column k, and its residual: as they are and whitened
-    u, (rk, white) = x[:, k], residual_of(k)
+    u, (rk, white, rk_white) = x[:, k], residual_of(k)
     raw = np.stack([np.ones_like(u), u] + [np.tanh(a * (u - c)) for a, c in grid], 1)
-    return (raw, rk), tuple(scipy.signal.lfilter(white, 1.0, v, axis=0) for v in (raw, rk))
+    return (raw, rk), (scipy.signal.lfilter(white, 1.0, raw, axis=0), rk_white)
 
   # Scored one column at a time and rebuilt for those kept: every column's designs at once
   # would hold 2 x 22 x SCREEN_SAMPLES floats per witness.
