@@ -173,6 +173,10 @@ PICK_RULES = {
     'raw_pick_no_bent': {'WHITENED_CHECK': False, 'volterra.SHAPE_GAINS': ()},
     'floor_1e-2': {'WHITENING_FLOOR': 1e-2},
     'prior_1024': {'baselines.MAX_REGULARIZED_WEIGHTS': 1024},
+    # The prior from every input's first tap, and its decay times from half a sample:
+    'prior_undelayed': {'baselines.ONSET_Z': float('inf')},
+    'prior_undelayed_half_sample': {'baselines.ONSET_Z': float('inf'),
+                                    'baselines.TAU_FLOOR': 0.5},
     'no_factors': {'WITH_FACTORS': False},
     'no_modulated': {'MODULATED_PATHS': False},
     'no_poles': {'POLE_ORDERS': ()},

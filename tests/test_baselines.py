@@ -132,6 +132,31 @@ def test_regularized_fir_spends_fewer_weights_on_a_short_response(rng):
   assert baselines.regularized(baselines.WienerFIR.fit([fit], too_long), [fit]) is None
 
 
+def test_a_delayed_response_gets_a_prior_that_starts_at_its_delay(rng, monkeypatch):
+  """The same resonance reached after 60 ms (30 samples) and the gain after 10 ms (5): the
+  plain prior gives the first taps the most variance and spends weights on every tap before
+  a delay. Least squares shows where each response starts, the prior shifted there wins the
+  marginal likelihood and the later data, and the weights before each delay are zero."""
+  n, fs, n_fit = 40000, 500.0, 8000
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(2)], 1)
+  noise = (zoo.resonance(zoo.delayed(w[:, 0], 30), fs, 40.0, 0.02)
+           + 0.5 * zoo.delayed(w[:, 1], 5) / w[:, 1].std())
+  background = noise.std() * zoo.coloured(rng, n, fs, 0.5, 100.0)
+  fit, later, nr = _fit_and_later(w, noise, background, fs, n_fit)
+  plain = baselines.WienerFIR.fit([fit], 128)
+  delayed, info = baselines.regularized(plain, [fit])
+  np.testing.assert_allclose(np.asarray(info['delay_s']) * fs, [30, 5])
+  weights = delayed.weights.reshape(2, 128)
+  assert not weights[0, :30].any() and not weights[1, :5].any()
+  assert abs(weights[1, 5]) > 20 * np.abs(weights[1, 6:]).max()  # one tap: the gain
+  monkeypatch.setattr(baselines, 'ONSET_Z', np.inf)  # no response stands out: no delay
+  undelayed, info = baselines.regularized(plain, [fit])
+  assert info['delay_s'] == [0.0, 0.0]
+  # 22.2, 19.7 and 14.6 dB
+  assert nr(delayed) > nr(undelayed) + 1.5 and nr(undelayed) > nr(plain) + 4.0, (
+      nr(delayed), nr(undelayed), nr(plain))
+
+
 def test_normal_equations_are_solved_by_cholesky_or_else_by_lu(rng):
   a = rng.standard_normal((50, 6))
   spd, rhs = a.T @ a, rng.standard_normal(6)
@@ -174,27 +199,29 @@ def test_filters_over_sets_of_columns_are_those_fitted_on_the_columns_alone(rng)
 
 def test_the_priors_likelihood_gradient_matches_differences(rng, monkeypatch):
   # The analytic gradient L-BFGS-B is given (the log det's through the inverse's diagonal),
-  # against central differences of the likelihood itself, away from the optimum.
+  # against central differences of the likelihood itself, away from the optimum: for the
+  # plain prior and for the one shifted to the delayed resonance's onset.
   n, fs = 20000, 500.0
   w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(2)], 1)
-  noise = zoo.resonance(w[:, 0], fs, 40.0, 0.02) + 0.5 * w[:, 1]
+  noise = zoo.resonance(zoo.delayed(w[:, 0], 6), fs, 40.0, 0.02) + 0.5 * w[:, 1]
   target = noise + 0.5 * noise.std() * zoo.coloured(rng, n, fs, 0.5, 100.0)
   rec = data.Recording(w.astype(np.float32), target.astype(np.float32), fs)
-  captured = {}
+  captured = []
   minimize = scipy.optimize.minimize
 
   def spy(fun, x0, **kwargs):
-    captured.update(fun=fun, x0=x0)
+    captured.append((fun, x0))
     return minimize(fun, x0, **kwargs)
 
   monkeypatch.setattr(scipy.optimize, 'minimize', spy)
-  baselines.regularized(baselines.WienerFIR.fit([rec], 64), [rec])
-  x = captured['x0'] + 0.3 * rng.standard_normal(len(captured['x0']))
-  _, analytic = captured['fun'](x)
-  step = 1e-5
-  numeric = [(captured['fun'](x + e)[0] - captured['fun'](x - e)[0]) / (2 * step)
-             for e in np.eye(len(x)) * step]
-  np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-4)
+  _, info = baselines.regularized(baselines.WienerFIR.fit([rec], 64), [rec])
+  assert len(captured) >= 2 and info['delay_s'][0] > 0  # plain, then delayed
+  for fun, x0 in captured:
+    x = x0 + 0.3 * rng.standard_normal(len(x0))
+    _, analytic = fun(x)
+    step = 1e-5
+    numeric = [(fun(x + e)[0] - fun(x - e)[0]) / (2 * step) for e in np.eye(len(x)) * step]
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-4)
 
 
 def _fit_and_later(w, noise, background, fs, n_fit):
