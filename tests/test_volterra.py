@@ -147,7 +147,14 @@ def test_a_coherent_products_factors_join_it(monkeypatch):
   monkeypatch.setattr(train_lib, 'WITH_FACTORS', False)
   _, without, stats = train_lib.fit_linear_path(split, [16, 64], 4)
   assert stats['inputs_used'] != [1, 2, 4], stats  # every input, or the product alone
-  assert nr(with_factors) > nr(without) + 3.0, (nr(with_factors), nr(without))
+  # The product alone leaves the direct coupling (every input under the prior, with its idle
+  # ones shrunk away, does as well as the factors: 36.53 and 36.55 dB; the product alone 19.6).
+  widened = with_factors.products
+  [[(alone, _)]] = baselines.WienerFIR.fit_beside_sets([widened.widened(train)], None,
+                                                       [with_factors.n_taps], [[4]])
+  alone = dataclasses.replace(alone, products=widened)
+  assert nr(with_factors) > nr(alone) + 3.0, (nr(with_factors), nr(alone))
+  assert nr(with_factors) > nr(without) - 0.5, (nr(with_factors), nr(without))
 
 
 def test_a_slow_witness_modulating_a_resonant_path_is_fitted_as_a_modulated_path(monkeypatch):
