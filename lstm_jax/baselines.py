@@ -460,6 +460,24 @@ def whitening_filter(residual, order: int = WHITENING_ORDER, floor: float = 0.0)
   return lambda v: scipy.signal.lfilter(np.r_[1.0, -ar], 1.0, v, axis=0)[order:]
 
 
+def _unit_scaled(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Normal equations with each unknown scaled to unit power and a ridge of 1e-9 relative to
+  that, and the scales ``unit``: the solve is the same in any units of the unknowns (a
+  target's own lags in a strain's units, 1e-21, beside standardized inputs). Solve the
+  scaled system for ``b / unit``; the weights are its solution ``/ unit``."""
+  unit = np.sqrt(np.maximum(np.diag(gram), 1e-300))
+  scaled = gram / np.outer(unit, unit)
+  scaled[np.diag_indices(len(unit))] += 1e-9
+  return scaled, unit
+
+
+def _inverse_diagonal(upper: np.ndarray) -> np.ndarray:
+  """The diagonal of ``A^-1`` from ``A``'s upper Cholesky factor ``R`` (``A = R'R``): the
+  squared rows of ``R^-1``."""
+  r_inv = np.triu(scipy.linalg.lapack.dtrtri(upper, lower=0)[0])  # below: not R's
+  return np.einsum('ij,ij->i', r_inv, r_inv)
+
+
 def regularized(fir: WienerFIR, records: Sequence[data_lib.Recording],
                 segment: int = 1 << 14) -> Optional[tuple[WienerFIR, dict]]:
   """``fir``'s inputs (the columns it uses, products included) and length refitted under a
@@ -534,11 +552,8 @@ TAU_FLOOR = 0.05
 def _onsets(gram, cross, yy: float, n: int, n_in: int, n_taps: int) -> np.ndarray:
   """Each input's first tap whose least-squares weight stands ``ONSET_Z`` standard errors
   out of the estimation noise (0 where none does or the system is not definite): the delay
-  before which a response shows nothing the data can resolve. The solve is scaled
-  per unknown (the same in any units)."""
-  unit = np.sqrt(np.maximum(np.diag(gram), 1e-300))
-  scaled = gram / np.outer(unit, unit)
-  scaled[np.diag_indices(len(unit))] += 1e-9
+  before which a response shows nothing the data can resolve (``_unit_scaled``)."""
+  scaled, unit = _unit_scaled(gram)
   try:
     chol = scipy.linalg.cho_factor(scaled, lower=False, check_finite=False)
   except np.linalg.LinAlgError:
@@ -546,8 +561,7 @@ def _onsets(gram, cross, yy: float, n: int, n_in: int, n_taps: int) -> np.ndarra
   b = cross / unit
   w = scipy.linalg.cho_solve(chol, b, check_finite=False)
   noise = max(yy - b @ w, 0.0) / max(n - len(w), 1)
-  r_inv = np.triu(scipy.linalg.lapack.dtrtri(chol[0], lower=0)[0])
-  se = np.sqrt(noise * np.einsum('ij,ij->i', r_inv, r_inv))
+  se = np.sqrt(noise * _inverse_diagonal(chol[0]))
   stands = (np.abs(w) > ONSET_Z * se).reshape(n_in, n_taps)
   return np.where(stands.any(axis=1), stands.argmax(axis=1), 0)
 
@@ -599,8 +613,7 @@ def _prior_fit(gram, cross, yy: float, n: int, n_in: int, n_taps: int, fs: float
       return value, g, chol, q
     # d log det A / d g_i = 2 (A^-1 D U^T G U)_ii = 2 (1 - (A^-1)_ii) / g_i, as A^-1 (A - I)
     # = I - A^-1: only the inverse's diagonal, the squared rows of R^-1 (A = R'R), is needed.
-    r_inv = np.triu(scipy.linalg.lapack.dtrtri(chol[0], lower=0)[0])  # below: not R's
-    inverse_diag = np.einsum('ij,ij->i', r_inv, r_inv)
+    inverse_diag = _inverse_diagonal(chol[0])
     d_fit = -2.0 * (cross_u * alpha - alpha * (gram_u @ (g * alpha)))
     g_d_g = (n / fit) * d_fit * g + 2.0 * (1.0 - inverse_diag)  # g_i d(-2 log L)/d g_i
     by_input = lambda v: v.reshape(n_in, n_taps).sum(axis=1)
@@ -717,13 +730,11 @@ def pole_zero(fir: WienerFIR, records: Sequence[data_lib.Recording], order: int,
       _fill_gram(gram, corr, longest)
       gram -= ends  # the lagged design's own sums, to the rounding: 8 poles need them
       gram = gram[np.ix_(unknowns, unknowns)]
-      # Solved with each unknown scaled to unit power and a ridge relative to that: the
-      # target's lags are in its units (a strain of 1e-21, a zoo target of 1e-4) and, whitened
-      # by a residual that is the ring a FIR cut off, may hold ~1e-9 of the inputs' power; a
-      # ridge scaled to the mean diagonal zeroed their weights (poles at 0 and fs/2).
-      unit = np.sqrt(np.maximum(np.diag(gram), 1e-300))
-      gram = gram / np.outer(unit, unit)
-      gram[np.diag_indices(width)] += 1e-9
+      # Solved scaled per unknown: the target's lags are in its units (a zoo target of 1e-4)
+      # and, whitened by a residual that is the ring a FIR cut off, may hold ~1e-9 of the
+      # inputs' power; a ridge scaled to the mean diagonal zeroed their weights (poles at 0
+      # and fs/2).
+      gram, unit = _unit_scaled(gram)
       # y(t) = sum_c (b_c * x_c)(t) - sum_k a_k y(t - k): the target's lags enter as -a_k
       solution = scipy.linalg.solve(gram, cross[0].reshape(-1)[unknowns] / unit,
                                     assume_a='pos') / unit
