@@ -671,14 +671,15 @@ def _with_poles(fir: baselines.WienerFIR, entry: dict, split: Split,
   one rational filter (``baselines.pole_zero``) with each of ``POLE_ORDERS`` poles and
   numerators of each of ``POLE_ZERO_SECONDS`` (a delay is a numerator's leading zeros; at
   least one tap more than the poles), its length where
-  the slowest pole has decayed, up to ``MAX_FIR_WEIGHTS`` weights (with ``POLE_TAIL_SHARE``,
+  the slowest pole has decayed, up to ``MAX_RENDERED_WEIGHTS`` weights (with ``POLE_TAIL_SHARE``,
   only the inputs that ring past the numerator, ``_ringing``, the others' responses kept): it
   must lower what ``fir`` leaves on the validation stretch by ``MIN_T`` standard errors
   (``_pick_filter``). ``only``: the ``(order, n_zeros)`` pairs to try instead."""
   if not POLE_ORDERS:
     return fir, entry
   fs, n_in = float(split.train[0].fs), len(fir.inputs_used())
-  max_taps = max(fir.n_taps, MAX_FIR_WEIGHTS // max(n_in, 1))  # its weights are not fitted
+  # Its weights are not fitted, only rendered, so they are not held to the solve's cap.
+  max_taps = max(fir.n_taps, MAX_RENDERED_WEIGHTS // max(n_in, 1))
   pairs = [(o, min(max_taps, z)) for o, z in only] if only is not None else [
       (order, n_zeros) for order in POLE_ORDERS
       for n_zeros in sorted({min(max_taps, max(order + 1, int(round(seconds * fs))))
@@ -800,15 +801,21 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
   each filter fitted without the predictions too (gain 0), from the same lag sums."""
   n_ch = records[0].witnesses.shape[1]
 
-  def fits(recs, lengths_, norm, column_sets, factors=None):
+  def fits(recs, lengths_, norm, column_sets, factors=None, forms=None):
     """Per set of columns, ``(fir, gain, n_taps)`` over it, over those of its columns the
-    targets are coherent with, and over those with their ``factors`` (column: the witness
-    columns it is made of); then the same without the predictions (``alone_too``, else
-    empty): one pass of lag sums for all (``fit_beside_sets``)."""
+    targets are coherent with (and the bent ``forms`` of those witnesses: column: its
+    witness), and over those with their ``factors`` (column: the witness columns it is made
+    of); then the same without the predictions (``alone_too``, else empty): one pass of lag
+    sums for all (``fit_beside_sets``)."""
     keep, _ = volterra.coherent_columns(recs, [r.target for r in recs], SELECT_RATIO)
+    forms = forms or {}
     sets, owner = [], []
     for k, columns in enumerate(column_sets):
-      coherent = [c for c in columns if c in keep]
+      # A bent form is what its witness's coupling adds to the linear part, so its own
+      # coherence is a fraction of its witness's: the screen that let it in judged it on
+      # what a filter over the witnesses leaves, and its witness's coherence vouches for it.
+      coherent = [c for c in columns
+                  if c in keep or (FORMS_WITH_WITNESS and forms.get(c) in keep)]
       choices = [columns] + ([coherent] if coherent and len(coherent) < len(columns) else [])
       if factors and coherent and WITH_FACTORS:
         more = sorted(set(coherent) | {f for c in coherent for f in factors.get(c, ())})
@@ -874,8 +881,10 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
     factors = {c: [i, j] for c, (i, j, _) in zip(pair_columns, together)}
     factors.update({c: [i] for c, (i, _, _) in zip(bend_columns, bends)})
     factors.update({c: [i, j] for c, (i, j, _) in zip(path_columns, paths)})
+    forms = {c: i for c, (i, _, _) in zip(bend_columns, bends)}
     for out, fitted in zip((candidates, alone), fits(
-        [union.widened(r) for r in records], wide_lengths, input_norm, column_sets, factors)):
+        [union.widened(r) for r in records], wide_lengths, input_norm, column_sets, factors,
+        forms)):
       for widened, columns, per_set in zip(widened_sets, column_sets, fitted):
         out += [(_restricted(fir, columns, widened), gain, n) for fir, gain, n in per_set]
   return candidates + alone
@@ -1036,6 +1045,10 @@ def _drop_t(before, after, n_blocks: int = VALIDATION_BLOCKS) -> float:
 
 
 MAX_FIR_WEIGHTS = 4096  # a filter's C x n_taps: a 4096^2 solve takes seconds
+# A rational filter's C x n_taps as a FIR, cut where its slowest pole has decayed by 60 dB:
+# rendered, not solved for (filtering in the frequency domain, whatever the length); a ring
+# cut at -44 dB caps what the filter can take at about that (dev nonlinear_memory/1).
+MAX_RENDERED_WEIGHTS = 4 * MAX_FIR_WEIGHTS
 # Filters are also fitted over only the inputs whose coherent share of the target's power is
 # above this many times chance (``volterra.coherent_columns``); validation picks.
 SELECT_RATIO = 3.0
@@ -1043,6 +1056,8 @@ SELECT_RATIO = 3.0
 # coupling beside its modulation is below the screen (the line's own power is small next to
 # the sidebands and the background), yet a filter over the product alone misses it.
 WITH_FACTORS = True
+# And a coherent witness's bent forms with it (``_filter_candidates``).
+FORMS_WITH_WITNESS = True
 # The linear path's products are also tried as modulated paths (``_with_modulated_paths``).
 MODULATED_PATHS = True
 # And bent: a witness's path through the static nonlinearity that best renders what the

@@ -157,6 +157,44 @@ def test_a_coherent_products_factors_join_it(monkeypatch):
   assert nr(with_factors) > nr(without) - 0.5, (nr(with_factors), nr(without))
 
 
+def test_a_coherent_witness_bent_forms_join_it(monkeypatch):
+  """A mild saturation of one of eight witnesses beside a strong delayed path: its bent forms
+  are screened in, yet their own coherence with the target is under the column screen (its
+  linear part holds nearly all of it). The filter over the coherent columns takes them with
+  their witness and leaves the six idle witnesses out; without that, the filter over every
+  column wins, and with more weights than the prior's cap (lowered here) it stays least
+  squares."""
+  rng = np.random.default_rng(0)
+  n, fs = 80000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(8)], 1)
+  w /= w.std(axis=0)
+  noise = np.tanh(1.2 * w[:, 1]) / 0.65 + 4.0 * zoo.delayed(w[:, 4], 5)
+  target = noise + 0.05 * zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  train, val, later = rec.slice(0, 56000), rec.slice(56000, 66000), rec.slice(66000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
+  monkeypatch.setattr(train_lib, 'MODULATED_PATHS', False)
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  monkeypatch.setattr(train_lib, 'BENT_PATHS', False)
+  monkeypatch.setattr(baselines, 'MAX_REGULARIZED_WEIGHTS', 64)
+  _, joined, stats = train_lib.fit_linear_path(split, [8, 32], 4)
+  forms = list(range(8, 8 + len(stats['shapes'])))
+  assert forms and all(i == 1 for i, *_ in stats['shapes']), stats
+  assert stats['inputs_used'] == [1, 4] + forms and stats['regularized'], stats
+  widened = volterra.Products([], data_lib.Normalizer.fit(train.witnesses),
+                              [tuple(s) for s in stats['shapes']]).widened(train)
+  keep, ratios = volterra.coherent_columns([widened], [widened.target], train_lib.SELECT_RATIO)
+  assert keep == [1, 4] and max(ratios[c] for c in forms) < train_lib.SELECT_RATIO, ratios
+  monkeypatch.setattr(train_lib, 'FORMS_WITH_WITNESS', False)
+  _, every, stats_every = train_lib.fit_linear_path(split, [8, 32], 4)
+  assert stats_every['inputs_used'] == list(range(8)) + forms, stats_every
+  assert not stats_every.get('regularized'), stats_every
+  assert nr(joined) > nr(every) + 1.5, (nr(joined), nr(every))
+
+
 def test_a_slow_witness_modulating_a_resonant_path_is_fitted_as_a_modulated_path(monkeypatch):
   """A coupling through a resonance whose gain a slow witness sets, (1 + e T(t)) (h * x)(t):
   the linear path's product T x is then also tried as T (h * x), h the path it fitted to x,
