@@ -389,12 +389,16 @@ def test_a_saturation_after_a_low_pass_is_fitted_as_a_bent_path(monkeypatch):
 
 def test_a_bent_path_stands_in_for_its_witness_bent_forms_where_the_filter_is_full(monkeypatch):
   """A milder low-pass before a harder saturation, where the witness's static bent forms join
-  the filter, and the filter's weight budget filled by its inputs: the bent path still joins
+  the filter, and the filter's weight budget filled by its columns: the bent path still joins
   it, in place of the bent witness's static forms, and removes far more."""
   from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   split, nr = _wiener_model(2.6, 40.0, 2)
   monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
   monkeypatch.setattr(train_lib, 'BENT_PATHS', False)
+  # The filter over every column kept, as where the forms' witness is under the column
+  # screen (with it, the witness and its forms alone are kept, and a lower cap changes the
+  # lengths tried).
+  monkeypatch.setattr(train_lib, 'FORMS_WITH_WITNESS', False)
   _, plain, plain_stats = train_lib.fit_linear_path(split, [16, 64], 4)
   shapes_of_1 = [k for k, (i, *_) in enumerate(plain_stats['shapes']) if i == 1]
   assert shapes_of_1, plain_stats  # the witness's static forms are in the plain filter
