@@ -157,6 +157,29 @@ def test_a_coherent_products_factors_join_it(monkeypatch):
   assert nr(with_factors) > nr(without) - 0.5, (nr(with_factors), nr(without))
 
 
+def _mild_saturation_beside(seed: int, n_ch: int, other, monkeypatch):
+  """``n_ch`` unit witnesses, the second saturated mildly (tanh at gain 1.2) into the target
+  beside ``other(witnesses)``, under a faint background, 160 s at 500 Hz; the linear path's
+  modulated paths, poles and bent paths off: ``(split, train, nr)``, ``nr`` a filter's NR on
+  the later noise."""
+  from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  n, fs = 80000, 500.0
+  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(n_ch)], 1)
+  w /= w.std(axis=0)
+  noise = np.tanh(1.2 * w[:, 1]) / 0.65 + other(w)
+  target = noise + 0.05 * zoo.coloured(rng, n, fs, 0.5, 200.0)
+  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
+                           noise.astype(np.float32))
+  train, val, later = rec.slice(0, 56000), rec.slice(56000, 66000), rec.slice(66000, n)
+  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
+  for name in ('MODULATED_PATHS', 'BENT_PATHS'):
+    monkeypatch.setattr(train_lib, name, False)
+  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
+  return split, train, lambda f: lstm_jax.noise_reduction_db(
+      later.noise[100:], f.predict(later.witnesses)[100:])
+
+
 def test_a_coherent_witness_bent_forms_join_it(monkeypatch):
   """A mild saturation of one of eight witnesses beside a strong delayed path: its bent forms
   are screened in, yet their own coherence with the target is under the column screen (its
@@ -164,21 +187,9 @@ def test_a_coherent_witness_bent_forms_join_it(monkeypatch):
   their witness and leaves the six idle witnesses out; without that, the filter over every
   column wins, and with more weights than the prior's cap (lowered here) it stays least
   squares."""
-  rng = np.random.default_rng(0)
-  n, fs = 80000, 500.0
-  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(8)], 1)
-  w /= w.std(axis=0)
-  noise = np.tanh(1.2 * w[:, 1]) / 0.65 + 4.0 * zoo.delayed(w[:, 4], 5)
-  target = noise + 0.05 * zoo.coloured(rng, n, fs, 0.5, 200.0)
-  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
-                           noise.astype(np.float32))
   from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  train, val, later = rec.slice(0, 56000), rec.slice(56000, 66000), rec.slice(66000, n)
-  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
-  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
-  monkeypatch.setattr(train_lib, 'MODULATED_PATHS', False)
-  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
-  monkeypatch.setattr(train_lib, 'BENT_PATHS', False)
+  split, train, nr = _mild_saturation_beside(
+      0, 8, lambda w: 4.0 * zoo.delayed(w[:, 4], 5), monkeypatch)
   monkeypatch.setattr(baselines, 'MAX_REGULARIZED_WEIGHTS', 64)
   _, joined, stats = train_lib.fit_linear_path(split, [8, 32], 4)
   forms = list(range(8, 8 + len(stats['shapes'])))
@@ -308,21 +319,10 @@ def test_a_mild_saturation_under_a_square_is_screened_on_what_the_square_leaves(
   coherent with, and the saturation's forms stay under the screen; screened again on what
   the square's filter leaves, they clear it, and the filter with them removes far more of
   the later noise."""
-  rng = np.random.default_rng(1)
-  n, fs = 80000, 500.0
-  w = np.stack([zoo.coloured(rng, n, fs, 1.0, 200.0) for _ in range(3)], 1)
-  w /= w.std(axis=0)
-  noise = 6.0 * (w[:, 0] ** 2 - 1.0) / np.sqrt(2.0) + np.tanh(1.2 * w[:, 1]) / 0.65
-  target = noise + 0.05 * zoo.coloured(rng, n, fs, 0.5, 200.0)
-  rec = data_lib.Recording(w.astype(np.float32), target.astype(np.float32), fs,
-                           noise.astype(np.float32))
   from lstm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  train, val, later = rec.slice(0, 56000), rec.slice(56000, 66000), rec.slice(66000, n)
-  split = train_lib.Split([train], later, 'test', val, None, train.witnesses[-4000:])
-  nr = lambda f: lstm_jax.noise_reduction_db(later.noise[100:], f.predict(later.witnesses)[100:])
-  monkeypatch.setattr(train_lib, 'MODULATED_PATHS', False)
-  monkeypatch.setattr(train_lib, 'POLE_ORDERS', ())
-  monkeypatch.setattr(train_lib, 'BENT_PATHS', False)  # they render it too (68 dB), later
+  # Bent paths render it too (68 dB), later: off here.
+  split, _, nr = _mild_saturation_beside(
+      1, 3, lambda w: 6.0 * (w[:, 0] ** 2 - 1.0) / np.sqrt(2.0), monkeypatch)
   _, again, stats = train_lib.fit_linear_path(split, [8, 32], 4)
   assert max(v for i, _, _, v in stats['shapes_screened'] if i == 1) < 3.0, stats
   assert min(v for i, _, _, v in stats['shapes_screened_again'] if i == 1) > 30.0, stats
