@@ -795,9 +795,10 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
   (``left``: the targets the predictions leave, one per record; None: the targets).
   ``input_norm`` is the witnesses' normalizer to share (a filter ``plus`` must match). Each
   set of inputs is also tried with only its columns that the targets are coherent with
-  (``SELECT_RATIO``), the others' weights zero: a filter's estimation noise grows with its
-  weights, and most witnesses of a recording may carry nothing; and with the factors of the
-  coherent products and bent witnesses added (``WITH_FACTORS``). ``alone_too``: after those,
+  (``SELECT_RATIO``; a coherent witness's bent forms with it, ``FORMS_WITH_WITNESS``), the
+  others' weights zero: a filter's estimation noise grows with its weights, and most
+  witnesses of a recording may carry nothing; and with the factors of the coherent products
+  and bent witnesses added (``WITH_FACTORS``). ``alone_too``: after those,
   each filter fitted without the predictions too (gain 0), from the same lag sums."""
   n_ch = records[0].witnesses.shape[1]
 
