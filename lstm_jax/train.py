@@ -880,9 +880,9 @@ def _filter_candidates(records, predictions, lengths, max_products: int, stats: 
                    + list(path_columns[:len(widened.modulated)])
                    for widened in widened_sets]
     factors = {c: [i, j] for c, (i, j, _) in zip(pair_columns, together)}
-    factors.update({c: [i] for c, (i, _, _) in zip(bend_columns, bends)})
+    forms = {c: i for c, (i, _, _) in zip(bend_columns, bends)}  # a bent form's witness
+    factors.update({c: [i] for c, i in forms.items()})
     factors.update({c: [i, j] for c, (i, j, _) in zip(path_columns, paths)})
-    forms = {c: i for c, (i, _, _) in zip(bend_columns, bends)}
     for out, fitted in zip((candidates, alone), fits(
         [union.widened(r) for r in records], wide_lengths, input_norm, column_sets, factors,
         forms)):
