@@ -183,6 +183,7 @@ PICK_RULES = {
     'poles_from_none': {'baselines.POLE_ZERO_FROM_RESPONSES': False},
     'poles_on_ringing_inputs': {'POLE_TAIL_SHARE': 1e-3, 'POLE_EVERY_INPUT_TOO': False},
     'poles_on_ringing_inputs_too': {'POLE_TAIL_SHARE': 1e-3},
+    'poles_proven': {'POLES_UNLESS_WORSE': False},
     'no_bent_paths': {'BENT_PATHS': False},
     'short_numerators': _SHORT_NUMERATORS,
     'shapes_screened_once': {'SCREEN_AGAIN': False},
@@ -228,6 +229,7 @@ def linear_path_alone(workdir: str, split: str = 'dev', families: Optional[Seque
                    'products': stats.get('products'), 'shapes': stats.get('shapes'),
                    'modulated': stats.get('modulated'), 'bent_paths': stats.get('bent_paths'),
                    'pole_zero': stats.get('pole_zero'),
+                   'poles_unproven': stats.get('poles_unproven'),
                    'regularized': stats.get('regularized'),
                    'prior': stats.get('prior')}
     logging.info('linear path alone, %s: %s', draw.name,

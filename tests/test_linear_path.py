@@ -224,7 +224,9 @@ def test_a_network_whose_help_the_blocks_do_not_agree_on_is_dropped_unless_it_le
 def test_the_residual_stage_takes_the_linear_paths_prior_verdict(monkeypatch):
   # A network dropped beside a linear path leaves that path's filter: its prior was judged on
   # the same records and stretch in the linear path, so the stage reuses the verdict and fits
-  # the prior only once more, on the training and validation records together.
+  # the prior only once more, on the training and validation records together. (A rational
+  # refit of the delay, kept for its fewer numbers, would take the prior's place.)
+  monkeypatch.setattr(train_lib, 'POLES_UNLESS_WORSE', False)
   trained, split = untrained_model(), split_of(delayed_witness)
   _, path, path_stats = train_lib.fit_linear_path(split, 8)
   assert 'regularized' in path_stats
@@ -395,3 +397,61 @@ def test_a_ring_longer_than_the_filter_is_refitted_with_poles(monkeypatch):
   assert residual['network_dropped'] and residual['refit_with_validation'], residual
   assert residual['pole_zero'] == stats['pole_zero'] and kept.linear.n_taps == path.n_taps
   assert nr(kept) > nr(path) - 1.0, (nr(kept), nr(path))
+
+
+def quiet_resonance(w, rng):
+  return quiet_resonance.noise(w) + 2.0 * rng.standard_normal(len(w))
+
+
+quiet_resonance.noise = lambda w: scipy.signal.lfilter(
+    *data_lib.resonator_coefficients(128.0, 20.0, 0.1), w[:, 0]).astype(np.float32)
+
+
+def test_a_rational_refit_with_fewer_numbers_is_kept_unless_shown_worse(monkeypatch):
+  """A resonance ringing down in 0.1 s under a background twice its std: a 64-tap filter
+  renders it, and its rational refit (a few poles, numerators of a few taps) differs from it
+  on the validation stretch by less than its standard error; it is kept for its fewer
+  numbers and removes more of the held-out noise than the filter, which a refit that must
+  prove itself leaves in place."""
+  split = split_of(quiet_resonance, lengths=(3000, 3000, 3000), seed=4)
+  held = split.heldout
+  nr = lambda f: metrics.noise_reduction_db(held.noise[500:], f.predict(held.witnesses)[500:])
+  _, path, stats = train_lib.fit_linear_path(split, 64)
+  assert stats['poles_unproven'] and stats['poles_t'] < train_lib.MIN_T, stats
+  monkeypatch.setattr(train_lib, 'POLES_UNLESS_WORSE', False)
+  _, plain, plain_stats = train_lib.fit_linear_path(split, 64)
+  assert 'pole_zero' not in plain_stats and plain.n_taps == 64
+  assert nr(path) > nr(plain) + 5.0, (nr(path), nr(plain))
+
+
+def test_the_unproven_refit_is_one_with_fewer_numbers_not_shown_worse():
+  """Of the rational refits none of which proves itself, the one validation judges best among
+  those with fewer free numbers than the filter and not clearly worse than it."""
+  fir = baselines.WienerFIR(32, np.ones(2 * 32), 0.0, None)
+  info = lambda order, n_zeros: {'order': order, 'n_zeros': n_zeros, 'fir_columns': []}
+  entry = lambda db, worse: {'judged_nr_db': db, 'clearly_worse': worse}
+  infos = [info(2, 8), info(4, 8), info(8, 40), info(2, 16)]
+  tried = [entry(0.001, False), entry(-0.01, True), entry(0.01, False), entry(-0.001, False)]
+  candidates = [(object(), 0.0, 0) for _ in infos]
+  pick = lambda: train_lib._fewer_numbers_unless_worse(fir, candidates, infos, tried)
+  # The third has more numbers than the filter's 64 taps (88), the second is clearly worse.
+  assert pick()[1] is candidates[0][0] and pick()[0]['unproven']
+  tried[0] = entry(-0.01, True)  # now clearly worse too: the fourth, within its noise
+  assert pick()[1] is candidates[3][0]
+  tried[3] = entry(-0.01, True)
+  assert pick() is None
+
+
+def test_a_rational_refit_on_more_records_that_leaves_more_of_them_is_not_kept(monkeypatch):
+  """Refitted on the training and validation records, a rational filter whose iterations
+  settled elsewhere and leave more of those very records than the filter validation chose
+  gives way to that filter; one that leaves less replaces it."""
+  split = split_of(ringing_witness, lengths=(6000, 6000, 6000))
+  _, path, stats = train_lib.fit_linear_path(split, 16)
+  info = stats['pole_zero']
+  refit = lambda: train_lib.refit_with_validation(split, path, path.n_taps, pole_zero=info)
+  assert refit() is not path
+  real = baselines.pole_zero
+  monkeypatch.setattr(baselines, 'pole_zero', lambda *a, **k: (lambda f, i: (
+      dataclasses.replace(f, weights=-np.asarray(f.weights)), i))(*real(*a, **k)))
+  assert refit() is path
