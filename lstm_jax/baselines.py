@@ -403,6 +403,7 @@ class WienerFIR:
             'modulated': [] if extra is None else [[i, j, len(h)] for i, j, h in extra.modulated],
             'bent_paths': [] if extra is None else [[j, len(h)]
                                                     for j, _, h, _ in extra.bent_paths],
+            'fringes': [] if extra is None else [[j] for j, _, _ in extra.fringes],
             'inputs_used': self.inputs_used(), 'n_inputs': len(self.weights) // self.n_taps}
 
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':

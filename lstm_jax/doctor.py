@@ -551,9 +551,10 @@ def check_residual_fir(residual: Optional[dict]) -> list[dict]:
     return []
   pairs, shapes = residual.get('products') or [], residual.get('shapes') or []
   modulated, bent_paths = residual.get('modulated') or [], residual.get('bent_paths') or []
+  fringes = residual.get('fringes') or []
   removed = (f"a Wiener FIR of {residual['n_taps']} taps per witness"
-             + (f' and per {volterra.named(pairs, shapes, modulated, bent_paths)}'
-                if pairs or shapes or modulated or bent_paths else '')
+             + (f' and per {volterra.named(pairs, shapes, modulated, bent_paths, fringes)}'
+                if pairs or shapes or modulated or bent_paths or fringes else '')
              + f" removed {residual['validation_residual_nr_db']:.1f} dB of the validation "
                'residual')
   bilinear = (' The products point to a bilinear coupling (one witness modulating another, or '

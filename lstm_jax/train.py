@@ -24,6 +24,7 @@ from lstm_jax import checkpoint as ckpt_lib
 from lstm_jax import data as data_lib
 from lstm_jax import losses as losses_lib
 from lstm_jax import doctor
+from lstm_jax import fringes as fringes_lib
 from lstm_jax import gw
 from lstm_jax import metrics as eval_lib
 from lstm_jax import parallel
@@ -461,6 +462,11 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
     entry, fir, _ = best
     fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead,
                                            WHITENED_CHECK)
+    fir, entry = _with_fringes(fir, entry, split, entry['n_taps'], segment)
+  else:  # fringes, where nothing linear qualified
+    fir, entry = _with_fringes(None, {}, split, lengths[len(lengths) // 2], segment)
+    best = None if fir is None else (entry, fir, 0.0)
+  if best is not None:
     fir, entry = _with_modulated_paths(fir, entry, split, segment)
     fir, entry = _poles_and_bent_paths(fir, entry, split, segment)
   else:  # the nearest miss, for the record
@@ -518,6 +524,45 @@ def _with_modulated_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
   return _widened_unless_worse(
       fir, entry, split, dataclasses.replace(products, modulated=paths),
       [used + new_columns, [c for c in used if c < n_ch] + new_columns], 'modulated', segment)
+
+
+def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split, n_taps: int,
+                  segment: int = 1 << 14) -> tuple[Optional[baselines.WienerFIR], dict]:
+  """``fir`` (the linear path; None: no filter qualified) or, where validation proves it
+  better, a filter over its inputs widened by fringes (``volterra.Products.fringes``): the
+  light a slow witness's motion scatters, fitted on what ``fir`` leaves of the training
+  records (``fringes.fit_fringes``). Tried over ``fir``'s inputs and the fringes, and over
+  the fringes alone (with ``fir``'s witnesses where there is no ``fir``); of ``fir``'s length,
+  else of ``n_taps``. A fringe's linear part nearly vanishes, so no filter over its witness
+  finds it, and the filters before this stage may have found nothing at all."""
+  if not FRINGES:
+    return fir, entry
+  train = split.train
+  n_ch, fs = train[0].witnesses.shape[1], train[0].fs
+  products = (None if fir is None else fir.products) or volterra.Products([], (
+      data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in train]), 'standardize',
+                              'witness channel')))
+  xs, rs, left = [], [], int(fringes_lib.MAX_SECONDS * fs)
+  for rec in train:
+    take = min(len(rec), left)
+    if take > 0:
+      w = rec.witnesses[:take]
+      xs.append(products.norm.apply(w).astype(np.float64))
+      rs.append(np.asarray(rec.target[:take], np.float64)
+                - (0.0 if fir is None else fir.predict(w)))
+      left -= take
+  found, scores = fringes_lib.fit_fringes(np.concatenate(xs), np.concatenate(rs), fs,
+                                          log=logging.info)
+  entry = dict(entry, fringes_screened=scores)
+  if not found:
+    return fir, entry
+  widened = dataclasses.replace(products, fringes=products.fringes + [
+      (f.witness, f.filters(fs), f.weights) for f in found])
+  new_columns = list(widened.columns_of('fringes', n_ch))[len(products.fringes):]
+  used = list(range(n_ch)) if fir is None else fir.inputs_used()
+  sets = [used + new_columns, new_columns] if fir is not None else [new_columns,
+                                                                      used + new_columns]
+  return _widened_unless_worse(fir, entry, split, widened, sets, 'fringes', segment, n_taps)
 
 
 def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
@@ -623,24 +668,27 @@ def _poles_and_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
   return bent, dict(bent_entry, bent_paths_after_poles_t=tried['validation_t'])
 
 
-def _widened_unless_worse(fir: baselines.WienerFIR, entry: dict, split: Split,
+def _widened_unless_worse(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
                           widened: volterra.Products, column_sets: list, kind: str,
-                          segment: int) -> tuple[baselines.WienerFIR, dict]:
-  """``fir`` or, where validation proves one better, a filter of its length over each of
-  ``column_sets`` of the witnesses ``widened`` (``fir``'s columns first, then the new
-  ``kind`` of column), each under the prior as ``fir`` was: it must lower what ``fir`` leaves
-  on the validation stretch by ``MIN_T`` standard errors (``_pick_filter``)."""
+                          segment: int, n_taps: Optional[int] = None
+                          ) -> tuple[Optional[baselines.WienerFIR], dict]:
+  """``fir`` or, where validation proves one better, a filter of its length (None: of
+  ``n_taps``) over each of ``column_sets`` of the witnesses ``widened`` (``fir``'s columns
+  first, then the new ``kind`` of column), each under the prior as ``fir`` was: it must lower
+  what ``fir`` leaves (None: the target) on the validation stretch by ``MIN_T`` standard
+  errors (``_pick_filter``)."""
+  n_taps = fir.n_taps if fir is not None else n_taps
   records = [widened.widened(r) for r in split.train]
   candidates, priors = [], []
-  for [(new, _)] in baselines.WienerFIR.fit_beside_sets(records, None, [fir.n_taps],
+  for [(new, _)] in baselines.WienerFIR.fit_beside_sets(records, None, [n_taps],
                                                         column_sets, segment=segment):
     new = dataclasses.replace(new, products=widened)
     found = baselines.regularized(new, split.train, segment) if PRIOR_FIT else None
-    candidates.append((new if found is None else found[0], 0.0, fir.n_taps))
+    candidates.append((new if found is None else found[0], 0.0, n_taps))
     priors.append(None if found is None else found[1])
   val, lead = split.validation, split.validation_lead
   target = np.asarray(val.target, np.float64)
-  before = target - predict_stretch(fir, val, lead)
+  before = target - (0.0 if fir is None else predict_stretch(fir, val, lead))
   best, tried = _pick_filter(candidates, val, lead, before, np.zeros(len(val)), WHITENED_CHECK)
   entry = dict(entry, **{f'{kind}_tried': tried})
   text = lambda p: volterra.describe((), **{kind: getattr(p, kind)})
@@ -656,9 +704,11 @@ def _widened_unless_worse(fir: baselines.WienerFIR, entry: dict, split: Split,
   logging.info('linear path widened by %s %s: %.2f dB more of the validation stretch judged '
                'whitened (%.1f standard errors)', kind.replace('_', ' '),
                text(new_fir.products), new_entry['judged_nr_db'], new_entry['validation_t'])
+  if fir is None:  # the new filter's own check stands as the linear path's
+    entry = dict(entry, **new_entry)
   return new_fir, dict(entry, **{k: new_entry[k] for k in ('products', 'shapes', 'modulated',
-                                                          'bent_paths', 'inputs_used',
-                                                          'n_inputs')},
+                                                          'bent_paths', 'fringes', 'n_taps',
+                                                          'inputs_used', 'n_inputs')},
                        validation_residual_nr_db=_removed_db(as_rec(target), as_rec(after)),
                        regularized=prior is not None, prior=prior,
                        **{f'{kind}_t': new_entry['validation_t']})
@@ -782,8 +832,9 @@ def _as_lengths(lengths) -> list[int]:
 def _products_text(entry: dict) -> str:
   pairs, shapes = entry.get('products') or [], entry.get('shapes') or []
   modulated, bent_paths = entry.get('modulated') or [], entry.get('bent_paths') or []
-  text = (' and per ' + volterra.named(pairs, shapes, modulated, bent_paths)
-          if pairs or shapes or modulated or bent_paths else '')
+  fringes = entry.get('fringes') or []
+  text = (' and per ' + volterra.named(pairs, shapes, modulated, bent_paths, fringes)
+          if pairs or shapes or modulated or bent_paths or fringes else '')
   used, n_in = entry.get('inputs_used'), entry.get('n_inputs')
   if used is not None and n_in and len(used) < n_in:  # inputs: witnesses, then products
     text += f' (over {len(used)} of its {n_in} inputs, {used}: those the target is coherent with)'
@@ -1106,6 +1157,8 @@ POLE_EVERY_INPUT_TOO = True
 # A rational refit with fewer free numbers than the filter is kept unless validation shows it
 # clearly worse (``_fewer_numbers_unless_worse``); False: only where it proves itself better.
 POLES_UNLESS_WORSE = True
+# Fringes (``_with_fringes``): light scattered off a surface that a slow witness moves.
+FRINGES = True
 # Bent witnesses are screened again on what a filter over the screened products leaves
 # (``_screened_again``).
 SCREEN_AGAIN = True

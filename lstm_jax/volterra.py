@@ -25,6 +25,7 @@ import numpy as np
 import scipy.signal
 
 from lstm_jax import data as data_lib
+from lstm_jax import fringes as fringes_lib
 
 # The screen looks at no more samples than this (a contiguous stretch from each record, in
 # turn): its cost stays bounded on hour-long recordings; a coupling worth a product is plain
@@ -51,7 +52,7 @@ BEND_OFFSETS = (-1.5, -0.75, 0.0, 0.75, 1.5)
 SHAPES_WHITENED = True
 
 # The kinds of appended column, in the order ``Products.widen`` appends them.
-COLUMN_KINDS = ('pairs', 'shapes', 'modulated', 'bent_paths')
+COLUMN_KINDS = ('pairs', 'shapes', 'modulated', 'bent_paths', 'fringes')
 
 
 @dataclasses.dataclass
@@ -74,12 +75,21 @@ class Products:
   # saturates after a filter (a Wiener model), which bent witnesses render only where the
   # filter is short.
   bent_paths: list = dataclasses.field(default_factory=list)
+  # of (j, filters, weights): witness j's fringes (``lstm_jax.fringes``), one column each:
+  # ``filters`` the phase path's and the readout's digital filters (``Fringe.filters``),
+  # ``weights`` (harmonics, 2, readout filters). Light scattered off a surface the slow witness
+  # moves, a periodic function of a filtered witness.
+  fringes: list = dataclasses.field(default_factory=list)
 
   @property
   def max_lag(self) -> int:
-    """How many samples before each output the appended columns read."""
+    """How many samples before each output the appended columns read (a fringe's filters
+    are IIR: until their impulse responses have decayed, ``fringes.memory``)."""
     return max([p[2] for p in self.pairs] + [len(h) - 1 for _, _, h in self.modulated]
-               + [len(p[2]) - 1 for p in self.bent_paths], default=0)
+               + [len(p[2]) - 1 for p in self.bent_paths]
+               + [fringes_lib.memory(*f['phase']) + max(fringes_lib.memory(*ba)
+                                                        for ba in f['post'])
+                  for _, f, _ in self.fringes], default=0)
 
   @property
   def n_columns(self) -> int:
@@ -97,7 +107,8 @@ class Products:
   def factors(self) -> list[int]:
     """The witness columns the appended columns read (standardized), in order."""
     return sorted({c for i, j, _ in self.pairs + self.modulated for c in (i, j)}
-                  | {i for i, _, _ in self.shapes} | {p[0] for p in self.bent_paths})
+                  | {i for i, _, _ in self.shapes} | {p[0] for p in self.bent_paths}
+                  | {f[0] for f in self.fringes})
 
   def appended(self, factors, xp=np) -> list:
     """The appended columns, each ``(..., T)``, from ``factors``: the standardized factors
@@ -118,7 +129,9 @@ class Products:
             + [xp.tanh(a * now(i)) - b * now(i) for i, a, b in self.shapes]
             + [now(i) * path(j, taps) for i, j, taps in self.modulated]
             + [sum(w * xp.tanh(a * (path(j, taps) / s - c)) for a, c, w in units)
-               for j, s, taps, units in self.bent_paths])
+               for j, s, taps, units in self.bent_paths]
+            + [fringes_lib.column(filters, w, factors[..., at[j]], xp, lag)[..., lag:]
+               for j, filters, w in self.fringes])
 
   def widen(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
     """``[witnesses, products, bent witnesses]`` (T, C + K), float64; the witnesses as given.
@@ -152,6 +165,10 @@ class Products:
       out['bent_paths'] = [[int(j), float(s), [float(h) for h in taps],
                             [[float(v) for v in unit] for unit in units]]
                            for j, s, taps, units in self.bent_paths]
+    if self.fringes:
+      out['fringes'] = [[int(j), {'phase': [list(c) for c in f['phase']],
+                                  'post': [[list(c) for c in ba] for ba in f['post']]},
+                         np.asarray(w, np.float64).tolist()] for j, f, w in self.fringes]
     return out
 
   @classmethod
@@ -162,7 +179,11 @@ class Products:
                 for i, j, taps in d.get('modulated', [])],
                [(int(j), float(s), tuple(float(h) for h in taps),
                  tuple(tuple(float(v) for v in unit) for unit in units))
-                for j, s, taps, units in d.get('bent_paths', [])])
+                for j, s, taps, units in d.get('bent_paths', [])],
+               [(int(j), {'phase': tuple(tuple(float(v) for v in c) for c in f['phase']),
+                          'post': [tuple(tuple(float(v) for v in c) for c in ba)
+                                   for ba in f['post']]},
+                 fringes_lib.nested(w)) for j, f, w in d.get('fringes', [])])
 
 
 def bent(x, a: float, b: float) -> np.ndarray:
@@ -170,21 +191,22 @@ def bent(x, a: float, b: float) -> np.ndarray:
   return np.tanh(a * x) - b * x
 
 
-def named(pairs, shapes=(), modulated=(), bent_paths=()) -> str:
+def named(pairs, shapes=(), modulated=(), bent_paths=(), fringes=()) -> str:
   """What a filter's appended inputs are, for a log line: ``product of witnesses w0*w2``,
-  ``bent witness tanh(2*w1)``, ``modulated path w0*(h*w1)``, ``bent path f(h*w1)``, or
-  several kinds; '' for none."""
+  ``bent witness tanh(2*w1)``, ``modulated path w0*(h*w1)``, ``bent path f(h*w1)``,
+  ``fringes fringe(h*w3)``, or several kinds; '' for none."""
   kinds = [k for k, there in (('product of witnesses', pairs), ('bent witness', shapes),
-                              ('modulated path', modulated), ('bent path', bent_paths))
+                              ('modulated path', modulated), ('bent path', bent_paths),
+                              ('fringes', fringes))
            if there]
-  return (f"{' or '.join(kinds)} {describe(pairs, shapes, modulated, bent_paths)}"
+  return (f"{' or '.join(kinds)} {describe(pairs, shapes, modulated, bent_paths, fringes)}"
           if kinds else '')
 
 
-def describe(pairs, shapes=(), modulated=(), bent_paths=()) -> str:
+def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=()) -> str:
   """``[(i, j, lag), ...]``, ``[(i, a, b), ...]``, ``[(i, j, ...), ...]`` and
-  ``[(j, ...), ...]`` as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``,
-  ``w0*(h*w1)``, ``f(h*w1)``."""
+  ``[(j, ...), ...]`` (twice) as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``,
+  ``w0*(h*w1)``, ``f(h*w1)``, ``fringe(h*w3)``."""
   def one(p):
     i, j, lag = (tuple(p) + (0,))[:3]
     if i == j and not lag:
@@ -192,7 +214,8 @@ def describe(pairs, shapes=(), modulated=(), bent_paths=()) -> str:
     return f'w{i}(t-{lag})*w{j}' if lag else f'w{i}*w{j}'
   return ', '.join([one(p) for p in pairs] + [f'tanh({a:g}*w{int(i)})' for i, a, *_ in shapes]
                    + [f'w{int(i)}*(h*w{int(j)})' for i, j, *_ in modulated]
-                   + list(dict.fromkeys(f'f(h*w{int(j)})' for j, *_ in bent_paths)))
+                   + list(dict.fromkeys(f'f(h*w{int(j)})' for j, *_ in bent_paths))
+                   + [f'fringe(h*w{int(j)})' for j, *_ in fringes])
 
 
 def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:

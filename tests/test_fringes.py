@@ -1,0 +1,130 @@
+"""Fringes: the fit of scattered light's coupling (``lstm_jax.fringes``), its column in the
+widened witnesses (``volterra.Products.fringes``), and the linear path that keeps it."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.signal
+
+import lstm_jax
+from lstm_jax import data as data_lib
+from lstm_jax import fringes
+from lstm_jax import metrics
+from lstm_jax import train as train_lib
+from lstm_jax import volterra
+from lstm_jax import zoo
+
+FS = 128.0
+# A pendulum-like phase path (0.9 Hz, Q 1.5, 3 rad per std, a slight lead), two harmonics,
+# read through a first-order high-pass at 4 Hz (one of the readout's filters).
+THETA = (np.log(0.9), np.log(1.5), 3.0, -0.2, 0.0)
+
+
+def fringe_noise(x):
+  """The coupling of the standardized slow witness ``x``."""
+  b, a = fringes._biquad(THETA, FS)  # pylint: disable=protected-access
+  phi = scipy.signal.lfilter(b, a, x)
+  light = 0.8 * np.cos(phi) + 0.5 * np.sin(phi) + 0.25 * np.cos(2 * phi + 1.0)
+  return scipy.signal.lfilter(*scipy.signal.butter(1, 4.0, 'highpass', fs=FS), light)
+
+
+def witnesses(rng, n):
+  """(n, 3): the slow witness, another slow one that carries nothing, a fast idle one."""
+  return np.stack([zoo.coloured(rng, n, FS, 0.1, 2.0), zoo.coloured(rng, n, FS, 0.1, 2.0),
+                   zoo.coloured(rng, n, FS, 5.0, 50.0)], 1)
+
+
+def test_the_fit_recovers_a_fringe_coupling_that_no_filter_over_its_witness_finds():
+  """Noiseless: the fitted coupling of the right witness (of two slow ones) renders fresh
+  data to 40 dB, where a least-squares filter over the witnesses renders almost nothing."""
+  rng = np.random.default_rng(0)
+  w = witnesses(rng, int(400 * FS))
+  x = (w - w.mean(0)) / w.std(0)
+  noise = fringe_noise(x[:, 0])
+  half = len(x) // 2
+  found, scores = fringes.fit_fringes(x[:half], noise[:half], FS)
+  assert [f.witness for f in found] == [0], scores
+  column = fringes.column(found[0].filters(FS), found[0].weights, x[:, 0])
+  later = slice(half + int(10 * FS), None)
+  gain = np.dot(column[later], noise[later]) / np.dot(column[later], column[later])
+  assert 0.9 < gain < 1.1
+  assert metrics.noise_reduction_db(noise[later], column[later]) > 40.0
+  taps = 32
+  design = np.stack([np.roll(x[:, c], k) for c in range(3) for k in range(taps)], 1)
+  weights, *_ = np.linalg.lstsq(design[taps:half], noise[taps:half], rcond=None)
+  assert metrics.noise_reduction_db(noise[later], design[later] @ weights) < 3.0
+
+
+def test_no_fringe_is_kept_where_the_slow_witnesses_carry_none():
+  rng = np.random.default_rng(1)
+  w = witnesses(rng, int(200 * FS))
+  x = (w - w.mean(0)) / w.std(0)
+  target = scipy.signal.lfilter([0.5, 0.3], [1.0], x[:, 2]) + rng.standard_normal(len(x))
+  found, _ = fringes.fit_fringes(x, target, FS)
+  assert not found
+
+
+def test_no_fringe_is_fitted_at_a_rate_too_low_to_hold_one():
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((4096, 2))
+  assert fringes.fit_fringes(x, np.cos(3 * x[:, 0]), 1.0) == ([], [])
+
+
+@pytest.fixture(scope='module')
+def fringe_products():
+  rng = np.random.default_rng(2)
+  w = witnesses(rng, int(200 * FS))
+  norm = data_lib.Normalizer.fit(w, 'standardize', 'witness channel')
+  found, _ = fringes.fit_fringes(norm.apply(w).astype(np.float64),
+                                 fringe_noise(norm.apply(w)[:, 0].astype(np.float64)), FS)
+  return volterra.Products([], norm, fringes=[(f.witness, f.filters(FS), f.weights)
+                                              for f in found]), w
+
+
+def test_a_fringe_column_is_the_same_in_numpy_in_jax_and_after_a_round_trip(fringe_products):
+  """The exported program's math (``jax.numpy``, impulse responses cut at the history it is
+  given) agrees with numpy's IIR, block by block with the history carried; and the widening
+  read back from its dict widens alike."""
+  products, w = fringe_products
+  lag = products.max_lag
+  assert lag > FS  # the pendulum-like path rings for seconds
+  whole = products.widen(w)[:, -1]
+  x = products.norm.take(products.factors).apply(w)
+  start = 2 * lag
+  full = x[start - lag:start + 500].astype(np.float32)[None]
+  from_jax = np.asarray(products.appended(jnp.asarray(full), jnp)[0][0])
+  np.testing.assert_allclose(from_jax, whole[start:start + 500], rtol=0, atol=2e-3 * whole.std())
+  before = w[:start]
+  np.testing.assert_allclose(products.widen(w[start:start + 500], before)[:, -1],
+                             whole[start:start + 500], rtol=0, atol=1e-5 * whole.std())
+  again = volterra.Products.from_dict(products.to_dict())
+  np.testing.assert_allclose(again.widen(w)[:, -1], whole, rtol=1e-12, atol=1e-12)
+  assert volterra.describe([], fringes=products.fringes) == 'fringe(h*w0)'
+
+
+def split_of_fringes(seed: int):
+  rng = np.random.default_rng(seed)
+
+  def record(seconds):
+    w = witnesses(rng, int(seconds * FS))
+    noise = fringe_noise((w[:, 0] - w[:, 0].mean()) / w[:, 0].std())
+    target = noise + 0.3 * noise.std() * rng.standard_normal(len(w))
+    return lstm_jax.Recording(w.astype(np.float32), target.astype(np.float32), FS,
+                              noise.astype(np.float32))
+
+  return train_lib.Split([record(240)], record(60), 'test', record(60))
+
+
+def test_the_linear_path_keeps_a_fringe_where_nothing_linear_qualifies(monkeypatch):
+  """No filter over the witnesses lowers the validation stretch; the fringe does, and the
+  linear path it starts removes most of the held-out coupling."""
+  split = split_of_fringes(3)
+  held = split.heldout
+  warm = int(10 * FS)
+  nr = lambda f: metrics.noise_reduction_db(held.noise[warm:],
+                                            f.predict(held.witnesses)[warm:])
+  _, path, stats = train_lib.fit_linear_path(split, 16)
+  assert stats['kept'] and stats['fringes'] == [[0]], stats
+  assert nr(path) > 20.0, nr(path)
+  monkeypatch.setattr(train_lib, 'FRINGES', False)
+  _, plain, plain_stats = train_lib.fit_linear_path(split, 16)
+  assert plain is None or nr(plain) < 3.0
