@@ -550,11 +550,9 @@ def check_residual_fir(residual: Optional[dict]) -> list[dict]:
   if not residual or not residual['kept'] or residual['validation_residual_nr_db'] < LINEAR_LEFT_DB:
     return []
   pairs, shapes = residual.get('products') or [], residual.get('shapes') or []
-  modulated, bent_paths = residual.get('modulated') or [], residual.get('bent_paths') or []
-  fringes = residual.get('fringes') or []
+  named = volterra.named_in(residual)
   removed = (f"a Wiener FIR of {residual['n_taps']} taps per witness"
-             + (f' and per {volterra.named(pairs, shapes, modulated, bent_paths, fringes)}'
-                if pairs or shapes or modulated or bent_paths or fringes else '')
+             + (f' and per {named}' if named else '')
              + f" removed {residual['validation_residual_nr_db']:.1f} dB of the validation "
                'residual')
   bilinear = (' The products point to a bilinear coupling (one witness modulating another, or '

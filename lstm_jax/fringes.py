@@ -21,6 +21,7 @@ are fitted by Levenberg-Marquardt from a grid of starts; the rest is least squar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Optional
 
@@ -106,9 +107,11 @@ def _biquad(theta, fs: float) -> tuple:
   return tuple(c / a[0] for c in b), tuple(c / a[0] for c in a)
 
 
-def memory(b, a, tolerance: float = 1e-6) -> int:
+@functools.lru_cache(maxsize=1024)
+def memory(b: tuple, a: tuple, tolerance: float = 1e-6) -> int:
   """Samples until an IIR filter's impulse response has decayed below ``tolerance`` of its
-  start (its poles' radius; 0 for a FIR)."""
+  start (its poles' radius; 0 for a FIR). Cached: ``Products.max_lag`` asks on every block a
+  stream pushes."""
   poles = np.roots(np.asarray(a, np.float64)) if len(a) > 1 else np.zeros(0)
   radius = float(np.max(np.abs(poles))) if len(poles) else 0.0
   if radius <= 0.0:

@@ -526,6 +526,14 @@ def _with_modulated_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
       [used + new_columns, [c for c in used if c < n_ch] + new_columns], 'modulated', segment)
 
 
+def _products_of(fir: Optional[baselines.WienerFIR], records) -> volterra.Products:
+  """``fir``'s widening, or (None, or a filter over the witnesses alone) none yet, its
+  normalizer the training ``records``' witnesses'."""
+  return (None if fir is None else fir.products) or volterra.Products([], (
+      data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in records]), 'standardize',
+                              'witness channel')))
+
+
 def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split, n_taps: int,
                   segment: int = 1 << 14) -> tuple[Optional[baselines.WienerFIR], dict]:
   """``fir`` (the linear path; None: no filter qualified) or, where validation proves it
@@ -539,9 +547,7 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
     return fir, entry
   train = split.train
   n_ch, fs = train[0].witnesses.shape[1], train[0].fs
-  products = (None if fir is None else fir.products) or volterra.Products([], (
-      data_lib.Normalizer.fit(np.concatenate([r.witnesses for r in train]), 'standardize',
-                              'witness channel')))
+  products = _products_of(fir, train)
   xs, rs, left = [], [], int(fringes_lib.MAX_SECONDS * fs)
   for rec in train:
     take = min(len(rec), left)
@@ -582,8 +588,7 @@ def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
   witnesses = [j for j in used if j < n_ch]
   if not witnesses:
     return fir, entry
-  products = fir.products or volterra.Products([], data_lib.Normalizer.fit(
-      np.concatenate([r.witnesses for r in split.train]), 'standardize', 'witness channel'))
+  products = _products_of(fir, split.train)
   taps = {j: weights[j] / np.abs(weights[j]).max() for j in witnesses}
   norm = products.norm.take(witnesses)
   path_of = lambda rec: np.stack([scipy.signal.lfilter(taps[j], 1.0, x) for j, x in zip(
@@ -830,11 +835,8 @@ def _as_lengths(lengths) -> list[int]:
 
 
 def _products_text(entry: dict) -> str:
-  pairs, shapes = entry.get('products') or [], entry.get('shapes') or []
-  modulated, bent_paths = entry.get('modulated') or [], entry.get('bent_paths') or []
-  fringes = entry.get('fringes') or []
-  text = (' and per ' + volterra.named(pairs, shapes, modulated, bent_paths, fringes)
-          if pairs or shapes or modulated or bent_paths or fringes else '')
+  named = volterra.named_in(entry)
+  text = ' and per ' + named if named else ''
   used, n_in = entry.get('inputs_used'), entry.get('n_inputs')
   if used is not None and n_in and len(used) < n_in:  # inputs: witnesses, then products
     text += f' (over {len(used)} of its {n_in} inputs, {used}: those the target is coherent with)'

@@ -203,6 +203,13 @@ def named(pairs, shapes=(), modulated=(), bent_paths=(), fringes=()) -> str:
           if kinds else '')
 
 
+def named_in(stats: dict) -> str:
+  """``named`` of a filter's stats or summary (``WienerFIR.summary``: its appended inputs
+  under ``products``, ``shapes``, ``modulated``, ``bent_paths`` and ``fringes``)."""
+  return named(*(stats.get(k) or [] for k in ('products', 'shapes', 'modulated',
+                                                'bent_paths', 'fringes')))
+
+
 def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=()) -> str:
   """``[(i, j, lag), ...]``, ``[(i, a, b), ...]``, ``[(i, j, ...), ...]`` and
   ``[(j, ...), ...]`` (twice) as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``,
