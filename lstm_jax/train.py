@@ -462,7 +462,7 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
     entry, fir, _ = best
     fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead,
                                            WHITENED_CHECK)
-    fir, entry = _with_fringes(fir, entry, split, entry['n_taps'], segment)
+    fir, entry = _with_fringes(fir, entry, split, entry['n_taps'], segment, lengths)
   else:  # fringes, where nothing linear qualified
     fir, entry = _with_fringes(None, {}, split, lengths[len(lengths) // 2], segment)
     best = None if fir is None else (entry, fir, 0.0)
@@ -535,19 +535,38 @@ def _products_of(fir: Optional[baselines.WienerFIR], records) -> volterra.Produc
 
 
 def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split, n_taps: int,
-                  segment: int = 1 << 14) -> tuple[Optional[baselines.WienerFIR], dict]:
+                  segment: int = 1 << 14, lengths: Sequence[int] = ()
+                  ) -> tuple[Optional[baselines.WienerFIR], dict]:
   """``fir`` (the linear path; None: no filter qualified) or, where validation proves it
   better, a filter over its inputs widened by fringes (``volterra.Products.fringes``): the
-  light a slow witness's motion scatters, fitted on what ``fir`` leaves of the training
-  records (``fringes.fit_fringes``). Tried over ``fir``'s inputs and the fringes, and over
-  the fringes alone (with ``fir``'s witnesses where there is no ``fir``); of ``fir``'s length,
-  else of ``n_taps``. A fringe's linear part nearly vanishes, so no filter over its witness
-  finds it, and the filters before this stage may have found nothing at all."""
+  light a slow witness's motion scatters, fitted on what ``fir`` (less its bent witnesses)
+  leaves of the training records (``fringes.fit_fringes``). Tried over ``fir``'s inputs and
+  the fringes, over those less the bent witnesses and the fringes, and over the fringes alone
+  (with ``fir``'s witnesses where there is no ``fir``); of ``fir``'s length, else of
+  ``n_taps``, and without the bent witnesses of each of ``lengths`` up to it too. A fringe's
+  linear part nearly vanishes, so no filter over its witness finds it, and the filters before
+  this stage may have found nothing at all."""
   if not FRINGES:
     return fir, entry
   train = split.train
   n_ch, fs = train[0].witnesses.shape[1], train[0].fs
   products = _products_of(fir, train)
+  used = list(range(n_ch)) if fir is None else fir.inputs_used()
+  unbent = [c for c in used if c not in products.columns_of('shapes', n_ch)]
+  bent_factors = {i for i, _, _ in products.shapes}
+  unbent_alone = [c for c in unbent if c not in bent_factors]
+  fitted_on = fir
+  if fir is not None and len(unbent) < len(used):
+    # A static shape of a slow witness (and the witness itself, its factor) renders a fringe's
+    # slow part crudely, and what it leaves no phase path fits (fresh scattered_light/3: 0.20
+    # of the residual explained after tanh shapes of the witness, 0.87 after a filter without
+    # them): fitted on what a filter over fir's other inputs leaves.
+    fitted_on = None
+    if unbent_alone:
+      [[(fitted_on, _)]] = baselines.WienerFIR.fit_beside_sets(
+          [products.widened(r) for r in train], None, [fir.n_taps], [unbent_alone],
+          segment=segment)
+      fitted_on = dataclasses.replace(fitted_on, products=products)
   xs, rs, left = [], [], int(fringes_lib.MAX_SECONDS * fs)
   for rec in train:
     take = min(len(rec), left)
@@ -555,7 +574,7 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
       w = rec.witnesses[:take]
       xs.append(products.norm.apply(w).astype(np.float64))
       rs.append(np.asarray(rec.target[:take], np.float64)
-                - (0.0 if fir is None else fir.predict(w)))
+                - (0.0 if fitted_on is None else fitted_on.predict(w)))
       left -= take
   found, scores = fringes_lib.fit_fringes(np.concatenate(xs), np.concatenate(rs), fs,
                                           log=logging.info)
@@ -565,10 +584,17 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
   widened = dataclasses.replace(products, fringes=products.fringes + [
       (f.witness, f.filters(fs), f.weights) for f in found])
   new_columns = list(widened.columns_of('fringes', n_ch))[len(products.fringes):]
-  used = list(range(n_ch)) if fir is None else fir.inputs_used()
   sets = [used + new_columns, new_columns] if fir is not None else [new_columns,
                                                                       used + new_columns]
-  return _widened_unless_worse(fir, entry, split, widened, sets, 'fringes', segment, n_taps)
+  set_lengths = [None] * len(sets)
+  if unbent != used:
+    # fir's length served its bent witnesses' slow dynamics; without them a shorter one may do
+    shorter = [n for n in lengths if n <= fir.n_taps] or None
+    sets[1:1] = [unbent + new_columns] + ([unbent_alone + new_columns]
+                                         if unbent_alone != unbent else [])
+    set_lengths[1:1] = [shorter] * (len(sets) - len(set_lengths))
+  return _widened_unless_worse(fir, entry, split, widened, sets, 'fringes', segment, n_taps,
+                               set_lengths)
 
 
 def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
@@ -675,22 +701,31 @@ def _poles_and_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
 
 def _widened_unless_worse(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
                           widened: volterra.Products, column_sets: list, kind: str,
-                          segment: int, n_taps: Optional[int] = None
+                          segment: int, n_taps: Optional[int] = None,
+                          set_lengths: Optional[list] = None
                           ) -> tuple[Optional[baselines.WienerFIR], dict]:
   """``fir`` or, where validation proves one better, a filter of its length (None: of
   ``n_taps``) over each of ``column_sets`` of the witnesses ``widened`` (``fir``'s columns
   first, then the new ``kind`` of column), each under the prior as ``fir`` was: it must lower
   what ``fir`` leaves (None: the target) on the validation stretch by ``MIN_T`` standard
-  errors (``_pick_filter``)."""
+  errors (``_pick_filter``). ``set_lengths``: per set, the lengths to try instead (None:
+  that one)."""
   n_taps = fir.n_taps if fir is not None else n_taps
+  wanted = [[n_taps] if not set_lengths or not set_lengths[k] else list(set_lengths[k])
+            for k in range(len(column_sets))]
+  lengths = sorted({n for w in wanted for n in w})
   records = [widened.widened(r) for r in split.train]
   candidates, priors = [], []
-  for [(new, _)] in baselines.WienerFIR.fit_beside_sets(records, None, [n_taps],
-                                                        column_sets, segment=segment):
-    new = dataclasses.replace(new, products=widened)
-    found = baselines.regularized(new, split.train, segment) if PRIOR_FIT else None
-    candidates.append((new if found is None else found[0], 0.0, n_taps))
-    priors.append(None if found is None else found[1])
+  fitted = baselines.WienerFIR.fit_beside_sets(records, None, lengths, column_sets,
+                                               segment=segment)
+  for per_length, want in zip(fitted, wanted):
+    for (new, _), length in zip(per_length, lengths):
+      if length not in want:
+        continue
+      new = dataclasses.replace(new, products=widened)
+      found = baselines.regularized(new, split.train, segment) if PRIOR_FIT else None
+      candidates.append((new if found is None else found[0], 0.0, length))
+      priors.append(None if found is None else found[1])
   val, lead = split.validation, split.validation_lead
   target = np.asarray(val.target, np.float64)
   before = target - (0.0 if fir is None else predict_stretch(fir, val, lead))

@@ -1,11 +1,14 @@
 """Fringes: the fit of scattered light's coupling (``lstm_jax.fringes``), its column in the
 widened witnesses (``volterra.Products.fringes``), and the linear path that keeps it."""
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.signal
 
 import lstm_jax
+from lstm_jax import baselines
 from lstm_jax import data as data_lib
 from lstm_jax import fringes
 from lstm_jax import metrics
@@ -69,6 +72,27 @@ def test_no_fringe_is_fitted_at_a_rate_too_low_to_hold_one():
   assert fringes.fit_fringes(x, np.cos(3 * x[:, 0]), 1.0) == ([], [])
 
 
+def test_a_fringe_fitted_at_a_lower_rate_renders_at_the_files():
+  """At 1024 Hz the path is fitted decimated to 256 Hz, and the readout (here a second-order
+  high-pass, which its first-order filters render only by large weights that nearly cancel)
+  is solved again at 1024 Hz: the weights solved at 256 Hz rendered this fringe under a red
+  background to 22.6 dB."""
+  fs = 1024.0
+  rng = np.random.default_rng(0)
+  n = int(200 * fs)
+  x = zoo.coloured(rng, n, fs, 0.1, 3.0)
+  x = (x - x.mean()) / x.std()
+  phi = scipy.signal.lfilter(*fringes._biquad((np.log(1.5), np.log(0.7), 3.0, 0.0, 0.0), fs), x)  # pylint: disable=protected-access
+  noise = scipy.signal.lfilter(*scipy.signal.butter(2, 9.0, 'highpass', fs=fs), np.cos(phi + 0.5))
+  red = zoo.highpass(zoo.coloured(rng, n, fs, 0.5, 0.4 * fs, order=1), fs, 0.1)
+  half = n // 2
+  found, scores = fringes.fit_fringes(x[:half, None], (noise + noise.std() * red)[:half], fs)
+  assert [f.witness for f in found] == [0], scores
+  column = fringes.column(found[0].filters(fs), found[0].weights, x)
+  later = slice(half + int(10 * fs), None)
+  assert metrics.noise_reduction_db(noise[later], column[later]) > 25.0
+
+
 @pytest.fixture(scope='module')
 def fringe_products():
   rng = np.random.default_rng(2)
@@ -128,3 +152,39 @@ def test_the_linear_path_keeps_a_fringe_where_nothing_linear_qualifies(monkeypat
   monkeypatch.setattr(train_lib, 'FRINGES', False)
   _, plain, plain_stats = train_lib.fit_linear_path(split, 16)
   assert plain is None or nr(plain) < 3.0
+
+
+def test_a_fringe_takes_the_place_of_bent_forms_of_its_witness():
+  """A linear path that bent the slow witness (tanh shapes, as the products stage screens
+  them) leaves what no phase path fits: the fringe is fitted on what a filter without the
+  shapes leaves, and the filter kept drops them (with them: 15.7 dB held out)."""
+  theta = (np.log(0.9), np.log(0.7), 2.0, 0.0, 0.0)
+  rng = np.random.default_rng(3)
+
+  def record(seconds):
+    w = witnesses(rng, int(seconds * FS))
+    x = (w - w.mean(0)) / w.std(0)
+    phi = scipy.signal.lfilter(*fringes._biquad(theta, FS), x[:, 0])  # pylint: disable=protected-access
+    light = scipy.signal.lfilter(*scipy.signal.butter(2, 3.0, 'highpass', fs=FS),
+                                 np.cos(phi + 0.7))
+    noise = light / light.std() + 0.7 * scipy.signal.lfilter([0.6, 0.3, -0.2], [1.0], x[:, 2])
+    target = noise + 0.3 * noise.std() * rng.standard_normal(len(w))
+    return lstm_jax.Recording(w.astype(np.float32), target.astype(np.float32), FS,
+                              noise.astype(np.float32))
+
+  split = train_lib.Split([record(150)], record(40), 'test', record(40))
+  held, warm = split.heldout, int(10 * FS)
+  nr = lambda f: metrics.noise_reduction_db(held.noise[warm:],
+                                            f.predict(held.witnesses)[warm:])
+  norm = data_lib.Normalizer.fit(split.train[0].witnesses, 'standardize', 'witness channel')
+  x0 = norm.apply(split.train[0].witnesses)[:, 0].astype(np.float64)
+  bent = volterra.Products([], norm, [(0, a, float(np.mean(np.tanh(a * x0) * x0)))
+                                      for a in (0.5, 1.0, 2.0, 4.0)])
+  [[(fir, _)]] = baselines.WienerFIR.fit_beside_sets(
+      [bent.widened(r) for r in split.train], None, [64], [[0, 2, 3, 4, 5, 6]])
+  fir = dataclasses.replace(fir, products=bent)
+  assert nr(fir) < 5.0
+  new, entry = train_lib._with_fringes(fir, {}, split, 64, lengths=[4, 16, 64])  # pylint: disable=protected-access
+  assert entry['fringes_screened'][0][0] == 0 and entry['fringes_screened'][0][1] > 0.8
+  assert not set(new.inputs_used()) & set(bent.columns_of('shapes', 3))
+  assert nr(new) > 19.0, nr(new)
