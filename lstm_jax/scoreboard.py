@@ -16,7 +16,7 @@ noise: broadband, in the default band, and in DeepClean's band (``dc_band_nr_db`
 its configuration names, from the training part's coupled noise, ``deepclean.choose_band``).
 
 Splits: ``dev`` (seeds 0 and 1 of the families used for tuning) is where recipe changes are
-judged; ``test`` (seeds 100 and 101 of every family, two of which no tuning ever saw) is where
+judged; ``test`` (seeds 100 and 101 of every family, three of which no tuning ever ran) is where
 they are confirmed and reported, never tuned on.
 
 Each task (recording x method x seed) writes its result to ``workdir/tasks/*.json`` and is

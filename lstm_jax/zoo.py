@@ -564,6 +564,49 @@ def _scattered_light(rng, with_background: bool) -> _Signals:
                         'highpass_hz': cut, 'linear_path': bool(linear)})
 
 
+def _wandering_mode(rng, with_background: bool) -> _Signals:
+  """A mechanical mode whose frequency wanders: a witnessed force (an accelerometer) drives a
+  high-Q resonance (0.02-0.15 fs, ringing 20-300 ms) whose frequency moves by 0.5-3 % per std
+  of a slow witnessed channel (a temperature, 0.005-0.1 Hz), so a fixed filter tracks it only
+  on average. Half the draws add a low-passed, delayed linear path from a third witness; 0-8
+  idle channels; 512-4096 Hz, 1-5 min."""
+  import scipy.signal
+  fs = _choose_fs(rng, (512.0, 1024.0, 2048.0, 4096.0))
+  n_train, n_later = _seconds(rng, 60.0, min(300.0, 1.0e6 / fs), fs)
+  mg = _margin(fs, 5.0)
+  n = n_train + n_later + mg
+  temp = coloured(rng, n, fs, 0.005, 0.1, order=1)
+  force = coloured(rng, n, fs, float(rng.uniform(2.0, 20.0)), 0.4 * fs)
+  f0 = float(rng.uniform(0.02, 0.15) * fs)
+  ring = float(rng.uniform(0.02, 0.3))
+  shift = float(rng.uniform(0.005, 0.03))
+  # y[t] = force[t] - a1(t) y[t-1] - a2 y[t-2], a1 held over blocks of ~8 ms: the filter state
+  # is rebuilt from the last two outputs, so the recursion is exact across blocks.
+  r = np.exp(-1.0 / (ring * fs))
+  block = max(8, int(fs / 128))
+  mode, y1, y2 = np.empty(n), 0.0, 0.0
+  for lo in range(0, n, block):
+    hi = min(n, lo + block)
+    a = np.array([1.0, -2.0 * r * np.cos(2 * np.pi * f0 * (1 + shift * temp[lo:hi].mean()) / fs),
+                  r * r])
+    mode[lo:hi], _ = scipy.signal.lfilter([1.0], a, force[lo:hi],
+                                          zi=[-a[1] * y1 - a[2] * y2, -a[2] * y1])
+    y1, y2 = mode[hi - 1], mode[hi - 2] if hi - lo > 1 else y1
+  features, relevant = [_unit(mode)], [force, temp]
+  coef = [rng.uniform(0.5, 1.0) * rng.choice([-1, 1])]
+  linear = rng.uniform() < 0.5
+  if linear:
+    w = coloured(rng, n, fs, rng.uniform(0.5, 5.0), 0.4 * fs)
+    relevant.append(w)
+    features.append(_unit(lowpass(delayed(w, int(rng.uniform(0.0, 0.02) * fs)), fs,
+                                  float(rng.uniform(0.05, 0.3) * fs))))
+    coef.append(rng.uniform(0.3, 1.0) * rng.choice([-1, 1]))
+  return _after_margin(rng, fs, features, coef, relevant, n, mg, n_train,
+                       int(rng.integers(0, 9)), with_background,
+                       {'fs': fs, 'f0_hz': f0, 'ringdown_s': ring, 'shift_per_std': shift,
+                        'linear_path': bool(linear)})
+
+
 def _after_margin(rng, fs, features: list, coef: list, relevant: list, n: int, mg: int,
                   n_train: int, n_idle: int, with_background: bool, params: dict) -> _Signals:
   """The recording past the first ``mg`` samples (where slow filters settled): its features,
@@ -601,6 +644,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # Never used to tune the recipe: the scoreboard's test split alone sees them.
     Family('high_rate', _high_rate.__doc__, _high_rate, False),
     Family('scattered_light', _scattered_light.__doc__, _scattered_light, False),
+    Family('wandering_mode', _wandering_mode.__doc__, _wandering_mode, False),
 )}
 
 
