@@ -590,9 +590,9 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
   if unbent != used:
     # fir's length served its bent witnesses' slow dynamics; without them a shorter one may do
     shorter = [n for n in lengths if n <= fir.n_taps] or None
-    sets[1:1] = [unbent + new_columns] + ([unbent_alone + new_columns]
-                                         if unbent_alone != unbent else [])
-    set_lengths[1:1] = [shorter] * (len(sets) - len(set_lengths))
+    without = [unbent] + ([unbent_alone] if unbent_alone != unbent else [])
+    sets[1:1] = [c + new_columns for c in without]
+    set_lengths[1:1] = [shorter] * len(without)
   return _widened_unless_worse(fir, entry, split, widened, sets, 'fringes', segment, n_taps,
                                set_lengths)
 
@@ -711,8 +711,8 @@ def _widened_unless_worse(fir: Optional[baselines.WienerFIR], entry: dict, split
   errors (``_pick_filter``). ``set_lengths``: per set, the lengths to try instead (None:
   that one)."""
   n_taps = fir.n_taps if fir is not None else n_taps
-  wanted = [[n_taps] if not set_lengths or not set_lengths[k] else list(set_lengths[k])
-            for k in range(len(column_sets))]
+  wanted = [list(w) if w else [n_taps]
+            for w in (set_lengths or [None] * len(column_sets))]
   lengths = sorted({n for w in wanted for n in w})
   records = [widened.widened(r) for r in split.train]
   candidates, priors = [], []
