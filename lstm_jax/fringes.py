@@ -28,6 +28,8 @@ from typing import Optional
 import numpy as np
 import scipy.signal
 
+from lstm_jax import weighed_fit
+
 HARMONICS = 3
 # A witness is tried where most of its power lies below SLOW_HZ: a fringe needs a motion of
 # radians, and only slow motion (microseism, a suspension's swing) is that large.
@@ -174,21 +176,17 @@ def _decimated(v, q: int):
   return scipy.signal.decimate(v, q, ftype='fir', zero_phase=True, axis=0) if q > 1 else v
 
 
-class _Fit:
+class _Fit(weighed_fit.WeighedFit):
   """Weighed least squares of a residual on one witness's fringes, at one rate."""
 
   def __init__(self, x, r, fs: float, harmonics: int):
-    self.x, self.fs, self.harmonics = x, fs, harmonics
-    self.sos = scipy.signal.butter(4, WEIGHT_HZ, 'highpass', fs=fs, output='sos')
+    self.x, self.harmonics = x, harmonics
     self.post = _readout(fs)
-    self.r = self.weigh(r - np.mean(r))
-    n = len(r)
-    settle = int(min(SETTLE_SECONDS * fs, n / 10))
-    self.cut = settle + 2 * (n - settle) // 3
-    self.rows = slice(settle, self.cut)
+    super().__init__(r, fs, scipy.signal.butter(4, WEIGHT_HZ, 'highpass', fs=fs, output='sos'),
+                     SETTLE_SECONDS)
 
-  def weigh(self, v):
-    return scipy.signal.sosfilt(self.sos, v, axis=0)
+  def bounded(self, theta):
+    return _bounded(theta, self.fs)
 
   def phase(self, theta):
     b, a = _biquad(theta, self.fs)
@@ -202,14 +200,14 @@ class _Fit:
     return self.weigh(np.stack(columns, 1))
 
   def solve(self, theta, harmonics=None):
-    """(cost, phi, design, weights) on ``rows``."""
+    """(cost, design, weights, phi) on ``rows``."""
     phi = self.phase(theta)
     d = self.design(phi, harmonics or self.harmonics)
     w = _least_squares(d[self.rows], self.r[self.rows])
     e = self.r[self.rows] - d[self.rows] @ w
-    return float(e @ e), phi, d, w
+    return float(e @ e), d, w, phi
 
-  def jacobian(self, theta, phi, d, w):
+  def jacobian(self, theta, d, w, phi):
     """d residual / d theta on ``rows``, less what the weights would take of it (variable
     projection, Golub and Pereyra): the phase's derivatives by differences, through each
     harmonic's derivative and the readout. Without the projection the readout's weights
@@ -226,27 +224,6 @@ class _Fit:
                                                                      axis=0)
     j = self.weigh(j)[self.rows]
     return j - d[self.rows] @ _least_squares(d[self.rows], j)
-
-  def levenberg_marquardt(self, theta, iterations: int):
-    theta = np.asarray(theta, np.float64)
-    cost, phi, d, w = self.solve(theta)
-    damping = 1e-3
-    for _ in range(iterations):
-      j = self.jacobian(theta, phi, d, w)
-      e = self.r[self.rows] - d[self.rows] @ w
-      a, g = j.T @ j, j.T @ e
-      for _ in range(8):
-        step = np.linalg.solve(a + damping * np.diag(np.diag(a) + 1e-12), g)
-        moved = _bounded(theta + step, self.fs)
-        new = self.solve(moved)
-        if new[0] < cost:
-          theta, (cost, phi, d, w) = moved, new
-          damping = max(damping / 3, 1e-9)
-          break
-        damping *= 4
-      else:
-        break
-    return theta, cost
 
   def scan(self) -> tuple[list, np.ndarray]:
     """Every start (``START_HZ`` x ``START_Q`` x the two numerators x ``START_GAINS``) and
@@ -273,11 +250,6 @@ class _Fit:
         starts += [np.asarray(t) for t in thetas]
         costs += list(np.sum(left ** 2, axis=0))
     return starts, np.asarray(costs)
-
-  def held_out_share(self, theta) -> tuple[float, np.ndarray]:
-    _, _, d, w = self.solve(theta)
-    left = self.r[self.cut:] - d[self.cut:] @ w
-    return 1.0 - float(np.var(left) / max(np.var(self.r[self.cut:]), 1e-300)), w
 
 
 def slow_witnesses(x_TxC, fs: float) -> list[int]:
@@ -338,7 +310,7 @@ def fit_fringes(x_TxC, residual, fs: float, max_fringes: int = MAX_FRINGES,
       # (fresh scattered_light/3 at 1024 Hz: 6.7 dB rendered so, 34.8 solved at 1024 Hz).
       full = fine if q == 1 else _Fit(x[:, j], r, fs, HARMONICS)
       full.rows = slice(full.rows.start, None)
-      _, _, _, w = full.solve(theta)
+      _, _, w, _ = full.solve(theta)
       fringes.append(Fringe(j, tuple(float(v) for v in theta),
                             nested(w.reshape(HARMONICS, 2, len(fine.post))), float(share)))
   if log is not None:

@@ -26,6 +26,7 @@ import scipy.signal
 
 from lstm_jax import data as data_lib
 from lstm_jax import fringes as fringes_lib
+from lstm_jax import modes as modes_lib
 
 # The screen looks at no more samples than this (a contiguous stretch from each record, in
 # turn): its cost stays bounded on hour-long recordings; a coupling worth a product is plain
@@ -52,7 +53,7 @@ BEND_OFFSETS = (-1.5, -0.75, 0.0, 0.75, 1.5)
 SHAPES_WHITENED = True
 
 # The kinds of appended column, in the order ``Products.widen`` appends them.
-COLUMN_KINDS = ('pairs', 'shapes', 'modulated', 'bent_paths', 'fringes')
+COLUMN_KINDS = ('pairs', 'shapes', 'modulated', 'bent_paths', 'fringes', 'modes')
 
 
 @dataclasses.dataclass
@@ -80,6 +81,10 @@ class Products:
   # ``weights`` (harmonics, 2, readout filters). Light scattered off a surface the slow witness
   # moves, a periodic function of a filtered witness.
   fringes: list = dataclasses.field(default_factory=list)
+  # of (j, k, digital): a mode driven by witness j whose frequency witness k moves
+  # (``lstm_jax.modes``; ``digital`` = (w0, dw, r, Re c, Im c), ``Mode.digital``), one column
+  # each: a resonance that a slow quantity (a temperature) tunes.
+  modes: list = dataclasses.field(default_factory=list)
 
   @property
   def max_lag(self) -> int:
@@ -89,7 +94,8 @@ class Products:
                + [len(p[2]) - 1 for p in self.bent_paths]
                + [fringes_lib.memory(*f['phase']) + max(fringes_lib.memory(*ba)
                                                         for ba in f['post'])
-                  for _, f, _ in self.fringes], default=0)
+                  for _, f, _ in self.fringes]
+               + [modes_lib.memory(d) for _, _, d in self.modes], default=0)
 
   @property
   def n_columns(self) -> int:
@@ -103,12 +109,27 @@ class Products:
                               for k in COLUMN_KINDS[:COLUMN_KINDS.index(kind)])
     return range(first, first + len(getattr(self, kind)))
 
+  def moved(self, columns, before: 'Products', n_witnesses: int) -> list:
+    """``columns`` of ``before``'s widening (the same entries of each kind, some kinds with
+    more after them) where this widening puts them: a kind that comes earlier in
+    ``COLUMN_KINDS`` than one already there moves that one's columns on."""
+    out = []
+    for c in columns:
+      kind = next((k for k in COLUMN_KINDS if c in before.columns_of(k, n_witnesses)), None)
+      out.append(c if kind is None else self.columns_of(kind, n_witnesses).start + c
+                 - before.columns_of(kind, n_witnesses).start)
+    return out
+
+  def added(self, kind: str, before: 'Products', n_witnesses: int) -> list:
+    """The columns of ``kind`` this widening has past ``before``'s (appended to its list)."""
+    return list(self.columns_of(kind, n_witnesses))[len(getattr(before, kind)):]
+
   @property
   def factors(self) -> list[int]:
     """The witness columns the appended columns read (standardized), in order."""
     return sorted({c for i, j, _ in self.pairs + self.modulated for c in (i, j)}
                   | {i for i, _, _ in self.shapes} | {p[0] for p in self.bent_paths}
-                  | {f[0] for f in self.fringes})
+                  | {f[0] for f in self.fringes} | {c for m in self.modes for c in m[:2]})
 
   def appended(self, factors, xp=np) -> list:
     """The appended columns, each ``(..., T)``, from ``factors``: the standardized factors
@@ -131,7 +152,9 @@ class Products:
             + [sum(w * xp.tanh(a * (path(j, taps) / s - c)) for a, c, w in units)
                for j, s, taps, units in self.bent_paths]
             + [fringes_lib.column(filters, w, factors[..., at[j]], xp, lag)[..., lag:]
-               for j, filters, w in self.fringes])
+               for j, filters, w in self.fringes]
+            + [modes_lib.column(d, factors[..., at[j]], factors[..., at[k]], xp)[..., lag:]
+               for j, k, d in self.modes])
 
   def widen(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
     """``[witnesses, products, bent witnesses]`` (T, C + K), float64; the witnesses as given.
@@ -169,6 +192,8 @@ class Products:
       out['fringes'] = [[int(j), {'phase': [list(c) for c in f['phase']],
                                   'post': [[list(c) for c in ba] for ba in f['post']]},
                          np.asarray(w, np.float64).tolist()] for j, f, w in self.fringes]
+    if self.modes:
+      out['modes'] = [[int(j), int(k), [float(v) for v in d]] for j, k, d in self.modes]
     return out
 
   @classmethod
@@ -183,7 +208,8 @@ class Products:
                [(int(j), {'phase': tuple(tuple(float(v) for v in c) for c in f['phase']),
                           'post': [tuple(tuple(float(v) for v in c) for c in ba)
                                    for ba in f['post']]},
-                 fringes_lib.nested(w)) for j, f, w in d.get('fringes', [])])
+                 fringes_lib.nested(w)) for j, f, w in d.get('fringes', [])],
+               [(int(j), int(k), tuple(float(v) for v in m)) for j, k, m in d.get('modes', [])])
 
 
 def bent(x, a: float, b: float) -> np.ndarray:
@@ -191,29 +217,29 @@ def bent(x, a: float, b: float) -> np.ndarray:
   return np.tanh(a * x) - b * x
 
 
-def named(pairs, shapes=(), modulated=(), bent_paths=(), fringes=()) -> str:
+def named(pairs, shapes=(), modulated=(), bent_paths=(), fringes=(), modes=()) -> str:
   """What a filter's appended inputs are, for a log line: ``product of witnesses w0*w2``,
   ``bent witness tanh(2*w1)``, ``modulated path w0*(h*w1)``, ``bent path f(h*w1)``,
-  ``fringes fringe(h*w3)``, or several kinds; '' for none."""
+  ``fringes fringe(h*w3)``, ``moving mode mode(w0; w2)``, or several kinds; '' for none."""
   kinds = [k for k, there in (('product of witnesses', pairs), ('bent witness', shapes),
                               ('modulated path', modulated), ('bent path', bent_paths),
-                              ('fringes', fringes))
+                              ('fringes', fringes), ('moving mode', modes))
            if there]
-  return (f"{' or '.join(kinds)} {describe(pairs, shapes, modulated, bent_paths, fringes)}"
-          if kinds else '')
+  return (f"{' or '.join(kinds)} "
+          f"{describe(pairs, shapes, modulated, bent_paths, fringes, modes)}" if kinds else '')
 
 
 def named_in(stats: dict) -> str:
   """``named`` of a filter's stats or summary (``WienerFIR.summary``: its appended inputs
-  under ``products``, ``shapes``, ``modulated``, ``bent_paths`` and ``fringes``)."""
+  under ``products``, ``shapes``, ``modulated``, ``bent_paths``, ``fringes`` and ``modes``)."""
   return named(*(stats.get(k) or [] for k in ('products', 'shapes', 'modulated',
-                                                'bent_paths', 'fringes')))
+                                                'bent_paths', 'fringes', 'modes')))
 
 
-def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=()) -> str:
+def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=(), modes=()) -> str:
   """``[(i, j, lag), ...]``, ``[(i, a, b), ...]``, ``[(i, j, ...), ...]`` and
   ``[(j, ...), ...]`` (twice) as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``,
-  ``w0*(h*w1)``, ``f(h*w1)``, ``fringe(h*w3)``."""
+  ``w0*(h*w1)``, ``f(h*w1)``, ``fringe(h*w3)``, ``mode(w0; w2)`` (driven by w0, moved by w2)."""
   def one(p):
     i, j, lag = (tuple(p) + (0,))[:3]
     if i == j and not lag:
@@ -222,7 +248,8 @@ def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=()) -> str:
   return ', '.join([one(p) for p in pairs] + [f'tanh({a:g}*w{int(i)})' for i, a, *_ in shapes]
                    + [f'w{int(i)}*(h*w{int(j)})' for i, j, *_ in modulated]
                    + list(dict.fromkeys(f'f(h*w{int(j)})' for j, *_ in bent_paths))
-                   + [f'fringe(h*w{int(j)})' for j, *_ in fringes])
+                   + [f'fringe(h*w{int(j)})' for j, *_ in fringes]
+                   + [f'mode(w{int(j)}; w{int(k)})' for j, k, *_ in modes])
 
 
 def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:

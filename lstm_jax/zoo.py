@@ -607,6 +607,97 @@ def _wandering_mode(rng, with_background: bool) -> _Signals:
                         'linear_path': bool(linear)})
 
 
+def _thermal_modes(rng, with_background: bool) -> _Signals:
+  """Violin modes that the temperature tunes: a witnessed ground motion, through the
+  suspension's band-pass (an octave either side of the modes), drives 1-3 harmonics of a fibre
+  mode (n f1 with a little inharmonicity, f1 at 0.02-0.1 fs, ringing 0.05-0.6 s) whose
+  frequencies all move by 0.3-2 % per std of the fibre's temperature, with a quadratic term of
+  up to a fifth of it. The temperature (slow cycles of 0.002-0.03 Hz on a drift) reaches the
+  fibre through a thermal lag of 0-2 s; a sensor witnesses it with 1-5 % noise. Each mode is
+  integrated from its instantaneous frequency's running phase. A third of the draws add a
+  delayed broadband path from the ground witness; 0-6 idle channels; 512-4096 Hz, 1-6 min."""
+  import scipy.signal
+  fs = _choose_fs(rng, (512.0, 1024.0, 2048.0, 4096.0))
+  n_train, n_later = _seconds(rng, 60.0, min(360.0, 1.0e6 / fs), fs)
+  mg = _margin(fs, 10.0)
+  n = n_train + n_later + mg
+  t = np.arange(n) / fs
+  cycles = sum(rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(0.002, 0.03) * t
+                                              + rng.uniform(0, 2 * np.pi)) for _ in range(3))
+  temp = _unit(cycles + rng.uniform(-1, 1) * t / t[-1] + 0.2 * coloured(rng, n, fs, 0.01, 0.1,
+                                                                          order=1))
+  lag = float(rng.uniform(0.0, 2.0))
+  fibre = lowpass(temp, fs, 1.0 / (2 * np.pi * lag), order=1) if lag > 0.05 else temp
+  sensor = temp + rng.uniform(0.01, 0.05) * rng.standard_normal(n)
+  ground = coloured(rng, n, fs, 1.0, 0.45 * fs)
+  f1 = float(rng.uniform(0.02, 0.1) * fs)
+  n_modes = int(rng.integers(1, 4))
+  drive = _sos_filter(scipy.signal.butter(2, [f1 / 2, min(2 * n_modes * f1, 0.45 * fs)],
+                                          'bandpass', fs=fs, output='sos'), ground)
+  shift, curve = float(rng.uniform(0.003, 0.02)), float(rng.uniform(-0.2, 0.2))
+  features, coef, modes = [], [], []
+  for h in range(1, n_modes + 1):
+    f = h * f1 * (1 + rng.uniform(-0.003, 0.003) * (h > 1))
+    if f > 0.4 * fs:
+      break
+    ring = float(rng.uniform(0.05, 0.6))
+    # The running phase of the instantaneous frequency; the mode from rest in closed form,
+    # phi and the decay taken out of each stretch of at most a ring time.
+    phase = 2 * np.pi * np.cumsum(f * (1 + shift * fibre + shift * curve * fibre ** 2)) / fs
+    decay = t / ring
+    mode = np.empty(n, complex)
+    carried, step = 0j, max(1, int(ring * fs))
+    for lo in range(0, n, step):
+      hi = min(n, lo + step)
+      rot = np.exp(-(decay[lo:hi] - decay[lo]) + 1j * (phase[lo:hi] - phase[lo]))
+      mode[lo:hi] = rot * (carried + np.cumsum(drive[lo:hi] / rot))
+      carried = mode[hi - 1] * np.exp(-1.0 / (ring * fs))
+      carried *= np.exp(1j * (phase[hi] - phase[hi - 1])) if hi < n else 1.0
+    scale = float(np.std(mode.real))
+    features += [mode.real / scale, mode.imag / scale]
+    amp, angle = rng.uniform(0.4, 1.0) * 0.6 ** (h - 1), rng.uniform(0, 2 * np.pi)
+    coef += [amp * np.cos(angle), -amp * np.sin(angle)]
+    modes.append({'hz': f, 'ringdown_s': ring})
+  relevant = [ground, sensor]
+  linear = rng.uniform() < 1 / 3
+  if linear:
+    features.append(_unit(delayed(ground, int(rng.uniform(0.0, 0.01) * fs))))
+    coef.append(rng.uniform(0.2, 0.6) * rng.choice([-1, 1]))
+  return _after_margin(rng, fs, features, coef, relevant, n, mg, n_train,
+                       int(rng.integers(0, 7)), with_background,
+                       {'fs': fs, 'modes': modes, 'shift_per_std': shift, 'curvature': curve,
+                        'thermal_lag_s': lag, 'linear_path': bool(linear)})
+
+
+def _downconverted(rng, with_background: bool) -> _Signals:
+  """Power in a fast band brought down to slow frequencies: a witness's band (an RF
+  sideband, an acoustic band at 0.1-0.35 fs, 5-25 % wide) reaches a square-law or rectifying
+  detector (a photodiode's nonlinearity, a demodulator's leakage), whose output, low-passed at
+  2-40 Hz, couples into the target beside a delayed, high-passed path from a second witness.
+  0-10 idle channels; 1024-8192 Hz, 1-6 min."""
+  fs = _choose_fs(rng, (1024.0, 2048.0, 4096.0, 8192.0))
+  n_train, n_later = _seconds(rng, 60.0, min(360.0, 1.5e6 / fs), fs)
+  mg = _margin(fs, 5.0)
+  n = n_train + n_later + mg
+  fast = coloured(rng, n, fs, 1.0, 0.45 * fs)
+  centre = float(rng.uniform(0.1, 0.35) * fs)
+  width = float(rng.uniform(0.05, 0.25) * centre)
+  band = _sos_filter(_butter_band(centre - width / 2, centre + width / 2, fs), fast)
+  rectify = bool(rng.uniform() < 0.5)
+  detected = np.abs(band) if rectify else band * band
+  corner = float(np.exp(rng.uniform(np.log(2.0), np.log(40.0))))
+  features = [_unit(lowpass(detected - detected.mean(), fs, corner, order=2))]
+  coef = [rng.uniform(0.6, 1.0) * rng.choice([-1, 1])]
+  second = coloured(rng, n, fs, float(rng.uniform(0.5, 10.0)), 0.45 * fs)
+  features.append(_unit(highpass(delayed(second, int(rng.uniform(0.0, 0.015) * fs)), fs,
+                                 float(rng.uniform(5.0, 50.0)))))
+  coef.append(rng.uniform(0.2, 0.8) * rng.choice([-1, 1]))
+  return _after_margin(rng, fs, features, coef, [fast, second], n, mg, n_train,
+                       int(rng.integers(0, 11)), with_background,
+                       {'fs': fs, 'band_hz': centre, 'band_width_hz': width,
+                        'rectifying': rectify, 'lowpass_hz': corner})
+
+
 def _after_margin(rng, fs, features: list, coef: list, relevant: list, n: int, mg: int,
                   n_train: int, n_idle: int, with_background: bool, params: dict) -> _Signals:
   """The recording past the first ``mg`` samples (where slow filters settled): its features,
@@ -641,10 +732,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # Unseen until its test result was diagnosed (the bent paths came of it): now tuning.
     Family('nonlinear_memory', _nonlinear_memory.__doc__, _nonlinear_memory, True),
     Family('fringes', _fringes.__doc__, _fringes, True),
+    Family('thermal_modes', _thermal_modes.__doc__, _thermal_modes, True),
     # Never used to tune the recipe: the scoreboard's test split alone sees them.
     Family('high_rate', _high_rate.__doc__, _high_rate, False),
     Family('scattered_light', _scattered_light.__doc__, _scattered_light, False),
     Family('wandering_mode', _wandering_mode.__doc__, _wandering_mode, False),
+    Family('downconverted', _downconverted.__doc__, _downconverted, False),
 )}
 
 
