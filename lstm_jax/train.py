@@ -538,6 +538,22 @@ def _products_of(fir: Optional[baselines.WienerFIR], records) -> volterra.Produc
                               'witness channel')))
 
 
+def _fit_stretch(records, norm: data_lib.Normalizer, seconds: float,
+                 fir: Optional[baselines.WienerFIR]) -> tuple:
+  """The first ``seconds`` of the training ``records``, joined: the witnesses standardized by
+  ``norm``, the target, and what ``fir`` leaves of it (the target where None), float64."""
+  xs, ys, rs, left = [], [], [], int(seconds * records[0].fs)
+  for rec in records:
+    take = min(len(rec), left)
+    if take > 0:
+      w = rec.witnesses[:take]
+      xs.append(norm.apply(w).astype(np.float64))
+      ys.append(np.asarray(rec.target[:take], np.float64))
+      rs.append(ys[-1] - (0.0 if fir is None else fir.predict(w)))
+      left -= take
+  return np.concatenate(xs), np.concatenate(ys), np.concatenate(rs)
+
+
 def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split, n_taps: int,
                   segment: int = 1 << 14, lengths: Sequence[int] = ()
                   ) -> tuple[Optional[baselines.WienerFIR], dict]:
@@ -571,17 +587,8 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
           [products.widened(r) for r in train], None, [fir.n_taps], [unbent_alone],
           segment=segment)
       fitted_on = dataclasses.replace(fitted_on, products=products)
-  xs, rs, left = [], [], int(fringes_lib.MAX_SECONDS * fs)
-  for rec in train:
-    take = min(len(rec), left)
-    if take > 0:
-      w = rec.witnesses[:take]
-      xs.append(products.norm.apply(w).astype(np.float64))
-      rs.append(np.asarray(rec.target[:take], np.float64)
-                - (0.0 if fitted_on is None else fitted_on.predict(w)))
-      left -= take
-  found, scores = fringes_lib.fit_fringes(np.concatenate(xs), np.concatenate(rs), fs,
-                                          log=logging.info)
+  x, _, residual = _fit_stretch(train, products.norm, fringes_lib.MAX_SECONDS, fitted_on)
+  found, scores = fringes_lib.fit_fringes(x, residual, fs, log=logging.info)
   entry = dict(entry, fringes_screened=scores)
   if not found:
     return fir, entry
@@ -614,20 +621,11 @@ def _with_modes(fir: baselines.WienerFIR, entry: dict, split: Split,
   train = split.train
   n_ch, fs = train[0].witnesses.shape[1], train[0].fs
   products = _products_of(fir, train)
-  xs, ys, rs, left = [], [], [], int(modes_lib.MAX_SECONDS * fs)
-  for rec in train:
-    take = min(len(rec), left)
-    if take > 0:
-      w = rec.witnesses[:take]
-      xs.append(products.norm.apply(w).astype(np.float64))
-      ys.append(np.asarray(rec.target[:take], np.float64))
-      rs.append(ys[-1] - fir.predict(w))
-      left -= take
+  x, y, residual = _fit_stretch(train, products.norm, modes_lib.MAX_SECONDS, fir)
   # Found in what fir leaves, fitted on the target: fir has taken a moving mode's average
   # (and with products its first order), and what it leaves of the mode no mode fits (dev
   # thermal_modes/1: 0.04 of the band explained on the held-out third, 0.51 on the target).
-  found, scores = modes_lib.fit_modes(np.concatenate(xs), np.concatenate(rs), fs,
-                                      fit_on=np.concatenate(ys), log=logging.info)
+  found, scores = modes_lib.fit_modes(x, residual, fs, fit_on=y, log=logging.info)
   entry = dict(entry, modes_screened=scores)
   if not found:
     return fir, entry
