@@ -405,6 +405,7 @@ class WienerFIR:
                                                     for j, _, h, _ in extra.bent_paths],
             'fringes': [] if extra is None else [[j] for j, _, _ in extra.fringes],
             'modes': [] if extra is None else [[j, k] for j, k, _ in extra.modes],
+            'envelopes': [] if extra is None else [[j] for j, _, _ in extra.envelopes],
             'inputs_used': self.inputs_used(), 'n_inputs': len(self.weights) // self.n_taps}
 
   def plus(self, other: 'WienerFIR') -> 'WienerFIR':

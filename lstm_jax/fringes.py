@@ -84,6 +84,10 @@ class Fringe:
   weights: tuple
   share: float  # of the weighed residual explained on the held-out third
 
+  def entry(self, fs: float) -> tuple:
+    """``(witness, filters, weights)`` at ``fs``: the item of ``Products.fringes``."""
+    return self.witness, self.filters(fs), self.weights
+
   def filters(self, fs: float) -> dict:
     """The digital filters at ``fs``: ``phase`` (b, a) and ``post``, a (b, a) per readout
     filter (identity first), for ``Products.fringes``."""
@@ -121,34 +125,49 @@ def memory(b: tuple, a: tuple, tolerance: float = 1e-6) -> int:
   return int(np.ceil(np.log(tolerance) / np.log(min(radius, 1.0 - 1e-12)))) + len(b)
 
 
-def column(filters: dict, weights, x, xp=np, lag: int = 0):
-  """The fringe coupling of the standardized witness ``x`` (..., T): ``sum_p post_p[sum_n
-  w[n, 0, p] cos(n phi) + w[n, 1, p] sin(n phi)]``, ``phi`` = phase(x). numpy filters as the
-  IIR it is; another ``xp`` (``jax.numpy``, the exported program) convolves with the impulse
-  responses cut at ``lag`` + 1 samples (``memory``), the history the caller gives."""
+def filtered(ba, v, xp=np):
+  """``v`` (..., T) through the digital filter ``ba`` = (b, a), from rest at its first
+  sample (``filtered_each``)."""
+  return filtered_each([ba], [v], xp)[0]
+
+
+def filtered_each(bas, vs, xp=np) -> list:
+  """Each of ``vs`` (K series, (..., T) each) through its filter in ``bas`` ((b, a) each, of
+  order 2 at most), from rest at the first sample: numpy's ``lfilter``, or in jax (the
+  exported program) one scan for all of them, in transposed direct form II: its length is
+  symbolic (an FFT or an associative scan needs it known)."""
+  if xp is np:
+    return [v * float(b[0] / a[0]) if len(b) == len(a) == 1
+            else scipy.signal.lfilter(b, a, v, axis=-1) for (b, a), v in zip(bas, vs)]
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  v = xp.stack(vs, -2)  # (..., K, T)
+  coefficients = np.zeros((2, len(bas), 3))
+  for k, (b, a) in enumerate(bas):
+    coefficients[0, k, :len(b)] = np.asarray(b, np.float64) / a[0]
+    coefficients[1, k, :len(a)] = np.asarray(a, np.float64) / a[0]
+  # (2, 3, 1, ..., 1, K): b and a, per tap, shaped as a sample of v
+  b, a = jnp.asarray(np.moveaxis(coefficients, 1, -1).reshape(
+      (2, 3) + (1,) * (v.ndim - 2) + (len(bas),)), v.dtype)
+
+  def step(z, x):  # z: (..., K, 2)
+    y = b[0] * x + z[..., 0]
+    return jnp.stack([b[1] * x - a[1] * y + z[..., 1], b[2] * x - a[2] * y], -1), y
+
+  _, y = jax.lax.scan(step, jnp.zeros(v.shape[:-1] + (2,), v.dtype), jnp.moveaxis(v, -1, 0))
+  return list(jnp.moveaxis(y, 0, -1)[..., k, :] for k in range(len(bas)))
+
+
+def column(filters: dict, weights, x, xp=np):
+  """The fringe coupling of the standardized witness ``x`` (..., T), from rest at its first
+  sample: ``sum_p post_p[sum_n w[n, 0, p] cos(n phi) + w[n, 1, p] sin(n phi)]``, ``phi`` =
+  phase(x), each filter as ``filtered_each`` applies it."""
   w = np.asarray(weights, np.float64)
-
-  def filtered(ba, v):
-    b, a = (np.asarray(c, np.float64) for c in ba)
-    if len(b) == 1 and len(a) == 1:
-      return v * float(b[0] / a[0])
-    if xp is np:
-      return scipy.signal.lfilter(b, a, v, axis=-1)
-    impulse = np.zeros(lag + 1)
-    impulse[0] = 1.0
-    h = scipy.signal.lfilter(b, a, impulse)
-    n = v.shape[-1] + len(h)
-    spectrum = np.fft.rfft(h, n).astype(np.complex64 if v.dtype == np.float32 else np.complex128)
-    spectrum = xp.asarray(spectrum.reshape((1,) * (v.ndim - 1) + (-1,)))
-    return xp.fft.irfft(xp.fft.rfft(v, n) * spectrum, n)[..., :v.shape[-1]]
-
-  phi = filtered(filters['phase'], x)
+  phi = filtered(filters['phase'], x, xp)
   trig = [(xp.cos(n * phi), xp.sin(n * phi)) for n in range(1, w.shape[0] + 1)]
-  out = 0.0
-  for p, ba in enumerate(filters['post']):
-    out = out + filtered(ba, sum(float(w[n, 0, p]) * c + float(w[n, 1, p]) * s
-                                 for n, (c, s) in enumerate(trig)))
-  return out
+  read = [sum(float(w[n, 0, p]) * c + float(w[n, 1, p]) * s for n, (c, s) in enumerate(trig))
+          for p in range(len(filters['post']))]
+  return sum(filtered_each(filters['post'], read, xp))
 
 
 def _bounded(theta, fs: float) -> np.ndarray:

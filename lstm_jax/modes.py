@@ -236,26 +236,11 @@ class _Fit(weighed_fit.WeighedFit):
     s = recursion(self.u, self.v, *_digital(theta, self.fs))
     return self.weigh(np.stack([s.real, -s.imag], 1))
 
-  def solve(self, theta):
-    """(cost, design, gain) on ``rows``."""
-    d = self.design(theta)
-    g = np.linalg.lstsq(d[self.rows], self.r[self.rows], rcond=None)[0]
-    e = self.r[self.rows] - d[self.rows] @ g
-    return float(e @ e), d, g
-
   def bounded(self, theta):
     f0, shift, curve, log_decay, lag = theta
     return np.array([np.clip(f0, 1.0, 0.45 * self.fs), shift, curve,
                      np.clip(log_decay, -np.log(MAX_RING_SECONDS), np.log(0.1 * self.fs)),
                      np.clip(lag, 0.0, MAX_LAG_SECONDS)], np.float64)
-
-  def jacobian(self, theta, d, g):
-    """By differences (steps scaled to the start's frequency), ``c``'s span projected off."""
-    rows = d[self.rows]
-    base = rows @ g
-    j = np.stack([(self.design(theta + h * np.eye(5)[k])[self.rows] @ g - base) / h
-                  for k, h in enumerate(self.steps)], 1)
-    return j - rows @ np.linalg.lstsq(rows, j, rcond=None)[0]
 
   def levenberg_marquardt(self, theta, iterations: int):
     theta = self.bounded(theta)

@@ -24,6 +24,7 @@ from lstm_jax import checkpoint as ckpt_lib
 from lstm_jax import data as data_lib
 from lstm_jax import losses as losses_lib
 from lstm_jax import doctor
+from lstm_jax import envelopes as envelopes_lib
 from lstm_jax import fringes as fringes_lib
 from lstm_jax import modes as modes_lib
 from lstm_jax import gw
@@ -464,8 +465,11 @@ def fit_linear_path(split: Split, lengths, max_products: int = 0, segment: int =
     fir, entry = _regularized_unless_worse(fir, entry, split.train, val, split.validation_lead,
                                            WHITENED_CHECK)
     fir, entry = _with_fringes(fir, entry, split, entry['n_taps'], segment, lengths)
-  else:  # fringes, where nothing linear qualified
-    fir, entry = _with_fringes(None, {}, split, lengths[len(lengths) // 2], segment)
+    fir, entry = _with_envelopes(fir, entry, split, entry['n_taps'], segment)
+  else:  # fringes and envelopes, where nothing linear qualified
+    n_taps = lengths[len(lengths) // 2]
+    fir, entry = _with_fringes(None, {}, split, n_taps, segment)
+    fir, entry = _with_envelopes(fir, entry, split, n_taps, segment)
     best = None if fir is None else (entry, fir, 0.0)
   if best is not None:
     fir, entry = _with_modulated_paths(fir, entry, split, segment)
@@ -554,6 +558,42 @@ def _fit_stretch(records, norm: data_lib.Normalizer, seconds: float,
   return np.concatenate(xs), np.concatenate(ys), np.concatenate(rs)
 
 
+def _refitted_over(fir: baselines.WienerFIR, products: volterra.Products, records,
+                   columns: list, segment: int) -> Optional[baselines.WienerFIR]:
+  """A filter of ``fir``'s length over ``columns`` alone of the ``records`` widened by
+  ``products`` (None: no columns): what a later stage fits on where some of ``fir``'s inputs
+  render its coupling crudely."""
+  if not columns:
+    return None
+  [[(refitted, _)]] = baselines.WienerFIR.fit_beside_sets(
+      [products.widened(r) for r in records], None, [fir.n_taps], [columns], segment=segment)
+  return dataclasses.replace(refitted, products=products)
+
+
+def _fitted_and_widened(kind: str, fit, fitted_on: Optional[baselines.WienerFIR],
+                        products: volterra.Products, train, max_seconds: float, entry: dict):
+  """``fit(x, residual, fs, log=)`` (a stage's fit of ``kind``'s columns, found as ``(found,
+  scores)``, each found with ``entry()`` the widening's item) on the first ``max_seconds`` of
+  what ``fitted_on`` leaves of the training records; returns ``(widened, new columns, entry)``
+  (``widened`` None where it found none)."""
+  n_ch, fs = train[0].witnesses.shape[1], train[0].fs
+  x, _, residual = _fit_stretch(train, products.norm, max_seconds, fitted_on)
+  found, scores = fit(x, residual, fs, log=logging.info)
+  entry = dict(entry, **{f'{kind}_screened': scores})
+  if not found:
+    return None, [], entry
+  widened = dataclasses.replace(products, **{kind: getattr(products, kind) + [
+      f.entry(fs) for f in found]})
+  return widened, widened.added(kind, products, n_ch), entry
+
+
+def _alone_too(fir: Optional[baselines.WienerFIR], used: list, new_columns: list) -> list:
+  """The column sets a stage tries: ``fir``'s inputs and the new columns, and the new columns
+  alone (where there is no ``fir``, those first, then with every witness)."""
+  return ([used + new_columns, new_columns] if fir is not None
+          else [new_columns, used + new_columns])
+
+
 def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split, n_taps: int,
                   segment: int = 1 << 14, lengths: Sequence[int] = ()
                   ) -> tuple[Optional[baselines.WienerFIR], dict]:
@@ -569,7 +609,7 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
   if not FRINGES:
     return fir, entry
   train = split.train
-  n_ch, fs = train[0].witnesses.shape[1], train[0].fs
+  n_ch = train[0].witnesses.shape[1]
   products = _products_of(fir, train)
   used = list(range(n_ch)) if fir is None else fir.inputs_used()
   unbent = [c for c in used if c not in products.columns_of('shapes', n_ch)]
@@ -581,22 +621,13 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
     # slow part crudely, and what it leaves no phase path fits (fresh scattered_light/3: 0.20
     # of the residual explained after tanh shapes of the witness, 0.87 after a filter without
     # them): fitted on what a filter over fir's other inputs leaves.
-    fitted_on = None
-    if unbent_alone:
-      [[(fitted_on, _)]] = baselines.WienerFIR.fit_beside_sets(
-          [products.widened(r) for r in train], None, [fir.n_taps], [unbent_alone],
-          segment=segment)
-      fitted_on = dataclasses.replace(fitted_on, products=products)
-  x, _, residual = _fit_stretch(train, products.norm, fringes_lib.MAX_SECONDS, fitted_on)
-  found, scores = fringes_lib.fit_fringes(x, residual, fs, log=logging.info)
-  entry = dict(entry, fringes_screened=scores)
-  if not found:
+    fitted_on = _refitted_over(fir, products, train, unbent_alone, segment)
+  widened, new_columns, entry = _fitted_and_widened(
+      'fringes', fringes_lib.fit_fringes, fitted_on, products, train, fringes_lib.MAX_SECONDS,
+      entry)
+  if widened is None:
     return fir, entry
-  widened = dataclasses.replace(products, fringes=products.fringes + [
-      (f.witness, f.filters(fs), f.weights) for f in found])
-  new_columns = widened.added('fringes', products, n_ch)
-  sets = [used + new_columns, new_columns] if fir is not None else [new_columns,
-                                                                      used + new_columns]
+  sets = _alone_too(fir, used, new_columns)
   set_lengths = [None] * len(sets)
   if unbent != used:
     # fir's length served its bent witnesses' slow dynamics; without them a shorter one may do
@@ -637,6 +668,39 @@ def _with_modes(fir: baselines.WienerFIR, entry: dict, split: Split,
   if any(c >= n_ch for c in used):
     sets.append([c for c in used if c < n_ch] + new_columns)
   return _widened_unless_worse(fir, entry, split, widened, sets, 'modes', segment)
+
+
+def _with_envelopes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
+                    n_taps: int, segment: int = 1 << 14
+                    ) -> tuple[Optional[baselines.WienerFIR], dict]:
+  """``fir`` (the linear path; None: no filter qualified) or, where validation proves it
+  better, a filter over its inputs widened by envelopes (``volterra.Products.envelopes``): the
+  power in a band of a witness, detected and low-passed, fitted on what ``fir`` leaves of the
+  training records (``envelopes.fit_envelopes``). Tried over ``fir``'s inputs and the
+  envelopes and over the envelopes alone (with every witness where there is no ``fir``), of
+  ``fir``'s length, else of ``n_taps``. A band's power holds none of the band's waveform, so
+  no filter over the witness, nor over its square, renders it."""
+  if not ENVELOPES:
+    return fir, entry
+  train = split.train
+  n_ch = train[0].witnesses.shape[1]
+  products = _products_of(fir, train)
+  used = list(range(n_ch)) if fir is None else fir.inputs_used()
+  witnesses = [c for c in used if c < n_ch]
+  fitted_on = fir
+  if fir is not None and len(witnesses) < len(used):
+    # A witness's square renders a band's power crudely, and what it leaves no band fits
+    # (fresh machine_power/2: no band found after w^2): fitted on what fir's witnesses leave.
+    fitted_on = _refitted_over(fir, products, train, witnesses, segment)
+  widened, new_columns, entry = _fitted_and_widened(
+      'envelopes', envelopes_lib.fit_envelopes, fitted_on, products, train,
+      envelopes_lib.MAX_SECONDS, entry)
+  if widened is None:
+    return fir, entry
+  sets = _alone_too(fir, widened.moved(used, products, n_ch), new_columns)
+  if fir is not None and len(witnesses) < len(used):
+    sets.insert(1, witnesses + new_columns)
+  return _widened_unless_worse(fir, entry, split, widened, sets, 'envelopes', segment, n_taps)
 
 
 def _with_bent_paths(fir: baselines.WienerFIR, entry: dict, split: Split,
@@ -790,6 +854,7 @@ def _widened_unless_worse(fir: Optional[baselines.WienerFIR], entry: dict, split
     entry = dict(entry, **new_entry)
   return new_fir, dict(entry, **{k: new_entry[k] for k in ('products', 'shapes', 'modulated',
                                                           'bent_paths', 'fringes', 'modes',
+                                                          'envelopes',
                                                           'n_taps',
                                                           'inputs_used', 'n_inputs')},
                        validation_residual_nr_db=_removed_db(as_rec(target), as_rec(after)),
@@ -1241,6 +1306,8 @@ POLES_UNLESS_WORSE = True
 FRINGES = True
 # Moving modes (``_with_modes``): a resonance whose frequency a slow witness moves.
 MODES = True
+# Envelopes: the power in a witness's band, detected and low-passed (``_with_envelopes``).
+ENVELOPES = True
 # Bent witnesses are screened again on what a filter over the screened products leaves
 # (``_screened_again``).
 SCREEN_AGAIN = True

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.signal
 
 from lstm_jax import data as data_lib
+from lstm_jax import envelopes as envelopes_lib
 from lstm_jax import fringes as fringes_lib
 from lstm_jax import modes as modes_lib
 
@@ -53,7 +54,7 @@ BEND_OFFSETS = (-1.5, -0.75, 0.0, 0.75, 1.5)
 SHAPES_WHITENED = True
 
 # The kinds of appended column, in the order ``Products.widen`` appends them.
-COLUMN_KINDS = ('pairs', 'shapes', 'modulated', 'bent_paths', 'fringes', 'modes')
+COLUMN_KINDS = ('pairs', 'shapes', 'modulated', 'bent_paths', 'fringes', 'modes', 'envelopes')
 
 
 @dataclasses.dataclass
@@ -85,6 +86,11 @@ class Products:
   # (``lstm_jax.modes``; ``digital`` = (w0, dw, r, Re c, Im c), ``Mode.digital``), one column
   # each: a resonance that a slow quantity (a temperature) tunes.
   modes: list = dataclasses.field(default_factory=list)
+  # of (j, filters, weights): the power in a band of witness j, detected and low-passed
+  # (``lstm_jax.envelopes``; ``filters`` as ``Envelope.filters``, ``weights`` (2 laws, readout
+  # filters)), one column each: a fast band that a square-law or rectifying detector brings
+  # down to slow frequencies.
+  envelopes: list = dataclasses.field(default_factory=list)
 
   @property
   def max_lag(self) -> int:
@@ -95,7 +101,8 @@ class Products:
                + [fringes_lib.memory(*f['phase']) + max(fringes_lib.memory(*ba)
                                                         for ba in f['post'])
                   for _, f, _ in self.fringes]
-               + [modes_lib.memory(d) for _, _, d in self.modes], default=0)
+               + [modes_lib.memory(d) for _, _, d in self.modes]
+               + [envelopes_lib.memory(f) for _, f, _ in self.envelopes], default=0)
 
   @property
   def n_columns(self) -> int:
@@ -129,7 +136,8 @@ class Products:
     """The witness columns the appended columns read (standardized), in order."""
     return sorted({c for i, j, _ in self.pairs + self.modulated for c in (i, j)}
                   | {i for i, _, _ in self.shapes} | {p[0] for p in self.bent_paths}
-                  | {f[0] for f in self.fringes} | {c for m in self.modes for c in m[:2]})
+                  | {f[0] for f in self.fringes} | {c for m in self.modes for c in m[:2]}
+                  | {e[0] for e in self.envelopes})
 
   def appended(self, factors, xp=np) -> list:
     """The appended columns, each ``(..., T)``, from ``factors``: the standardized factors
@@ -151,10 +159,12 @@ class Products:
             + [now(i) * path(j, taps) for i, j, taps in self.modulated]
             + [sum(w * xp.tanh(a * (path(j, taps) / s - c)) for a, c, w in units)
                for j, s, taps, units in self.bent_paths]
-            + [fringes_lib.column(filters, w, factors[..., at[j]], xp, lag)[..., lag:]
+            + [fringes_lib.column(filters, w, factors[..., at[j]], xp)[..., lag:]
                for j, filters, w in self.fringes]
             + [modes_lib.column(d, factors[..., at[j]], factors[..., at[k]], xp)[..., lag:]
-               for j, k, d in self.modes])
+               for j, k, d in self.modes]
+            + [envelopes_lib.column(filters, w, factors[..., at[j]], xp)[..., lag:]
+               for j, filters, w in self.envelopes])
 
   def widen(self, witnesses_TxC, before_TxC=None) -> np.ndarray:
     """``[witnesses, products, bent witnesses]`` (T, C + K), float64; the witnesses as given.
@@ -194,6 +204,13 @@ class Products:
                          np.asarray(w, np.float64).tolist()] for j, f, w in self.fringes]
     if self.modes:
       out['modes'] = [[int(j), int(k), [float(v) for v in d]] for j, k, d in self.modes]
+    if self.envelopes:
+      out['envelopes'] = [[int(j), {'band': [list(c) for c in f['band']],
+                                    'post': [[list(c) for c in ba] for ba in f['post']],
+                                    'rms': [list(c) for c in f['rms']],
+                                    'scale': float(f['scale']),
+                                    'offsets': [float(v) for v in f['offsets']]},
+                           np.asarray(w, np.float64).tolist()] for j, f, w in self.envelopes]
     return out
 
   @classmethod
@@ -209,7 +226,15 @@ class Products:
                           'post': [tuple(tuple(float(v) for v in c) for c in ba)
                                    for ba in f['post']]},
                  fringes_lib.nested(w)) for j, f, w in d.get('fringes', [])],
-               [(int(j), int(k), tuple(float(v) for v in m)) for j, k, m in d.get('modes', [])])
+               [(int(j), int(k), tuple(float(v) for v in m)) for j, k, m in d.get('modes', [])],
+               [(int(j), {'band': [tuple(tuple(float(v) for v in c) for c in ba)
+                                   for ba in f['band']],
+                          'post': [tuple(tuple(float(v) for v in c) for c in ba)
+                                   for ba in f['post']],
+                          'rms': tuple(tuple(float(v) for v in c) for c in f['rms']),
+                          'scale': float(f['scale']),
+                          'offsets': tuple(float(v) for v in f['offsets'])},
+                 fringes_lib.nested(w)) for j, f, w in d.get('envelopes', [])])
 
 
 def bent(x, a: float, b: float) -> np.ndarray:
@@ -217,29 +242,35 @@ def bent(x, a: float, b: float) -> np.ndarray:
   return np.tanh(a * x) - b * x
 
 
-def named(pairs, shapes=(), modulated=(), bent_paths=(), fringes=(), modes=()) -> str:
+def named(pairs, shapes=(), modulated=(), bent_paths=(), fringes=(), modes=(),
+          envelopes=()) -> str:
   """What a filter's appended inputs are, for a log line: ``product of witnesses w0*w2``,
   ``bent witness tanh(2*w1)``, ``modulated path w0*(h*w1)``, ``bent path f(h*w1)``,
-  ``fringes fringe(h*w3)``, ``moving mode mode(w0; w2)``, or several kinds; '' for none."""
+  ``fringes fringe(h*w3)``, ``moving mode mode(w0; w2)``, ``envelope env(h*w4)``, or several
+  kinds; '' for none."""
   kinds = [k for k, there in (('product of witnesses', pairs), ('bent witness', shapes),
                               ('modulated path', modulated), ('bent path', bent_paths),
-                              ('fringes', fringes), ('moving mode', modes))
+                              ('fringes', fringes), ('moving mode', modes),
+                              ('envelope', envelopes))
            if there]
   return (f"{' or '.join(kinds)} "
-          f"{describe(pairs, shapes, modulated, bent_paths, fringes, modes)}" if kinds else '')
+          f"{describe(pairs, shapes, modulated, bent_paths, fringes, modes, envelopes)}"
+          if kinds else '')
 
 
 def named_in(stats: dict) -> str:
   """``named`` of a filter's stats or summary (``WienerFIR.summary``: its appended inputs
   under ``products``, ``shapes``, ``modulated``, ``bent_paths``, ``fringes`` and ``modes``)."""
   return named(*(stats.get(k) or [] for k in ('products', 'shapes', 'modulated',
-                                                'bent_paths', 'fringes', 'modes')))
+                                                'bent_paths', 'fringes', 'modes', 'envelopes')))
 
 
-def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=(), modes=()) -> str:
+def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=(), modes=(),
+             envelopes=()) -> str:
   """``[(i, j, lag), ...]``, ``[(i, a, b), ...]``, ``[(i, j, ...), ...]`` and
   ``[(j, ...), ...]`` (twice) as text: ``w1(t-5)*w3``, ``w0^2``, ``w0*w2``, ``tanh(2*w4)``,
-  ``w0*(h*w1)``, ``f(h*w1)``, ``fringe(h*w3)``, ``mode(w0; w2)`` (driven by w0, moved by w2)."""
+  ``w0*(h*w1)``, ``f(h*w1)``, ``fringe(h*w3)``, ``mode(w0; w2)`` (driven by w0, moved by w2),
+  ``env(h*w4)``."""
   def one(p):
     i, j, lag = (tuple(p) + (0,))[:3]
     if i == j and not lag:
@@ -249,7 +280,8 @@ def describe(pairs, shapes=(), modulated=(), bent_paths=(), fringes=(), modes=()
                    + [f'w{int(i)}*(h*w{int(j)})' for i, j, *_ in modulated]
                    + list(dict.fromkeys(f'f(h*w{int(j)})' for j, *_ in bent_paths))
                    + [f'fringe(h*w{int(j)})' for j, *_ in fringes]
-                   + [f'mode(w{int(j)}; w{int(k)})' for j, k, *_ in modes])
+                   + [f'mode(w{int(j)}; w{int(k)})' for j, k, *_ in modes]
+                   + [f'env(h*w{int(j)})' for j, *_ in envelopes])
 
 
 def _screen_stretch(records: Sequence[data_lib.Recording], residuals) -> tuple:

@@ -13,11 +13,14 @@ import scipy.signal
 
 
 class WeighedFit:
-  """Subclasses give ``solve(theta) -> (cost, d, w, *more)`` on ``rows`` (``d`` the weighed
-  columns on every row, ``w`` their weights), ``jacobian(theta, d, w, *more)`` (d residual /
-  d theta on ``rows``, the weights' span projected off) and ``bounded(theta)``."""
+  """Subclasses give ``bounded(theta)`` and either ``design(theta)`` (the weighed columns,
+  every row) and ``steps`` (for ``solve`` by least squares and ``jacobian`` by differences),
+  or their own ``solve(theta) -> (cost, d, w, *more)`` on ``rows`` (``d`` the weighed
+  columns on every row, ``w`` their weights) and ``jacobian(theta, d, w, *more)`` (d residual
+  / d theta on ``rows``, the weights' span projected off)."""
 
   def __init__(self, r, fs: float, sos, settle_seconds: float):
+    """``sos``: the weighing filter's second-order sections (None: unweighed)."""
     self.fs, self.sos = fs, sos
     self.r = self.weigh(r - np.mean(r))
     n = len(r)
@@ -26,7 +29,25 @@ class WeighedFit:
     self.rows = slice(settle, self.cut)
 
   def weigh(self, v):
-    return scipy.signal.sosfilt(self.sos, v, axis=0)
+    return v if self.sos is None else scipy.signal.sosfilt(self.sos, v, axis=0)
+
+  def solve(self, theta):
+    """(cost, design, weights) on ``rows``: plain least squares of the residual on
+    ``design(theta)``, the weighed columns (subclasses give ``design``)."""
+    d = self.design(theta)
+    w = np.linalg.lstsq(d[self.rows], self.r[self.rows], rcond=None)[0]
+    e = self.r[self.rows] - d[self.rows] @ w
+    return float(e @ e), d, w
+
+  def jacobian(self, theta, d, w, *more):
+    """By differences of ``design`` (one step per number, ``self.steps``), the weights' span
+    projected off (variable projection)."""
+    rows = d[self.rows]
+    base = rows @ w
+    eye = np.eye(len(theta))
+    j = np.stack([(self.design(theta + h * eye[k])[self.rows] @ w - base) / h
+                  for k, h in enumerate(self.steps)], 1)
+    return j - rows @ np.linalg.lstsq(rows, j, rcond=None)[0]
 
   def levenberg_marquardt(self, theta, iterations: int):
     """``(theta, cost)`` after at most ``iterations`` accepted steps, each the damped

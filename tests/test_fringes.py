@@ -2,9 +2,7 @@
 widened witnesses (``volterra.Products.fringes``), and the linear path that keeps it."""
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
-import pytest
 import scipy.signal
 
 import lstm_jax
@@ -91,38 +89,6 @@ def test_a_fringe_fitted_at_a_lower_rate_renders_at_the_files():
   column = fringes.column(found[0].filters(fs), found[0].weights, x)
   later = slice(half + int(10 * fs), None)
   assert metrics.noise_reduction_db(noise[later], column[later]) > 25.0
-
-
-@pytest.fixture(scope='module')
-def fringe_products():
-  rng = np.random.default_rng(2)
-  w = witnesses(rng, int(200 * FS))
-  norm = data_lib.Normalizer.fit(w, 'standardize', 'witness channel')
-  found, _ = fringes.fit_fringes(norm.apply(w).astype(np.float64),
-                                 fringe_noise(norm.apply(w)[:, 0].astype(np.float64)), FS)
-  return volterra.Products([], norm, fringes=[(f.witness, f.filters(FS), f.weights)
-                                              for f in found]), w
-
-
-def test_a_fringe_column_is_the_same_in_numpy_in_jax_and_after_a_round_trip(fringe_products):
-  """The exported program's math (``jax.numpy``, impulse responses cut at the history it is
-  given) agrees with numpy's IIR, block by block with the history carried; and the widening
-  read back from its dict widens alike."""
-  products, w = fringe_products
-  lag = products.max_lag
-  assert lag > FS  # the pendulum-like path rings for seconds
-  whole = products.widen(w)[:, -1]
-  x = products.norm.take(products.factors).apply(w)
-  start = 2 * lag
-  full = x[start - lag:start + 500].astype(np.float32)[None]
-  from_jax = np.asarray(products.appended(jnp.asarray(full), jnp)[0][0])
-  np.testing.assert_allclose(from_jax, whole[start:start + 500], rtol=0, atol=2e-3 * whole.std())
-  before = w[:start]
-  np.testing.assert_allclose(products.widen(w[start:start + 500], before)[:, -1],
-                             whole[start:start + 500], rtol=0, atol=1e-5 * whole.std())
-  again = volterra.Products.from_dict(products.to_dict())
-  np.testing.assert_allclose(again.widen(w)[:, -1], whole, rtol=1e-12, atol=1e-12)
-  assert volterra.describe([], fringes=products.fringes) == 'fringe(h*w0)'
 
 
 def split_of_fringes(seed: int):

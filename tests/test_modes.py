@@ -87,26 +87,6 @@ def mode_products():
   return volterra.Products([], norm, modes=[(0, 1, digital)]), w
 
 
-def test_a_mode_column_is_the_same_in_numpy_in_jax_and_after_a_round_trip():
-  """The exported program's math (an associative scan from rest over the history it is given)
-  agrees with numpy's over the whole file, block by block with the history carried; and the
-  widening read back from its dict widens alike."""
-  products, w = mode_products()
-  lag = products.max_lag
-  assert lag > 10 * FS  # the temperature's lag: 14 s of history
-  whole = products.widen(w)[:, -1]
-  x = products.norm.take(products.factors).apply(w[:, products.factors])
-  start = lag + 1000
-  full = x[start - lag:start + 500].astype(np.float32)[None]
-  from_jax = np.asarray(products.appended(jnp.asarray(full), jnp)[0][0])
-  np.testing.assert_allclose(from_jax, whole[start:start + 500], rtol=0, atol=2e-3 * whole.std())
-  np.testing.assert_allclose(products.widen(w[start:start + 500], w[:start])[:, -1],
-                             whole[start:start + 500], rtol=0, atol=1e-5 * whole.std())
-  again = volterra.Products.from_dict(products.to_dict())
-  np.testing.assert_allclose(again.widen(w)[:, -1], whole, rtol=1e-12, atol=1e-12)
-  assert volterra.describe([], modes=products.modes) == 'mode(w0; w1)'
-
-
 def test_columns_inserted_before_a_kind_move_its_columns_on():
   """Bent paths come before fringes and modes in the widening: a filter's mode column is
   found where the widened products put it."""
@@ -143,32 +123,3 @@ def test_the_linear_path_keeps_a_moving_mode(monkeypatch):
   monkeypatch.setattr(train_lib, 'MODES', False)
   _, plain, _ = train_lib.fit_linear_path(split, 64)
   assert nr(plain) < 3.0, nr(plain)  # 0.4
-
-
-def test_a_mode_streams_and_exports_like_the_whole_file(tmp_path):
-  """A linear path over a moving mode (the slow witness lagged): the stream and the exported
-  program, block by block with their history, clean as the whole file does."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from lstm_jax import export as export_lib  # pylint: disable=import-outside-toplevel
-  from lstm_jax.inference import TrainedModel  # pylint: disable=import-outside-toplevel
-  record = lstm_jax.seed_mock(fs=256.0, duration=6.0, seed=3)
-  config = lstm_jax.Config(lstm_sizes=(8,), head_sizes=(8,), eval_chunk_len=256)
-  model = lstm_jax.build_model(config)
-  params = model.init(jax.random.key(0), model.initialize_carry(1),
-                      np.zeros((1, 4, 2), np.float32))['params']
-  norm = data_lib.Normalizer.fit(record.witnesses, 'standardize', 'witness channel')
-  digital = modes.Mode(1, 0, (30.0, 2.0, 0.5, np.log(20.0), 0.2), (1.0, -0.4), 1.0).digital(256.0)
-  products = volterra.Products([], norm, modes=[(1, 0, digital)])
-  fir = dataclasses.replace(baselines.WienerFIR.fit([products.widened(record)], n_taps=8),
-                            products=products)
-  trained = TrainedModel(config, params, norm, data_lib.Normalizer(
-      np.array([0.0], np.float32), np.array([1.0], np.float32)), 2, linear=fir)
-  whole = trained.predict(record.witnesses)
-  stream = trained.stream()
-  parts = [stream.push(record.witnesses[a:a + 100]) for a in range(0, len(record), 100)]
-  # the columns start from rest at the history's first sample: 1e-6 of a push left in the pole
-  np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-4 * whole.std())
-  export_lib.save_exported(trained, str(tmp_path / 'mode.jaxexport'))
-  served = export_lib.ExportedCleaner.load(str(tmp_path / 'mode.jaxexport'))
-  parts = [served.push(record.witnesses[a:a + 100]) for a in range(0, len(record), 100)]
-  np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-3 * whole.std())

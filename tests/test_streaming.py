@@ -2,6 +2,7 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -125,6 +126,63 @@ def test_export_widens_like_the_filter(trained, record, tmp_path):
   parts = [served.push(record.witnesses[a:a + 3]) for a in range(0, 300, 3)]
   parts += [served.push(record.witnesses[300:])]
   np.testing.assert_allclose(np.concatenate(parts), ref, atol=1e-4)
+
+
+def _iir_columns(kind: str, norm, fs: float) -> volterra.Products:
+  """A widening of one column of ``kind`` whose filters are IIR (their history streams carry
+  as ``max_lag`` samples): a fringe, a moving mode, an envelope."""
+  from lstm_jax import envelopes, fringes, modes  # pylint: disable=import-outside-toplevel
+  if kind == 'fringes':
+    found = fringes.Fringe(1, (np.log(2.0), np.log(1.5), 2.0, -0.2, 0.0),
+                           fringes.nested(np.linspace(-0.5, 0.5, 3 * 2 * 7).reshape(3, 2, 7)),
+                           1.0)
+    return volterra.Products([], norm, fringes=[(1, found.filters(fs), found.weights)])
+  if kind == 'modes':
+    found = modes.Mode(1, 0, (30.0, 2.0, 0.5, np.log(20.0), 0.2), (1.0, -0.4), 1.0)
+    return volterra.Products([], norm, modes=[(1, 0, found.digital(fs))])
+  found = envelopes.Envelope(1, (20.0, 40.0), 'resonance', 3.0, 0.3, (1.0, 0.8, 0.9),
+                             tuple(np.linspace(-1.0, 1.0, 3 * 8)), 1.0)
+  return volterra.Products([], norm, envelopes=[(1, found.filters(fs), found.weights)])
+
+
+@pytest.mark.parametrize('kind,text', [('fringes', 'fringe(h*w1)'), ('modes', 'mode(w1; w0)'),
+                                       ('envelopes', 'env(h*w1)')])
+def test_iir_columns_stream_and_export_like_the_whole_file(trained, kind, text, tmp_path):
+  """A linear path over a column of IIR filters (a fringe's phase path and readout, a moving
+  mode's pole and lag, an envelope's band, detectors and low-passes): the column's math in
+  ``jax.numpy`` over a history agrees with numpy's over the whole file, and so does numpy's
+  given that history; the widening read back from its dict widens alike; the stream and the
+  exported program (scans: its length is symbolic), block by block with their history, clean
+  as the whole file does."""
+  record = lstm_jax.seed_mock(fs=256.0, duration=12.0, seed=3)
+  w = record.witnesses
+  norm = data_lib.Normalizer.fit(w, 'standardize', 'witness channel')
+  products = _iir_columns(kind, norm, record.fs)
+  assert volterra.describe([], **{kind: getattr(products, kind)}) == text
+  lag = products.max_lag
+  column = products.widen(w)[:, -1]
+  x = products.norm.take(products.factors).apply(w[:, products.factors])
+  start = lag + 200
+  from_jax = np.asarray(products.appended(jnp.asarray(x[None, start - lag:start + 500]),
+                                          jnp)[0][0])
+  np.testing.assert_allclose(from_jax, column[start:start + 500], rtol=0,
+                             atol=2e-3 * column.std())
+  np.testing.assert_allclose(products.widen(w[start:start + 500], w[:start])[:, -1],
+                             column[start:start + 500], rtol=0, atol=1e-5 * column.std())
+  again = volterra.Products.from_dict(products.to_dict())
+  np.testing.assert_allclose(again.widen(w)[:, -1], column, rtol=1e-12, atol=1e-12)
+  fir = dataclasses.replace(baselines.WienerFIR.fit([products.widened(record)], n_taps=8),
+                            products=products)
+  with_path = dataclasses.replace(trained, linear=fir)
+  whole = with_path.predict(record.witnesses)
+  stream = with_path.stream()
+  parts = [stream.push(record.witnesses[a:a + 100]) for a in range(0, len(record), 100)]
+  # the columns start from rest at the history's first sample: 1e-6 of a push left in them
+  np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-4 * whole.std())
+  export_lib.save_exported(with_path, str(tmp_path / f'{kind}.jaxexport'))
+  served = export_lib.ExportedCleaner.load(str(tmp_path / f'{kind}.jaxexport'))
+  parts = [served.push(record.witnesses[a:a + 100]) for a in range(0, len(record), 100)]
+  np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-3 * whole.std())
 
 
 def test_export_round_trip_of_a_gru(record, tmp_path):
