@@ -587,6 +587,16 @@ def _fitted_and_widened(kind: str, fit, fitted_on: Optional[baselines.WienerFIR]
   return widened, widened.added(kind, products, n_ch), entry
 
 
+def _stage_inputs(fir: Optional[baselines.WienerFIR], split: Split) -> tuple:
+  """What a stage that may run without a filter starts from: the training records, their
+  witness count, ``fir``'s widening (``_products_of``) and its inputs (every witness where
+  there is no ``fir``)."""
+  train = split.train
+  n_ch = train[0].witnesses.shape[1]
+  return (train, n_ch, _products_of(fir, train),
+          list(range(n_ch)) if fir is None else fir.inputs_used())
+
+
 def _alone_too(fir: Optional[baselines.WienerFIR], used: list, new_columns: list) -> list:
   """The column sets a stage tries: ``fir``'s inputs and the new columns, and the new columns
   alone (where there is no ``fir``, those first, then with every witness)."""
@@ -608,10 +618,7 @@ def _with_fringes(fir: Optional[baselines.WienerFIR], entry: dict, split: Split,
   this stage may have found nothing at all."""
   if not FRINGES:
     return fir, entry
-  train = split.train
-  n_ch = train[0].witnesses.shape[1]
-  products = _products_of(fir, train)
-  used = list(range(n_ch)) if fir is None else fir.inputs_used()
+  train, n_ch, products, used = _stage_inputs(fir, split)
   unbent = [c for c in used if c not in products.columns_of('shapes', n_ch)]
   bent_factors = {i for i, _, _ in products.shapes}
   unbent_alone = [c for c in unbent if c not in bent_factors]
@@ -682,10 +689,7 @@ def _with_envelopes(fir: Optional[baselines.WienerFIR], entry: dict, split: Spli
   no filter over the witness, nor over its square, renders it."""
   if not ENVELOPES:
     return fir, entry
-  train = split.train
-  n_ch = train[0].witnesses.shape[1]
-  products = _products_of(fir, train)
-  used = list(range(n_ch)) if fir is None else fir.inputs_used()
+  train, n_ch, products, used = _stage_inputs(fir, split)
   witnesses = [c for c in used if c < n_ch]
   fitted_on = fir
   if fir is not None and len(witnesses) < len(used):
