@@ -582,9 +582,14 @@ def _fitted_and_widened(kind: str, fit, fitted_on: Optional[baselines.WienerFIR]
   entry = dict(entry, **{f'{kind}_screened': scores})
   if not found:
     return None, [], entry
-  widened = dataclasses.replace(products, **{kind: getattr(products, kind) + [
-      f.entry(fs) for f in found]})
-  return widened, widened.added(kind, products, n_ch), entry
+  return (*_widened_by(kind, products, [f.entry(fs) for f in found], n_ch), entry)
+
+
+def _widened_by(kind: str, products: volterra.Products, items: list, n_ch: int) -> tuple:
+  """``products`` with ``items`` appended to its ``kind``, and where the widening puts them
+  after ``n_ch`` witness columns."""
+  widened = dataclasses.replace(products, **{kind: getattr(products, kind) + items})
+  return widened, widened.added(kind, products, n_ch)
 
 
 def _stage_inputs(fir: Optional[baselines.WienerFIR], split: Split) -> tuple:
@@ -667,9 +672,8 @@ def _with_modes(fir: baselines.WienerFIR, entry: dict, split: Split,
   entry = dict(entry, modes_screened=scores)
   if not found:
     return fir, entry
-  widened = dataclasses.replace(products, modes=products.modes + [
-      (m.drive, m.slow, m.digital(fs)) for m in found])
-  new_columns = widened.added('modes', products, n_ch)
+  widened, new_columns = _widened_by(
+      'modes', products, [(m.drive, m.slow, m.digital(fs)) for m in found], n_ch)
   used = fir.inputs_used()
   sets = [used + new_columns]
   if any(c >= n_ch for c in used):
